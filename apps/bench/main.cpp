@@ -1,0 +1,61 @@
+// cellstate-bench: times the custom recurrent modules against LibTorch's.
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "cellstate/bench.h"
+
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  cellstate::BenchConfig config;
+  std::string rnn = "lstm";
+  bool json = false;
+  po::options_description desc(
+      "cellstate-bench: forward and forward+backward time of the custom recurrent modules\n"
+      "against LibTorch's built-in ones, both in one run (medians after warm-up)\n\nOptions");
+  desc.add_options()
+      ("help,h", "show this help")
+      ("rnn", po::value(&rnn)->default_value("lstm"), "recurrence: lstm, gru or rnn")
+      ("layers", po::value(&config.layers)->default_value(config.layers), "stacked layers")
+      ("hidden", po::value(&config.hidden)->default_value(config.hidden), "hidden size")
+      ("input", po::value(&config.input)->default_value(config.input), "input feature size")
+      ("batch", po::value(&config.batch)->default_value(config.batch), "batch size")
+      ("seq", po::value(&config.seq)->default_value(config.seq), "sequence length (steps)")
+      ("bidirectional", po::bool_switch(&config.bidirectional), "two directions")
+      ("variable-lengths", po::bool_switch(&config.variable_lengths),
+       "lengths spread over [seq/2, seq] (packed semantics)")
+      ("step", po::bool_switch(&config.step),
+       "time step-by-step inference (one call per step, as in generation)")
+      ("threads", po::value(&config.threads)->default_value(0), "threads (0: every core)")
+      ("repeat", po::value(&config.repeat)->default_value(config.repeat), "timed repeats")
+      ("warmup", po::value(&config.warmup)->default_value(config.warmup), "untimed warm-up runs")
+      ("seed", po::value(&config.seed)->default_value(config.seed), "random seed")
+      ("json", po::bool_switch(&json), "print one JSON object instead of the table");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    config.kind = cellstate::parse_recurrent_kind(rnn);
+    cellstate::validate(config);
+  } catch (const std::exception& e) {
+    std::cerr << "cellstate-bench: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  try {
+    const auto result = cellstate::run_benchmark(config);
+    if (json) {
+      std::cout << cellstate::to_json(result).dump() << "\n";
+    } else {
+      cellstate::print_table(std::cout, result);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "cellstate-bench: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

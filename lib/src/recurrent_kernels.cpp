@@ -1,0 +1,539 @@
+// Fused forward and hand-written backward through time for LSTM, GRU and RNN.
+//
+// Forward, per layer and direction:
+//   XP = X·W_ihᵀ + b            one GEMM over all T·B rows
+//   for each step: XP[t] += h·W_hhᵀ (one GEMM, written in place), then one
+//   pass over memory applies the gate nonlinearities and the state update.
+// Backward, walking the steps in reverse processing order:
+//   one pass computes the pre-activation gate gradients dG[t] and the cell
+//   gradient; one GEMM dh = dG[t]·W_hh; after the loop dW_ih = dGᵀ·X,
+//   dW_hh = dGᵀ·H_prev, dX = dG·W_ih and the biases as one sum each.
+//
+// Variable lengths use the packed layout: the batch is sorted longest first,
+// so the sequences active at step t are a prefix of the batch, and every GEMM
+// and pass at that step only touches that prefix. Rows past the prefix keep
+// their state, which is exactly the semantics of a packed sequence in both
+// directions.
+
+#include "recurrent_kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace cellstate::detail {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// ---------------------------------------------------------------------------
+// Elementwise math. float uses a branch-free exp (Cephes polynomial, about
+// 2 ulp) that the compiler vectorises; double uses libm for exactness.
+
+inline float fast_exp(float x) {
+  x = std::min(88.3762626647949f, std::max(-87.3365447504f, x));
+  float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+  float r2 = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r2 + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+inline float tanh_(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * x)) - 1.0f; }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double tanh_(double x) { return std::tanh(x); }
+
+// ---------------------------------------------------------------------------
+// Per-step forward pass over rows [b0, b1) of the active prefix.
+
+template <typename T>
+struct StepForward {
+  int64_t hidden;
+  T* gates;       // [Bt, G*H]: pre-activations in, activations out when saving
+  const T* gh;    // GRU: [Bt, 3H] = h·W_hhᵀ + b_hh
+  T* h;           // [B, H] running hidden state, updated in place
+  T* c;           // [B, H] running cell state (LSTM)
+  T* y;           // [Bt, H] output of this step (may alias h)
+  T* save_h;      // [Bt, H] previous hidden state, or null
+  T* save_c;      // [Bt, H] previous cell state (LSTM), or null
+  T* save_tc;     // [Bt, H] tanh of the new cell state (LSTM), or null
+};
+
+template <typename T, bool kSave>
+void lstm_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    T* g = a.gates + b * 4 * H;
+    T* h = a.h + b * H;
+    T* c = a.c + b * H;
+    T* y = a.y + b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid(g[j]);
+      const T f = sigmoid(g[H + j]);
+      const T gg = tanh_(g[2 * H + j]);
+      const T o = sigmoid(g[3 * H + j]);
+      const T cp = c[j];
+      const T cn = f * cp + i * gg;
+      const T tc = tanh_(cn);
+      const T hn = o * tc;
+      if (kSave) {
+        a.save_h[b * H + j] = h[j];
+        a.save_c[b * H + j] = cp;
+        a.save_tc[b * H + j] = tc;
+        g[j] = i;
+        g[H + j] = f;
+        g[2 * H + j] = gg;
+        g[3 * H + j] = o;
+      }
+      c[j] = cn;
+      h[j] = hn;
+      y[j] = hn;
+    }
+  }
+}
+
+template <typename T, bool kSave>
+void gru_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    T* g = a.gates + b * 3 * H;
+    const T* gh = a.gh + b * 3 * H;
+    T* h = a.h + b * H;
+    T* y = a.y + b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = sigmoid(g[j] + gh[j]);
+      const T z = sigmoid(g[H + j] + gh[H + j]);
+      const T n = tanh_(g[2 * H + j] + r * gh[2 * H + j]);
+      const T hp = h[j];
+      const T hn = (T(1) - z) * n + z * hp;
+      if (kSave) {
+        a.save_h[b * H + j] = hp;
+        g[j] = r;
+        g[H + j] = z;
+        g[2 * H + j] = n;
+      }
+      h[j] = hn;
+      y[j] = hn;
+    }
+  }
+}
+
+template <typename T, bool kSave>
+void rnn_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    T* g = a.gates + b * H;
+    T* h = a.h + b * H;
+    T* y = a.y + b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T hn = tanh_(g[j]);
+      if (kSave) {
+        a.save_h[b * H + j] = h[j];
+        g[j] = hn;
+      }
+      h[j] = hn;
+      y[j] = hn;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Per-step backward pass over rows [b0, b1) of the active prefix.
+
+template <typename T>
+struct StepBackward {
+  int64_t hidden;
+  const T* act;     // [Bt, G*H] saved activations
+  const T* gh;      // GRU: [Bt, 3H] saved h·W_hhᵀ + b_hh
+  const T* h_prev;  // [Bt, H]
+  const T* c_prev;  // [Bt, H] (LSTM)
+  const T* tc;      // [Bt, H] tanh(c') (LSTM)
+  const T* dy;      // [Bt, H] gradient of this step's output
+  T* dh;            // [B, H] in: dL/dh' (without dy); out: direct part of dL/dh
+  T* dc;            // [B, H] in: dL/dc'; out: dL/dc (LSTM)
+  T* dgates;        // [Bt, G*H] out: gradient of the input pre-activations
+  T* dgh;           // [Bt, 3H] out: gradient of h·W_hhᵀ + b_hh (GRU)
+};
+
+template <typename T>
+void lstm_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* g = a.act + b * 4 * H;
+    T* dg = a.dgates + b * 4 * H;
+    const int64_t o_ = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+      const T tc = a.tc[o_ + j];
+      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
+      const T dct = a.dc[o_ + j] + dh * o * (T(1) - tc * tc);
+      dg[j] = dct * gg * i * (T(1) - i);
+      dg[H + j] = dct * a.c_prev[o_ + j] * f * (T(1) - f);
+      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
+      dg[3 * H + j] = dh * tc * o * (T(1) - o);
+      a.dc[o_ + j] = dct * f;
+    }
+  }
+}
+
+template <typename T>
+void gru_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* g = a.act + b * 3 * H;
+    const T* gh = a.gh + b * 3 * H;
+    T* dg = a.dgates + b * 3 * H;
+    T* dgh = a.dgh + b * 3 * H;
+    const int64_t o_ = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = g[j], z = g[H + j], n = g[2 * H + j];
+      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
+      const T dan = dh * (T(1) - z) * (T(1) - n * n);
+      const T dar = dan * gh[2 * H + j] * r * (T(1) - r);
+      const T daz = dh * (a.h_prev[o_ + j] - n) * z * (T(1) - z);
+      dg[j] = dar;
+      dg[H + j] = daz;
+      dg[2 * H + j] = dan;
+      dgh[j] = dar;
+      dgh[H + j] = daz;
+      dgh[2 * H + j] = dan * r;
+      a.dh[o_ + j] = dh * z;
+    }
+  }
+}
+
+template <typename T>
+void rnn_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+  const int64_t H = a.hidden;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* g = a.act + b * H;
+    T* dg = a.dgates + b * H;
+    const int64_t o_ = b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
+      dg[j] = dh * (T(1) - g[j] * g[j]);
+    }
+  }
+}
+
+/// Splits rows over threads only when each chunk is worth a thread.
+template <typename F>
+void for_rows(int64_t rows, int64_t hidden, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, hidden));
+  at::parallel_for(0, rows, grain, f);
+}
+
+template <typename T>
+void forward_rows(RecurrentKind kind, bool save, const StepForward<T>& a, int64_t rows) {
+  for_rows(rows, a.hidden, [&](int64_t b0, int64_t b1) {
+    switch (kind) {
+      case RecurrentKind::kLSTM:
+        save ? lstm_forward_rows<T, true>(a, b0, b1) : lstm_forward_rows<T, false>(a, b0, b1);
+        break;
+      case RecurrentKind::kGRU:
+        save ? gru_forward_rows<T, true>(a, b0, b1) : gru_forward_rows<T, false>(a, b0, b1);
+        break;
+      case RecurrentKind::kRNN:
+        save ? rnn_forward_rows<T, true>(a, b0, b1) : rnn_forward_rows<T, false>(a, b0, b1);
+        break;
+    }
+  });
+}
+
+template <typename T>
+void backward_rows(RecurrentKind kind, const StepBackward<T>& a, int64_t rows) {
+  for_rows(rows, a.hidden, [&](int64_t b0, int64_t b1) {
+    switch (kind) {
+      case RecurrentKind::kLSTM: lstm_backward_rows<T>(a, b0, b1); break;
+      case RecurrentKind::kGRU: gru_backward_rows<T>(a, b0, b1); break;
+      case RecurrentKind::kRNN: rnn_backward_rows<T>(a, b0, b1); break;
+    }
+  });
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// The time loop.
+
+/// Buffers a forward pass keeps for its backward pass.
+struct Saved {
+  Tensor act;     // [T, B, G*H] gate activations
+  Tensor gh;      // [T, B, 3H] GRU hidden projections
+  Tensor h_prev;  // [T, B, H]
+  Tensor c_prev;  // [T, B, H] (LSTM)
+  Tensor tc;      // [T, B, H] (LSTM)
+};
+
+struct LoopShape {
+  int64_t T, B, H;
+  bool reverse;
+  const std::vector<int64_t>* batch_sizes;
+  int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
+  int64_t active(int64_t t) const { return batch_sizes->empty() ? B : (*batch_sizes)[t]; }
+  bool varlen() const { return !batch_sizes->empty(); }
+};
+
+/// Empty when every element gets written, zeros when padded rows may not be.
+Tensor buffer(const LoopShape& s, at::IntArrayRef sizes, const torch::TensorOptions& opts) {
+  return s.varlen() ? torch::zeros(sizes, opts) : torch::empty(sizes, opts);
+}
+
+/// The input projection of every step at once: X·W_ihᵀ + b, where b folds
+/// b_hh in too except for the GRU (whose b_hn sits inside r ⊙ (…)).
+Tensor input_projection(RecurrentKind kind, const Tensor& x, const LayerParams& p) {
+  const auto x2 = x.reshape({-1, x.size(-1)});
+  Tensor out;
+  if (p.b_ih.defined()) {
+    const auto bias = kind == RecurrentKind::kGRU ? p.b_ih : p.b_ih + p.b_hh;
+    out = torch::addmm(bias, x2, p.w_ih.t());
+  } else {
+    out = torch::mm(x2, p.w_ih.t());
+  }
+  auto sizes = x.sizes().vec();
+  sizes.back() = p.w_ih.size(0);
+  return out.view(sizes);
+}
+
+/// h·W_hhᵀ (+ b_hh) for the GRU, written into gh.
+void gru_hidden_projection(Tensor& gh, const Tensor& h, const LayerParams& p) {
+  if (p.b_hh.defined()) {
+    torch::addmm_out(gh, p.b_hh, h, p.w_hh.t());
+  } else {
+    torch::mm_out(gh, h, p.w_hh.t());
+  }
+}
+
+template <typename T>
+LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x, const Tensor& h0,
+                         const Tensor& c0, const LayerParams& p, Saved* saved) {
+  const auto opts = x.options();
+  const int64_t T_ = s.T, B = s.B, H = s.H;
+  Tensor xp = input_projection(kind, x, p);  // [T, B, G*H]
+  Tensor h = h0.contiguous().clone();
+  Tensor c = kind == RecurrentKind::kLSTM ? c0.contiguous().clone() : Tensor();
+  Tensor y = buffer(s, {T_, B, H}, opts);
+  Tensor gh_work;
+  if (saved) {
+    saved->h_prev = buffer(s, {T_, B, H}, opts);
+    if (kind == RecurrentKind::kLSTM) {
+      saved->c_prev = buffer(s, {T_, B, H}, opts);
+      saved->tc = buffer(s, {T_, B, H}, opts);
+    }
+    if (kind == RecurrentKind::kGRU) saved->gh = buffer(s, {T_, B, 3 * H}, opts);
+  } else if (kind == RecurrentKind::kGRU) {
+    gh_work = torch::empty({B, 3 * H}, opts);
+  }
+  const auto w_hh_t = p.w_hh.t();
+  for (int64_t step = 0; step < T_; ++step) {
+    const int64_t t = s.time(step);
+    const int64_t bt = s.active(t);
+    auto gates = xp[t].narrow(0, 0, bt);
+    const auto h_act = h.narrow(0, 0, bt);
+    Tensor gh;
+    if (kind == RecurrentKind::kGRU) {
+      gh = (saved ? saved->gh[t] : gh_work).narrow(0, 0, bt);
+      gru_hidden_projection(gh, h_act, p);
+    } else {
+      gates.addmm_(h_act, w_hh_t);
+    }
+    StepForward<T> a{H,
+                     gates.data_ptr<T>(),
+                     ptr<T>(gh),
+                     h.data_ptr<T>(),
+                     ptr<T>(c),
+                     y[t].data_ptr<T>(),
+                     saved ? saved->h_prev[t].data_ptr<T>() : nullptr,
+                     saved && saved->c_prev.defined() ? saved->c_prev[t].data_ptr<T>() : nullptr,
+                     saved && saved->tc.defined() ? saved->tc[t].data_ptr<T>() : nullptr};
+    forward_rows<T>(kind, saved != nullptr, a, bt);
+  }
+  if (saved) saved->act = xp;
+  return {y, h, c};
+}
+
+struct BackwardResult {
+  Tensor dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh;
+};
+
+template <typename T>
+BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x,
+                             const Tensor& w_ih, const Tensor& w_hh, const Saved& saved,
+                             const Tensor& dy_in, const Tensor& dh_n, const Tensor& dc_n,
+                             bool need_dx) {
+  const int64_t T_ = s.T, B = s.B, H = s.H, G = gate_count(kind);
+  const auto opts = x.options();
+  const Tensor dy = dy_in.contiguous();
+  Tensor dh = dh_n.contiguous().clone();
+  Tensor dc = kind == RecurrentKind::kLSTM ? dc_n.contiguous().clone() : Tensor();
+  Tensor dgates = buffer(s, {T_, B, G * H}, opts);
+  Tensor dgh = kind == RecurrentKind::kGRU ? buffer(s, {T_, B, 3 * H}, opts) : Tensor();
+  for (int64_t step = T_ - 1; step >= 0; --step) {
+    const int64_t t = s.time(step);
+    const int64_t bt = s.active(t);
+    StepBackward<T> a{H,
+                      saved.act[t].data_ptr<T>(),
+                      saved.gh.defined() ? saved.gh[t].data_ptr<T>() : nullptr,
+                      saved.h_prev[t].data_ptr<T>(),
+                      saved.c_prev.defined() ? saved.c_prev[t].data_ptr<T>() : nullptr,
+                      saved.tc.defined() ? saved.tc[t].data_ptr<T>() : nullptr,
+                      dy[t].data_ptr<T>(),
+                      dh.data_ptr<T>(),
+                      ptr<T>(dc),
+                      dgates[t].data_ptr<T>(),
+                      dgh.defined() ? dgh[t].data_ptr<T>() : nullptr};
+    backward_rows<T>(kind, a, bt);
+    auto dh_act = dh.narrow(0, 0, bt);
+    if (kind == RecurrentKind::kGRU) {
+      dh_act.addmm_(dgh[t].narrow(0, 0, bt), w_hh);
+    } else {
+      torch::mm_out(dh_act, dgates[t].narrow(0, 0, bt), w_hh);
+    }
+  }
+  BackwardResult r;
+  const auto dg2 = dgates.view({T_ * B, G * H});
+  const auto dgh2 = kind == RecurrentKind::kGRU ? dgh.view({T_ * B, 3 * H}) : dg2;
+  if (need_dx) r.dx = torch::mm(dg2, w_ih).view({T_, B, w_ih.size(1)});
+  r.dw_ih = torch::mm(dg2.t(), x.reshape({T_ * B, -1}));
+  r.dw_hh = torch::mm(dgh2.t(), saved.h_prev.view({T_ * B, H}));
+  r.db_ih = dg2.sum(0);
+  r.db_hh = dgh2.sum(0);
+  r.dh0 = dh;
+  r.dc0 = dc;
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// The autograd function around one direction of one layer.
+
+// Autograd functions take no undefined tensors: an absent c0 or bias crosses
+// the boundary as an empty tensor.
+Tensor empty_if_absent(const Tensor& t, const Tensor& like) {
+  return t.defined() ? t : torch::empty({0}, like.options());
+}
+Tensor absent_if_empty(const Tensor& t) { return t.numel() > 0 ? t : Tensor(); }
+
+class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFunction> {
+ public:
+  // Inputs (edges): 0 x, 1 h0, 2 c0, 3 w_ih, 4 w_hh, 5 b_ih, 6 b_hh.
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& h0,
+                               const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                               const Tensor& b_ih, const Tensor& b_hh, int64_t kind_index,
+                               bool reverse, std::vector<int64_t> batch_sizes) {
+    const auto kind = static_cast<RecurrentKind>(kind_index);
+    const LoopShape shape{x.size(0), x.size(1), w_hh.size(1), reverse, &batch_sizes};
+    Saved saved;
+    LayerResult out;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_forward", [&] {
+      out = forward_loop<scalar_t>(kind, shape, x, h0, absent_if_empty(c0),
+                                   {w_ih, w_hh, absent_if_empty(b_ih), absent_if_empty(b_hh)},
+                                   &saved);
+    });
+    ctx->save_for_backward({x, w_ih, w_hh});
+    ctx->saved_data["kind"] = kind_index;
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["batch_sizes"] = batch_sizes;
+    ctx->saved_data["has_bias"] = b_ih.numel() > 0;
+    ctx->saved_data["act"] = saved.act;
+    ctx->saved_data["h_prev"] = saved.h_prev;
+    if (saved.c_prev.defined()) {
+      ctx->saved_data["c_prev"] = saved.c_prev;
+      ctx->saved_data["tc"] = saved.tc;
+    }
+    if (saved.gh.defined()) ctx->saved_data["gh"] = saved.gh;
+    if (kind == RecurrentKind::kLSTM) return {out.y, out.h_n, out.c_n};
+    return {out.y, out.h_n};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto kind = static_cast<RecurrentKind>(ctx->saved_data["kind"].toInt());
+    const bool reverse = ctx->saved_data["reverse"].toBool();
+    const auto batch_sizes = ctx->saved_data["batch_sizes"].toIntVector();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const auto vars = ctx->get_saved_variables();
+    const Tensor &x = vars[0], &w_ih = vars[1], &w_hh = vars[2];
+    Saved saved;
+    saved.act = ctx->saved_data["act"].toTensor();
+    saved.h_prev = ctx->saved_data["h_prev"].toTensor();
+    if (kind == RecurrentKind::kLSTM) {
+      saved.c_prev = ctx->saved_data["c_prev"].toTensor();
+      saved.tc = ctx->saved_data["tc"].toTensor();
+    }
+    if (kind == RecurrentKind::kGRU) saved.gh = ctx->saved_data["gh"].toTensor();
+    const LoopShape shape{x.size(0), x.size(1), w_hh.size(1), reverse, &batch_sizes};
+    const Tensor dc_n = kind == RecurrentKind::kLSTM ? grads[2] : Tensor();
+    BackwardResult r;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_backward", [&] {
+      r = backward_loop<scalar_t>(kind, shape, x, w_ih, w_hh, saved, grads[0], grads[1], dc_n,
+                                  ctx->needs_input_grad(0));
+    });
+    if (!has_bias) r.db_ih = r.db_hh = Tensor();
+    return {r.dx,   r.dh0,   r.dc0,    r.dw_ih,  r.dw_hh,
+            r.db_ih, r.db_hh, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+bool any_requires_grad(const Tensor& x, const Tensor& h0, const Tensor& c0, const LayerParams& p) {
+  for (const auto* t : {&x, &h0, &c0, &p.w_ih, &p.w_hh, &p.b_ih, &p.b_hh}) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const Tensor& h0,
+                      const Tensor& c0, const LayerParams& params,
+                      const std::vector<int64_t>& batch_sizes) {
+  if (torch::GradMode::is_enabled() && any_requires_grad(x, h0, c0, params)) {
+    auto out = RecurrentLayerFunction::apply(
+        x, h0, empty_if_absent(c0, x), params.w_ih, params.w_hh, empty_if_absent(params.b_ih, x),
+        empty_if_absent(params.b_hh, x), static_cast<int64_t>(kind), reverse, batch_sizes);
+    return {out[0], out[1], kind == RecurrentKind::kLSTM ? out[2] : Tensor()};
+  }
+  torch::NoGradGuard no_grad;
+  const LoopShape shape{x.size(0), x.size(1), params.w_hh.size(1), reverse, &batch_sizes};
+  LayerResult out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_inference", [&] {
+    out = forward_loop<scalar_t>(kind, shape, x, h0, c0, params, nullptr);
+  });
+  return out;
+}
+
+void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
+                const LayerParams& params) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = x.size(0), H = params.w_hh.size(1);
+  Tensor gates = input_projection(kind, x, params);
+  Tensor gh;
+  if (kind == RecurrentKind::kGRU) {
+    gh = torch::empty({B, 3 * H}, x.options());
+    gru_hidden_projection(gh, h, params);
+  } else {
+    gates.addmm_(h, params.w_hh.t());
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_step", [&] {
+    StepForward<scalar_t> a{H,       gates.data_ptr<scalar_t>(), ptr<scalar_t>(gh),
+                            h.data_ptr<scalar_t>(), ptr<scalar_t>(c), h.data_ptr<scalar_t>(),
+                            nullptr, nullptr, nullptr};
+    forward_rows<scalar_t>(kind, false, a, B);
+  });
+}
+
+}  // namespace cellstate::detail

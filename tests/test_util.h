@@ -1,0 +1,43 @@
+#pragma once
+// Helpers shared by the tests.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+
+namespace cellstate::testing {
+
+/// Largest absolute difference, or +inf when shapes or definedness differ.
+inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.defined() != b.defined()) return std::numeric_limits<double>::infinity();
+  if (!a.defined()) return 0.0;
+  if (a.sizes() != b.sizes()) return std::numeric_limits<double>::infinity();
+  if (a.numel() == 0) return 0.0;
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+/// Copies every parameter of `from` into the parameter of the same name of `to`.
+inline void copy_parameters(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard no_grad;
+  auto dst = to.named_parameters();
+  for (const auto& p : from.named_parameters()) {
+    auto* target = dst.find(p.key());
+    ASSERT_NE(target, nullptr) << "no parameter named " << p.key();
+    ASSERT_EQ(target->sizes(), p.value().sizes()) << p.key();
+    target->copy_(p.value());
+  }
+  ASSERT_EQ(dst.size(), from.named_parameters().size());
+}
+
+/// Runs `f` and returns the message of the c10::Error it throws ("" if none).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+}  // namespace cellstate::testing
