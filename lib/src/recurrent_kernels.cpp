@@ -22,6 +22,12 @@
 #include <cmath>
 #include <cstring>
 
+// The inner loops are independent across j; the pragma (with -fopenmp-simd,
+// no OpenMP runtime) lets GCC vectorise them through the exp polynomial.
+#define CELLSTATE_SIMD _Pragma("omp simd")
+// Kept out of line: inlined into the dispatch lambdas, GCC stops vectorising them.
+#define CELLSTATE_NOINLINE __attribute__((noinline))
+
 namespace cellstate::detail {
 namespace {
 
@@ -35,7 +41,8 @@ using torch::autograd::variable_list;
 
 inline float fast_exp(float x) {
   x = std::min(88.3762626647949f, std::max(-87.3365447504f, x));
-  float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  // Round to nearest by the 1.5·2²³ trick (vectorises without -ffast-math).
+  float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
   float r2 = r * r;
   float y = 1.9875691500e-4f;
@@ -66,86 +73,104 @@ struct StepForward {
   const T* gh;    // GRU: [Bt, 3H] = h·W_hhᵀ + b_hh
   T* h;           // [B, H] running hidden state, updated in place
   T* c;           // [B, H] running cell state (LSTM)
-  T* y;           // [Bt, H] output of this step (may alias h)
+  T* y;           // [Bt, H] output of this step, or null (step API)
   T* save_h;      // [Bt, H] previous hidden state, or null
   T* save_c;      // [Bt, H] previous cell state (LSTM), or null
   T* save_tc;     // [Bt, H] tanh of the new cell state (LSTM), or null
 };
 
-template <typename T, bool kSave>
-void lstm_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+// Every kernel copies its pointers into __restrict__ locals so the compiler
+// knows the rows do not alias and vectorises the inner loop.
+
+template <typename T, bool kSave, bool kOut>
+CELLSTATE_NOINLINE void lstm_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    T* g = a.gates + b * 4 * H;
-    T* h = a.h + b * H;
-    T* c = a.c + b * H;
-    T* y = a.y + b * H;
+    T* __restrict__ gi = a.gates + b * 4 * H;
+    T* __restrict__ gf = gi + H;
+    T* __restrict__ gg = gi + 2 * H;
+    T* __restrict__ go = gi + 3 * H;
+    T* __restrict__ h = a.h + b * H;
+    T* __restrict__ c = a.c + b * H;
+    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
+    T* __restrict__ sc = kSave ? a.save_c + b * H : nullptr;
+    T* __restrict__ st = kSave ? a.save_tc + b * H : nullptr;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
-      const T i = sigmoid(g[j]);
-      const T f = sigmoid(g[H + j]);
-      const T gg = tanh_(g[2 * H + j]);
-      const T o = sigmoid(g[3 * H + j]);
+      const T i = sigmoid(gi[j]);
+      const T f = sigmoid(gf[j]);
+      const T g = tanh_(gg[j]);
+      const T o = sigmoid(go[j]);
       const T cp = c[j];
-      const T cn = f * cp + i * gg;
+      const T cn = f * cp + i * g;
       const T tc = tanh_(cn);
       const T hn = o * tc;
       if (kSave) {
-        a.save_h[b * H + j] = h[j];
-        a.save_c[b * H + j] = cp;
-        a.save_tc[b * H + j] = tc;
-        g[j] = i;
-        g[H + j] = f;
-        g[2 * H + j] = gg;
-        g[3 * H + j] = o;
+        sh[j] = h[j];
+        sc[j] = cp;
+        st[j] = tc;
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
       }
       c[j] = cn;
       h[j] = hn;
-      y[j] = hn;
+      if (kOut) y[j] = hn;
     }
   }
 }
 
-template <typename T, bool kSave>
-void gru_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+template <typename T, bool kSave, bool kOut>
+CELLSTATE_NOINLINE void gru_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    T* g = a.gates + b * 3 * H;
-    const T* gh = a.gh + b * 3 * H;
-    T* h = a.h + b * H;
-    T* y = a.y + b * H;
+    T* __restrict__ gr = a.gates + b * 3 * H;
+    T* __restrict__ gz = gr + H;
+    T* __restrict__ gn = gr + 2 * H;
+    const T* __restrict__ hr = a.gh + b * 3 * H;
+    const T* __restrict__ hz = hr + H;
+    const T* __restrict__ hn_ = hr + 2 * H;
+    T* __restrict__ h = a.h + b * H;
+    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
-      const T r = sigmoid(g[j] + gh[j]);
-      const T z = sigmoid(g[H + j] + gh[H + j]);
-      const T n = tanh_(g[2 * H + j] + r * gh[2 * H + j]);
+      const T r = sigmoid(gr[j] + hr[j]);
+      const T z = sigmoid(gz[j] + hz[j]);
+      const T n = tanh_(gn[j] + r * hn_[j]);
       const T hp = h[j];
       const T hn = (T(1) - z) * n + z * hp;
       if (kSave) {
-        a.save_h[b * H + j] = hp;
-        g[j] = r;
-        g[H + j] = z;
-        g[2 * H + j] = n;
+        sh[j] = hp;
+        gr[j] = r;
+        gz[j] = z;
+        gn[j] = n;
       }
       h[j] = hn;
-      y[j] = hn;
+      if (kOut) y[j] = hn;
     }
   }
 }
 
-template <typename T, bool kSave>
-void rnn_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
+template <typename T, bool kSave, bool kOut>
+CELLSTATE_NOINLINE void rnn_forward_rows(const StepForward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    T* g = a.gates + b * H;
-    T* h = a.h + b * H;
-    T* y = a.y + b * H;
+    T* __restrict__ g = a.gates + b * H;
+    T* __restrict__ h = a.h + b * H;
+    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
       const T hn = tanh_(g[j]);
       if (kSave) {
-        a.save_h[b * H + j] = h[j];
+        sh[j] = h[j];
         g[j] = hn;
       }
       h[j] = hn;
-      y[j] = hn;
+      if (kOut) y[j] = hn;
     }
   }
 }
@@ -169,62 +194,83 @@ struct StepBackward {
 };
 
 template <typename T>
-void lstm_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+CELLSTATE_NOINLINE void lstm_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    const T* g = a.act + b * 4 * H;
-    T* dg = a.dgates + b * 4 * H;
-    const int64_t o_ = b * H;
+    const T* __restrict__ ai = a.act + b * 4 * H;
+    const T* __restrict__ af = ai + H;
+    const T* __restrict__ ag = ai + 2 * H;
+    const T* __restrict__ ao = ai + 3 * H;
+    T* __restrict__ di = a.dgates + b * 4 * H;
+    T* __restrict__ df = di + H;
+    T* __restrict__ dg = di + 2 * H;
+    T* __restrict__ do_ = di + 3 * H;
+    const T* __restrict__ tcr = a.tc + b * H;
+    const T* __restrict__ cp = a.c_prev + b * H;
+    const T* __restrict__ dy = a.dy + b * H;
+    const T* __restrict__ dhr = a.dh + b * H;
+    T* __restrict__ dc = a.dc + b * H;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
-      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-      const T tc = a.tc[o_ + j];
-      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
-      const T dct = a.dc[o_ + j] + dh * o * (T(1) - tc * tc);
-      dg[j] = dct * gg * i * (T(1) - i);
-      dg[H + j] = dct * a.c_prev[o_ + j] * f * (T(1) - f);
-      dg[2 * H + j] = dct * i * (T(1) - gg * gg);
-      dg[3 * H + j] = dh * tc * o * (T(1) - o);
-      a.dc[o_ + j] = dct * f;
+      const T i = ai[j], f = af[j], g = ag[j], o = ao[j];
+      const T tc = tcr[j];
+      const T dh = dhr[j] + dy[j];
+      const T dct = dc[j] + dh * o * (T(1) - tc * tc);
+      di[j] = dct * g * i * (T(1) - i);
+      df[j] = dct * cp[j] * f * (T(1) - f);
+      dg[j] = dct * i * (T(1) - g * g);
+      do_[j] = dh * tc * o * (T(1) - o);
+      dc[j] = dct * f;
     }
   }
 }
 
 template <typename T>
-void gru_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+CELLSTATE_NOINLINE void gru_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    const T* g = a.act + b * 3 * H;
-    const T* gh = a.gh + b * 3 * H;
-    T* dg = a.dgates + b * 3 * H;
-    T* dgh = a.dgh + b * 3 * H;
-    const int64_t o_ = b * H;
+    const T* __restrict__ ar = a.act + b * 3 * H;
+    const T* __restrict__ az = ar + H;
+    const T* __restrict__ an = ar + 2 * H;
+    const T* __restrict__ ghn = a.gh + b * 3 * H + 2 * H;
+    T* __restrict__ dr = a.dgates + b * 3 * H;
+    T* __restrict__ dz = dr + H;
+    T* __restrict__ dn = dr + 2 * H;
+    T* __restrict__ dhr = a.dgh + b * 3 * H;
+    T* __restrict__ dhz = dhr + H;
+    T* __restrict__ dhn = dhr + 2 * H;
+    const T* __restrict__ hp = a.h_prev + b * H;
+    const T* __restrict__ dy = a.dy + b * H;
+    T* __restrict__ dh_io = a.dh + b * H;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
-      const T r = g[j], z = g[H + j], n = g[2 * H + j];
-      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
+      const T r = ar[j], z = az[j], n = an[j];
+      const T dh = dh_io[j] + dy[j];
       const T dan = dh * (T(1) - z) * (T(1) - n * n);
-      const T dar = dan * gh[2 * H + j] * r * (T(1) - r);
-      const T daz = dh * (a.h_prev[o_ + j] - n) * z * (T(1) - z);
-      dg[j] = dar;
-      dg[H + j] = daz;
-      dg[2 * H + j] = dan;
-      dgh[j] = dar;
-      dgh[H + j] = daz;
-      dgh[2 * H + j] = dan * r;
-      a.dh[o_ + j] = dh * z;
+      const T dar = dan * ghn[j] * r * (T(1) - r);
+      const T daz = dh * (hp[j] - n) * z * (T(1) - z);
+      dr[j] = dar;
+      dz[j] = daz;
+      dn[j] = dan;
+      dhr[j] = dar;
+      dhz[j] = daz;
+      dhn[j] = dan * r;
+      dh_io[j] = dh * z;
     }
   }
 }
 
 template <typename T>
-void rnn_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
+CELLSTATE_NOINLINE void rnn_backward_rows(const StepBackward<T>& a, int64_t b0, int64_t b1) {
   const int64_t H = a.hidden;
   for (int64_t b = b0; b < b1; ++b) {
-    const T* g = a.act + b * H;
-    T* dg = a.dgates + b * H;
-    const int64_t o_ = b * H;
+    const T* __restrict__ g = a.act + b * H;
+    T* __restrict__ dg = a.dgates + b * H;
+    const T* __restrict__ dhr = a.dh + b * H;
+    const T* __restrict__ dy = a.dy + b * H;
+    CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
-      const T dh = a.dh[o_ + j] + a.dy[o_ + j];
-      dg[j] = dh * (T(1) - g[j] * g[j]);
+      dg[j] = (dhr[j] + dy[j]) * (T(1) - g[j] * g[j]);
     }
   }
 }
@@ -236,19 +282,25 @@ void for_rows(int64_t rows, int64_t hidden, const F& f) {
   at::parallel_for(0, rows, grain, f);
 }
 
+template <typename T, bool kSave, bool kOut>
+void forward_rows_as(RecurrentKind kind, const StepForward<T>& a, int64_t b0, int64_t b1) {
+  switch (kind) {
+    case RecurrentKind::kLSTM: lstm_forward_rows<T, kSave, kOut>(a, b0, b1); break;
+    case RecurrentKind::kGRU: gru_forward_rows<T, kSave, kOut>(a, b0, b1); break;
+    case RecurrentKind::kRNN: rnn_forward_rows<T, kSave, kOut>(a, b0, b1); break;
+  }
+}
+
+/// Saving implies an output; the step API has neither.
 template <typename T>
 void forward_rows(RecurrentKind kind, bool save, const StepForward<T>& a, int64_t rows) {
   for_rows(rows, a.hidden, [&](int64_t b0, int64_t b1) {
-    switch (kind) {
-      case RecurrentKind::kLSTM:
-        save ? lstm_forward_rows<T, true>(a, b0, b1) : lstm_forward_rows<T, false>(a, b0, b1);
-        break;
-      case RecurrentKind::kGRU:
-        save ? gru_forward_rows<T, true>(a, b0, b1) : gru_forward_rows<T, false>(a, b0, b1);
-        break;
-      case RecurrentKind::kRNN:
-        save ? rnn_forward_rows<T, true>(a, b0, b1) : rnn_forward_rows<T, false>(a, b0, b1);
-        break;
+    if (save) {
+      forward_rows_as<T, true, true>(kind, a, b0, b1);
+    } else if (a.y) {
+      forward_rows_as<T, false, true>(kind, a, b0, b1);
+    } else {
+      forward_rows_as<T, false, false>(kind, a, b0, b1);
     }
   });
 }
@@ -530,7 +582,7 @@ void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_step", [&] {
     StepForward<scalar_t> a{H,       gates.data_ptr<scalar_t>(), ptr<scalar_t>(gh),
-                            h.data_ptr<scalar_t>(), ptr<scalar_t>(c), h.data_ptr<scalar_t>(),
+                            h.data_ptr<scalar_t>(), ptr<scalar_t>(c), nullptr,
                             nullptr, nullptr, nullptr};
     forward_rows<scalar_t>(kind, false, a, B);
   });
