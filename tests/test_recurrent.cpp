@@ -186,7 +186,20 @@ TEST(Recurrent, StepByStepEqualsWholeSequence) {
     }
     EXPECT_LT(max_abs_diff(state.h, whole.state.h), 1e-6);
     EXPECT_LT(max_abs_diff(state.c, whole.state.c), 1e-6);
+    // In place, with the module's reused workspaces.
+    const bool lstm = kind == RecurrentKind::kLSTM;
+    RecurrentState own{torch::zeros({2, 2, 6}), lstm ? torch::zeros({2, 2, 6}) : Tensor()};
+    const auto* h_data = own.h.data_ptr<float>();
+    for (int64_t t = 0; t < 7; ++t) rnn->step_(x[t], own);
+    EXPECT_EQ(own.h.data_ptr<float>(), h_data);
+    EXPECT_LT(max_abs_diff(own.h, whole.state.h), 1e-6);
+    EXPECT_LT(max_abs_diff(own.c, whole.state.c), 1e-6);
+    auto msg = error_of([&] { rnn->step_(torch::randn({2, 3}), own = RecurrentState{}); });
+    EXPECT_NE(msg.find("expected a defined state"), std::string::npos) << msg;
   }
+  CustomRecurrent bi(RecurrentOptions(3, 4).bidirectional(true));
+  auto msg = error_of([&] { bi->step(torch::randn({1, 3})); });
+  EXPECT_NE(msg.find("bidirectional"), std::string::npos) << msg;
 }
 
 TEST(Recurrent, BadInputsGiveClearErrors) {

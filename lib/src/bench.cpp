@@ -118,9 +118,12 @@ BenchResult run_benchmark(const BenchConfig& c) {
     std::vector<double> tc, tb;
     auto& cust = dynamic_cast<CustomRecurrentImpl&>(*custom);
     torch::NoGradGuard g;
+    // Generation-style: the caller owns the state and steps it in place.
     auto run_custom = [&] {
-      RecurrentState s;
-      for (int64_t t = 0; t < c.seq; ++t) s = cust.step(x[t], s);
+      RecurrentState s{torch::zeros({c.layers, c.batch, c.hidden}),
+                       c.kind == RecurrentKind::kLSTM ? torch::zeros({c.layers, c.batch, c.hidden})
+                                                      : Tensor()};
+      for (int64_t t = 0; t < c.seq; ++t) cust.step_(x[t], s);
     };
     auto run_builtin = [&] {
       RecurrentState s;

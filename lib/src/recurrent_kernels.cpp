@@ -569,16 +569,25 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const T
 }
 
 void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
-                const LayerParams& params) {
+                const LayerParams& params, Tensor& gates, Tensor& gh) {
   torch::NoGradGuard no_grad;
   const int64_t B = x.size(0), H = params.w_hh.size(1);
-  Tensor gates = input_projection(kind, x, params);
-  Tensor gh;
+  auto fit = [&](Tensor& t, int64_t cols) {
+    if (!t.defined() || t.dtype() != x.dtype()) t = torch::empty({0}, x.options());
+    t.resize_({B, cols});
+  };
+  fit(gates, gate_count(kind) * H);
+  if (params.b_ih.defined()) {
+    torch::addmm_out(gates, params.b_ih, x, params.w_ih.t());
+  } else {
+    torch::mm_out(gates, x, params.w_ih.t());
+  }
   if (kind == RecurrentKind::kGRU) {
-    gh = torch::empty({B, 3 * H}, x.options());
+    fit(gh, 3 * H);
     gru_hidden_projection(gh, h, params);
   } else {
     gates.addmm_(h, params.w_hh.t());
+    if (params.b_hh.defined()) gates.add_(params.b_hh);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_step", [&] {
     StepForward<scalar_t> a{H,       gates.data_ptr<scalar_t>(), ptr<scalar_t>(gh),

@@ -32,8 +32,9 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const torch::Tensor& x,
                       const std::vector<int64_t>& batch_sizes);
 
 /// One time step of one layer without autograd: x [B, I]; h (and c) [B, H]
-/// are updated in place.
+/// are updated in place. `gates` ([B, G*H]) and, for the GRU, `gh` ([B, 3H])
+/// are workspaces the caller keeps (resized here when too small).
 void step_layer(RecurrentKind kind, const torch::Tensor& x, torch::Tensor& h, torch::Tensor& c,
-                const LayerParams& params);
+                const LayerParams& params, torch::Tensor& gates, torch::Tensor& gh);
 
 }  // namespace cellstate::detail

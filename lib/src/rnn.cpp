@@ -253,17 +253,32 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
 
 RecurrentState CustomRecurrentImpl::step(const Tensor& input, const RecurrentState& state) {
   const auto& o = options_;
+  TORCH_CHECK(input.dim() == 2, "step: expected input of shape [batch, ", o.input_size(),
+              "], got ", input.sizes());
+  const std::vector<int64_t> shape{o.num_layers(), input.size(0), o.hidden_size()};
+  const bool lstm = o.kind() == RecurrentKind::kLSTM;
+  RecurrentState next{state.h.defined() ? state.h.contiguous().clone()
+                                        : torch::zeros(shape, input.options()),
+                      lstm ? (state.c.defined() ? state.c.contiguous().clone()
+                                                : torch::zeros(shape, input.options()))
+                           : Tensor()};
+  step_(input, next);
+  return next;
+}
+
+void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
+  const auto& o = options_;
   TORCH_CHECK(!o.bidirectional(), "step: a bidirectional module cannot run step by step");
   TORCH_CHECK(input.dim() == 2 && input.size(1) == o.input_size(),
               "step: expected input of shape [batch, ", o.input_size(), "], got ", input.sizes());
-  const int64_t B = input.size(0);
-  check_forward_args(input.unsqueeze(o.batch_first() ? 1 : 0), Tensor(), state);
   const bool lstm = o.kind() == RecurrentKind::kLSTM;
-  const std::vector<int64_t> shape{o.num_layers(), B, o.hidden_size()};
-  RecurrentState next{state.h.defined() ? state.h.clone() : torch::zeros(shape, input.options()),
-                      lstm ? (state.c.defined() ? state.c.clone()
-                                                : torch::zeros(shape, input.options()))
-                           : Tensor()};
+  TORCH_CHECK(state.h.defined() && (!lstm || state.c.defined()),
+              "step_: expected a defined state of shape [", o.num_layers(), ", ", input.size(0),
+              ", ", o.hidden_size(), "] to update in place");
+  check_forward_args(input.unsqueeze(o.batch_first() ? 1 : 0), Tensor(), state);
+  TORCH_CHECK(state.h.is_contiguous() && (!lstm || state.c.is_contiguous()),
+              "step_: expected contiguous state tensors");
+  RecurrentState& next = state;
   const auto params = named_parameters(/*recurse=*/false);
   auto param = [&](const char* base, int64_t layer) {
     const auto* p = params.find(parameter_name(base, layer, false));
@@ -275,10 +290,9 @@ RecurrentState CustomRecurrentImpl::step(const Tensor& input, const RecurrentSta
                                 param("bias_ih", layer), param("bias_hh", layer)};
     Tensor h = next.h[layer];
     Tensor c = lstm ? next.c[layer] : Tensor();
-    detail::step_layer(o.kind(), x, h, c, p);
+    detail::step_layer(o.kind(), x, h, c, p, step_gates_, step_gh_);
     x = h;
   }
-  return next;
 }
 
 // ---------------------------------------------------------------------------

@@ -154,9 +154,18 @@ class CustomRecurrentImpl : public RecurrentModuleImpl {
                           const RecurrentState& state = {}) override;
 
   /// One time step of a unidirectional module, for generation and decoding:
-  /// input [B, I], state [layers, B, H] each (undefined = zeros). Runs without
-  /// autograd and without per-step allocations beyond the returned state.
+  /// input [B, I], state [layers, B, H] each (undefined = zeros); returns the
+  /// new state. Runs without autograd.
   RecurrentState step(const torch::Tensor& input, const RecurrentState& state = {});
+
+  /// In-place step: updates `state` (defined, contiguous [layers, B, H]
+  /// tensors the caller owns) without allocating: the gate buffers are kept
+  /// in the module and reused from token to token. Not for concurrent use of
+  /// one module from several threads.
+  void step_(const torch::Tensor& input, RecurrentState& state);
+
+ private:
+  torch::Tensor step_gates_, step_gh_;  // step_ workspaces, resized on demand
 };
 TORCH_MODULE(CustomRecurrent);
 
