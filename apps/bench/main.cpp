@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cellstate/bench.h"
+#include "cellstate/cli.h"
 
 namespace po = boost::program_options;
 
@@ -32,19 +33,11 @@ int main(int argc, char** argv) {
       ("warmup", po::value(&config.warmup)->default_value(config.warmup), "untimed warm-up runs")
       ("seed", po::value(&config.seed)->default_value(config.seed), "random seed")
       ("json", po::bool_switch(&json), "print one JSON object instead of the table");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    config.kind = cellstate::parse_recurrent_kind(rnn);
-    cellstate::validate(config);
-  } catch (const std::exception& e) {
-    std::cerr << "cellstate-bench: " << e.what() << " (see --help)\n";
-    return 2;
+  if (auto status = cellstate::parse_command_line(argc, argv, desc, "cellstate-bench", [&] {
+        config.kind = cellstate::parse_recurrent_kind(rnn);
+        cellstate::validate(config);
+      })) {
+    return *status;
   }
   try {
     const auto result = cellstate::run_benchmark(config);

@@ -6,6 +6,7 @@
 #include <iomanip>
 #include <iostream>
 
+#include "cellstate/cli.h"
 #include "cellstate/recall_task.h"
 #include "cellstate/runtime.h"
 
@@ -42,19 +43,11 @@ int main(int argc, char** argv) {
       "forget-bias", po::value(&o.task.forget_bias)->default_value(o.task.forget_bias),
       "LSTM forget-gate bias at initialisation")(
       "seed", po::value(&o.task.seed)->default_value(o.task.seed), "random seed");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    if (o.task.iterations <= 0 || o.task.hidden <= 0 || o.task.steps <= 0 || o.task.lr <= 0)
-      throw std::invalid_argument("--iterations, --hidden, --steps and --lr must be positive");
-  } catch (const std::exception& e) {
-    std::cerr << "cellstate-demo: " << e.what() << " (see --help)\n";
-    return 2;
+  if (auto status = cellstate::parse_command_line(argc, argv, desc, "cellstate-demo", [&] {
+        if (o.task.iterations <= 0 || o.task.hidden <= 0 || o.task.steps <= 0 || o.task.lr <= 0)
+          throw std::invalid_argument("--iterations, --hidden, --steps and --lr must be positive");
+      })) {
+    return *status;
   }
   const int threads = cellstate::configure_threads(o.threads);
   std::cout << "cellstate demo (" << threads << " threads, BLAS: " << cellstate::blas_info()
