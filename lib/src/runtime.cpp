@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace cellstate {
@@ -14,11 +16,19 @@ int configure_threads(int requested) {
 }
 
 std::string blas_info() {
-  const std::string config = at::show_config();
-  const auto pos = config.find("BLAS_INFO=");
-  if (pos == std::string::npos) return "unknown";
-  const auto end = config.find_first_of(",\n", pos);
-  return config.substr(pos + 10, end == std::string::npos ? std::string::npos : end - pos - 10);
+  // Debian's LibTorch reports "generic" and links libblas.so.3, which the
+  // alternatives system points at one implementation: name the file loaded.
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.find("libblas") != std::string::npos || path.find("openblas") != std::string::npos) {
+      return path;
+    }
+  }
+  return "unknown";
 }
 
 }  // namespace cellstate

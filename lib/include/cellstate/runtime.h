@@ -11,7 +11,7 @@ namespace cellstate {
 /// executable calls this before any tensor work.
 int configure_threads(int requested);
 
-/// The CPU BLAS LibTorch was built against, as torch reports it (for logs).
+/// The BLAS library loaded in this process (its path), for logs.
 std::string blas_info();
 
 }  // namespace cellstate
