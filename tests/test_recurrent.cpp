@@ -208,6 +208,8 @@ TEST(Recurrent, BadInputsGiveClearErrors) {
     auto msg = error_of([&] { m->forward(torch::randn({5, 4})); });
     EXPECT_NE(msg.find("expected input of rank 3"), std::string::npos) << msg;
     EXPECT_NE(msg.find("[5, 4]"), std::string::npos) << msg;
+    msg = error_of([&] { m->forward(torch::randn({5, 2, 4}, torch::kDouble)); });
+    EXPECT_NE(msg.find("expected input of type Float"), std::string::npos) << msg;
     msg = error_of([&] { m->forward(torch::randn({5, 2, 7})); });
     EXPECT_NE(msg.find("expected input feature size 4, got 7"), std::string::npos) << msg;
     msg = error_of([&] { m->forward(torch::randn({5, 2, 4}), torch::tensor({0, 5})); });

@@ -106,6 +106,10 @@ std::pair<int64_t, int64_t> RecurrentModuleImpl::check_forward_args(
               o.input_size(), ", got ", input.size(2), " (input shape ", input.sizes(), ")");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
               "recurrent module: expected a floating-point input, got ", input.scalar_type());
+  const auto params = parameters(/*recurse=*/false);
+  TORCH_CHECK(params.empty() || params.front().scalar_type() == input.scalar_type(),
+              "recurrent module: expected input of type ", params.front().scalar_type(),
+              " (the module's parameters), got ", input.scalar_type());
   const int64_t T = input.size(o.batch_first() ? 1 : 0);
   const int64_t B = input.size(o.batch_first() ? 0 : 1);
   TORCH_CHECK(T > 0 && B > 0, "recurrent module: expected at least one step and one sequence, got input shape ",
