@@ -186,6 +186,20 @@ SortedBatch sort_by_length(const Tensor& lengths, int64_t T) {
 // ---------------------------------------------------------------------------
 // CustomRecurrentImpl
 
+namespace {
+
+/// The four parameters of one layer and direction (biases undefined when absent).
+detail::LayerParams layer_params(const torch::OrderedDict<std::string, Tensor>& params,
+                                 int64_t layer, bool reverse) {
+  auto get = [&](const char* base) {
+    const auto* p = params.find(RecurrentModuleImpl::parameter_name(base, layer, reverse));
+    return p ? *p : Tensor();
+  };
+  return {get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")};
+}
+
+}  // namespace
+
 CustomRecurrentImpl::CustomRecurrentImpl(RecurrentOptions options)
     : RecurrentModuleImpl(std::move(options)) {
   reset();
@@ -220,10 +234,6 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
   x = x.contiguous();
   const auto zeros = torch::zeros({B, H}, x.options());
   const auto params = named_parameters(/*recurse=*/false);
-  auto param = [&](const char* base, int64_t layer, bool rev) {
-    const auto* p = params.find(parameter_name(base, layer, rev));
-    return p ? *p : Tensor();
-  };
 
   std::vector<Tensor> h_n, c_n;
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
@@ -231,8 +241,7 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
     for (int64_t dir = 0; dir < D; ++dir) {
       const bool rev = dir == 1;
       const int64_t index = layer * D + dir;
-      const detail::LayerParams p{param("weight_ih", layer, rev), param("weight_hh", layer, rev),
-                                  param("bias_ih", layer, rev), param("bias_hh", layer, rev)};
+      const auto p = layer_params(params, layer, rev);
       auto r = detail::run_layer(o.kind(), rev, x, h0.defined() ? h0[index] : zeros,
                                  lstm ? (c0.defined() ? c0[index] : zeros) : Tensor(), p,
                                  sorted.batch_sizes);
@@ -284,17 +293,12 @@ void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
               "step_: expected contiguous state tensors");
   RecurrentState& next = state;
   const auto params = named_parameters(/*recurse=*/false);
-  auto param = [&](const char* base, int64_t layer) {
-    const auto* p = params.find(parameter_name(base, layer, false));
-    return p ? *p : Tensor();
-  };
   Tensor x = input.contiguous();
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
-    const detail::LayerParams p{param("weight_ih", layer), param("weight_hh", layer),
-                                param("bias_ih", layer), param("bias_hh", layer)};
     Tensor h = next.h[layer];
     Tensor c = lstm ? next.c[layer] : Tensor();
-    detail::step_layer(o.kind(), x, h, c, p, step_gates_, step_gh_);
+    detail::step_layer(o.kind(), x, h, c, layer_params(params, layer, false), step_gates_,
+                       step_gh_);
     x = h;
   }
 }

@@ -117,6 +117,9 @@ class RecurrentModuleImpl : public torch::nn::Module {
   int64_t num_directions() const { return options_.bidirectional() ? 2 : 1; }
   /// Features of each output step: directions * hidden_size.
   int64_t output_size() const { return num_directions() * options_.hidden_size(); }
+  /// PyTorch's name of one parameter: "weight_ih", layer 1, reverse →
+  /// "weight_ih_l1_reverse".
+  static std::string parameter_name(const std::string& base, int64_t layer, bool reverse);
 
  protected:
   /// Validates options (called by the constructors of subclasses).
@@ -127,9 +130,6 @@ class RecurrentModuleImpl : public torch::nn::Module {
                                                  const RecurrentState& state) const;
   /// Registers weight_ih_l{k}{_reverse}, … for the layers, in PyTorch's order.
   void register_layer_parameters();
-  /// PyTorch's name of one parameter: "weight_ih", layer 1, reverse →
-  /// "weight_ih_l1_reverse".
-  static std::string parameter_name(const std::string& base, int64_t layer, bool reverse);
 
   RecurrentOptions options_;
 };
