@@ -40,4 +40,21 @@ std::string error_of(F&& f) {
   return "";
 }
 
+
+/// Path of a fixture in tests/data.
+inline std::string data_path(const std::string& name) {
+  return std::string(CELLSTATE_TEST_DATA) + "/" + name;
+}
+
+/// Runs `f` and returns what() of the std::exception it throws ("" if none).
+template <typename F>
+std::string exception_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace cellstate::testing

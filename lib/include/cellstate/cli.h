@@ -1,22 +1,49 @@
 #pragma once
-// Command-line plumbing shared by every executable (Boost.ProgramOptions).
+// Command-line plumbing shared by every executable (Boost.ProgramOptions):
+// parsing with --help and --config FILE.json, subcommands, and the mapping
+// of errors to exit statuses (0 success, 2 bad usage or input, 1 otherwise).
 
 #include <boost/program_options.hpp>
 
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace cellstate {
 
 /// Parses argv into the variables bound in `options` (which should offer
-/// --help), then runs `validate`, which throws std::exception on a bad value.
-/// Returns an exit status when the program should stop now: 0 after printing
-/// --help, 2 after printing "PROGRAM: message (see --help)" for bad usage;
-/// std::nullopt when it should go on.
-std::optional<int> parse_command_line(int argc, char** argv,
-                                      const boost::program_options::options_description& options,
-                                      const std::string& program,
-                                      const std::function<void()>& validate = {});
+/// --help; if it offers --config, that JSON file's keys are read as further
+/// options, command-line values winning), then runs `validate`, which throws
+/// std::exception on a bad value. `positional` maps bare arguments to an
+/// option. Returns an exit status when the program should stop now: 0 after
+/// printing --help, 2 after printing "PROGRAM: message (see --help)" for bad
+/// usage; std::nullopt when it should go on.
+std::optional<int> parse_command_line(
+    int argc, char** argv, const boost::program_options::options_description& options,
+    const std::string& program, const std::function<void()>& validate = {},
+    const boost::program_options::positional_options_description* positional = nullptr);
+
+/// Turns a JSON object of option values into "--key=value" arguments for
+/// `options` (true/false for switches; arrays repeat the option). Unknown
+/// keys are an error naming `file`.
+std::vector<std::string> config_to_arguments(const std::string& json_text, const std::string& file,
+                                             const boost::program_options::options_description& options);
+
+/// Runs `body` and maps what escapes it to an exit status, printing one line
+/// "PROGRAM: message" on stderr: InputError and std::invalid_argument -> 2,
+/// anything else -> 1.
+int run_guarded(const std::string& program, const std::function<int()>& body);
+
+struct Subcommand {
+  std::string name;
+  std::string summary;
+  std::function<int(int argc, char** argv)> run;  // argv[0] is the subcommand
+};
+
+/// `PROGRAM SUBCOMMAND [options]`: dispatches to the subcommand, or lists
+/// them for --help / no arguments (exit 0 / 2).
+int run_subcommands(int argc, char** argv, const std::string& program,
+                    const std::string& description, const std::vector<Subcommand>& subcommands);
 
 }  // namespace cellstate
