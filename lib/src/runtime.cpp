@@ -2,7 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <climits>
+#include <cstdlib>
 #include <fstream>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <string>
 #include <thread>
 
@@ -29,6 +33,27 @@ std::string blas_info() {
     }
   }
   return "unknown";
+}
+
+std::string shipped_model_dir(const std::string& name) {
+  auto is_dir = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  };
+  if (const char* env = std::getenv("CELLSTATE_MODELS")) return std::string(env) + "/" + name;
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string exe(buf, static_cast<size_t>(n));
+    const std::string dir = exe.substr(0, exe.rfind('/'));
+    for (const std::string& candidate : {dir + "/../../models/" + name, dir + "/../share/cellstate/models/" + name})
+      if (is_dir(candidate)) return candidate;
+  }
+#ifdef CELLSTATE_SOURCE_DIR
+  return std::string(CELLSTATE_SOURCE_DIR) + "/models/" + name;
+#else
+  return "models/" + name;
+#endif
 }
 
 }  // namespace cellstate

@@ -303,7 +303,8 @@ TrainResult Trainer::fit(TrainTask& task) {
 
   InterruptGuard interrupts;
   const auto started = Clock::now();
-  auto elapsed = [&] { return st.elapsed + seconds_since(started); };
+  const double elapsed_before = st.elapsed;  // seconds trained before this process
+  auto elapsed = [&] { return elapsed_before + seconds_since(started); };
   auto last_checkpoint = Clock::now();
   auto window_start = Clock::now();
   double window_base = st.window_seconds;

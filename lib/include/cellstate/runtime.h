@@ -14,4 +14,9 @@ int configure_threads(int requested);
 /// The BLAS library loaded in this process (its path), for logs.
 std::string blas_info();
 
+/// Directory of the shipped model `name` (models/NAME): $CELLSTATE_MODELS/NAME
+/// if set, else next to the executable (build/bin/../../models, or an
+/// install's share/cellstate/models), else the source tree's models/.
+std::string shipped_model_dir(const std::string& name);
+
 }  // namespace cellstate

@@ -1,0 +1,203 @@
+// cellstate-sentiment: train a recurrent sentiment classifier, evaluate it,
+// and label the lines (or files) of text files with it.
+#include <boost/program_options.hpp>
+
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include "cellstate/cli.h"
+#include "cellstate/io.h"
+#include "cellstate/readers.h"
+#include "cellstate/runtime.h"
+#include "cellstate/sentiment.h"
+
+namespace po = boost::program_options;
+namespace cs = cellstate;
+
+namespace {
+
+const char* kProgram = "cellstate-sentiment";
+const char* kShippedModel = "sentiment-sst2";
+
+po::options_description group(const std::string& usage) { return po::options_description(usage); }
+
+void add_common(po::options_description& d, std::string& config) {
+  d.add_options()("help,h", "show this help")("config", po::value(&config),
+                                               "read options from a JSON file (command line wins)");
+}
+
+int train(int argc, char** argv) {
+  cs::SentimentTrainConfig c;
+  c.model.hidden = 256;
+  c.model.embed = 256;
+  c.model.bidirectional = true;
+  c.model.dropout = 0.5;
+  c.training.epochs = 20;
+  c.training.patience = 5;
+  std::string config;
+  auto d = group("Usage: cellstate-sentiment train --train FILE --dev FILE --model DIR [options]\n\nData");
+  add_common(d, config);
+  d.add_options()("train", po::value(&c.train_path)->required(), "training data (TSV, SST style, or DIR/LABEL/FILE)")(
+      "dev", po::value(&c.dev_path)->required(), "dev data for early stopping (same formats)")(
+      "format", po::value(&c.format)->default_value(c.format), "auto, tsv, sst or dir")(
+      "max-length", po::value(&c.max_length)->default_value(c.max_length),
+      "tokens kept per text (longer texts are truncated and counted)");
+  po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
+  c.model.add_to(model);
+  model.add_options()("pooling", po::value(&c.pooling)->default_value(c.pooling), "last, max, mean or attention")(
+      "embed-dropout", po::value(&c.embed_dropout)->default_value(c.embed_dropout), "dropout on embeddings")(
+      "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
+      "probability of replacing a training token by unk")(
+      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
+      "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char or word")(
+      "sample-alpha", po::value(&c.sample_alpha)->default_value(c.sample_alpha),
+      "subword regularisation while training (0: off; 0.1-0.5 typical; unigram only)")(
+      "sample-nbest", po::value(&c.sample_nbest)->default_value(c.sample_nbest), "segmentations to sample from");
+  c.training.add_to(training);
+  c.runtime.add_to(runtime);
+  d.add(model).add(tok).add(training).add(runtime);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
+        c.model.validate();
+        c.training.validate();
+        c.runtime.validate();
+        cs::parse_pooling(c.pooling);
+        cs::parse_classification_format(c.format);
+        if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
+        if (c.max_length < 1) throw std::invalid_argument("--max-length must be >= 1");
+      }))
+    return *s;
+  c.runtime.apply();
+  const auto r = cs::train_sentiment(c);
+  return r.stop_reason == "interrupted" ? 130 : 0;
+}
+
+int eval(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  std::string config, data, format = "auto";
+  bool json = false;
+  auto d = group("Usage: cellstate-sentiment eval --model DIR --data FILE [options]\n\nOptions");
+  add_common(d, config);
+  d.add_options()("data", po::value(&data)->required(), "labelled data (TSV, SST style, or DIR/LABEL/FILE)")(
+      "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
+      "json", po::bool_switch(&json), "print the metrics as JSON");
+  m.add_to(d, false);
+  rt.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
+        rt.validate();
+        cs::parse_implementation(m.impl);
+      }))
+    return *s;
+  rt.apply();
+  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  const auto report = cs::evaluate_sentiment(model, data, format);
+  if (json) std::cout << report.to_json().dump(2) << "\n";
+  else std::cout << report.table();
+  return 0;
+}
+
+int predict(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  cs::PredictOptions p;
+  std::string config;
+  std::vector<std::string> inputs;
+  auto d = group("Usage: cellstate-sentiment predict [--model DIR] [FILES... | -] [options]\n\nOptions");
+  add_common(d, config);
+  d.add_options()("input", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
+      "unit", po::value(&p.unit)->default_value(p.unit),
+      "line: one result per line (empty lines marked); file: one per file plus a per-sentence breakdown")(
+      "format", po::value(&p.format)->default_value(p.format),
+      "tsv (file, line, label, probability) or jsonl (all class probabilities)")(
+      "top-k", po::value(&p.top_k)->default_value(p.top_k), "labels shown per result, most probable first")(
+      "threshold", po::value(&p.threshold)->default_value(p.threshold),
+      "below this best probability the label is '?'")(
+      "batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "texts per forward pass");
+  m.add_to(d, false);
+  rt.add_to(d);
+  po::positional_options_description pos;
+  pos.add("input", -1);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " predict", [&] {
+        rt.validate();
+        cs::parse_implementation(m.impl);
+        if (p.unit != "line" && p.unit != "file") throw std::invalid_argument("--unit must be line or file");
+        if (p.format != "tsv" && p.format != "jsonl") throw std::invalid_argument("--format must be tsv or jsonl");
+        if (p.top_k < 1) throw std::invalid_argument("--top-k must be >= 1");
+        if (p.threshold < 0 || p.threshold > 1) throw std::invalid_argument("--threshold must be in [0, 1]");
+        if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
+      }, &pos))
+    return *s;
+  rt.apply();
+  if (inputs.empty()) inputs.push_back("-");
+  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  return cs::predict_sentiment(model, inputs, p, std::cout, std::cerr);
+}
+
+int bench(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  std::string config, data, format = "auto", dump;
+  int64_t batch_size = 64;
+  int repeat = 5;
+  bool json = false;
+  auto d = group("Usage: cellstate-sentiment bench --data FILE [--model DIR] [options]\n\n"
+                 "Times predict on every text of FILE: sentences/s batched (tokenisation included)\n"
+                 "and the latency of one sentence at a time.\n\nOptions");
+  add_common(d, config);
+  d.add_options()("data", po::value(&data)->required(), "texts to predict (labelled formats; labels ignored)")(
+      "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "texts per forward pass")(
+      "repeat", po::value(&repeat)->default_value(repeat), "timed passes (the median is reported)")(
+      "json", po::bool_switch(&json), "print the result as JSON")(
+      "dump-ids", po::value(&dump), "also write the token ids as JSON (for bench/sentiment_python.py)");
+  m.add_to(d, false);
+  rt.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
+        rt.validate();
+        if (batch_size < 1 || repeat < 1) throw std::invalid_argument("--batch-size and --repeat must be >= 1");
+      }))
+    return *s;
+  const int threads = rt.apply();
+  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  std::vector<std::string> texts;
+  for (const auto& ex : cs::read_classification(data, cs::parse_classification_format(format))) texts.push_back(ex.text);
+  if (!dump.empty()) {
+    nlohmann::json j = {{"config", model.config()}, {"batch_size", batch_size}};
+    j["ids"] = nlohmann::json::array();
+    for (const auto& t : texts) j["ids"].push_back(model.encode(t));
+    cs::atomic_write(dump, j.dump());
+  }
+  const auto r = cs::benchmark_sentiment(model, texts, batch_size, repeat);
+  if (json) {
+    std::cout << nlohmann::json{{"impl", m.impl},
+                                {"threads", threads},
+                                {"sentences", r.sentences},
+                                {"batch_size", batch_size},
+                                {"sentences_per_s", r.sentences_per_s},
+                                {"latency_ms_median", r.latency_ms_median},
+                                {"latency_ms_p90", r.latency_ms_p90}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << std::fixed << std::setprecision(1) << "cellstate-sentiment (" << m.impl << ", " << threads
+              << " threads): " << r.sentences << " sentences, batch " << batch_size << ": " << r.sentences_per_s
+              << " sentences/s; one sentence: " << std::setprecision(2) << r.latency_ms_median
+              << " ms median, " << r.latency_ms_p90 << " ms p90\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cs::run_subcommands(argc, argv, kProgram, "recurrent sentiment classifier",
+                             {{"train", "train a model on labelled text", train},
+                              {"eval", "accuracy, macro-F1, per-class scores and confusion on labelled text", eval},
+                              {"predict", "label each line (or file) of text files", predict},
+                              {"bench", "time predict: sentences/s and single-sentence latency", bench}});
+}

@@ -1,0 +1,569 @@
+#include "cellstate/sentiment.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "cellstate/batching.h"
+#include "cellstate/io.h"
+#include "cellstate/model_dir.h"
+
+namespace cellstate {
+
+namespace {
+
+constexpr const char* kTask = "sentiment";
+
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+TextClassifierOptions classifier_options(const nlohmann::json& config, const std::string& file,
+                                         Implementation impl) {
+  ModelOptions m;
+  m.from_json(config_get<nlohmann::json>(config, "model", file), file);
+  const auto c = config_get<nlohmann::json>(config, "classifier", file);
+  TextClassifierOptions o(config_get<int64_t>(config, "vocab_size", file),
+                          static_cast<int64_t>(config_get<std::vector<std::string>>(config, "labels", file).size()));
+  o.embed(m.embed).hidden(m.hidden).layers(m.layers).bidirectional(m.bidirectional).kind(m.kind()).impl(impl);
+  o.dropout(m.dropout);
+  try {
+    o.pooling(parse_pooling(config_get<std::string>(c, "pooling", file)));
+  } catch (const std::invalid_argument& e) {
+    throw_config_error(file, e.what());
+  }
+  o.embed_dropout(config_get<double>(c, "embed_dropout", file));
+  o.word_dropout(config_get<double>(c, "word_dropout", file));
+  return o;
+}
+
+/// Training for the Trainer: batches by length, cross-entropy.
+class SentimentTask : public TrainTask {
+ public:
+  SentimentTask(const SentimentTrainConfig& config, TextClassifier model, const Tokenizer& tokenizer,
+                std::vector<std::string> train_texts, std::vector<int64_t> train_labels,
+                std::vector<std::vector<int64_t>> dev_ids, std::vector<int64_t> dev_labels,
+                const std::vector<std::string>& label_names, nlohmann::json config_json)
+      : config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
+        labels_(std::move(train_labels)), dev_ids_(std::move(dev_ids)), dev_labels_(std::move(dev_labels)),
+        label_names_(label_names), config_json_(std::move(config_json)) {
+    for (const auto& t : texts_) {
+      auto ids = tokenizer_.encode(t);
+      if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+      truncated_ += truncate(ids, config_.max_length);
+      ids_.push_back(std::move(ids));
+    }
+  }
+
+  int64_t truncated() const { return truncated_; }
+  torch::nn::Module& module() override { return *model_; }
+
+  int64_t begin_epoch(int64_t epoch) override {
+    if (config_.sample_alpha > 0) {
+      // A fresh segmentation of every text, drawn from (seed, epoch, index).
+      for (size_t i = 0; i < texts_.size(); ++i) {
+        auto ids = tokenizer_.sample_encode(texts_[i], config_.sample_alpha,
+                                            mix(mix(config_.training.seed, static_cast<uint64_t>(epoch)), i),
+                                            static_cast<int>(config_.sample_nbest));
+        if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+        truncate(ids, config_.max_length);
+        ids_[i] = std::move(ids);
+      }
+    }
+    std::vector<int64_t> lengths;
+    for (const auto& s : ids_) lengths.push_back(static_cast<int64_t>(s.size()));
+    BucketOptions b;
+    b.batch_size = config_.training.batch_size;
+    b.chunk_batches = 20;
+    batches_ = bucket_batches(lengths, b, config_.training.seed, epoch);
+    return static_cast<int64_t>(batches_.size());
+  }
+
+  StepResult train_step(int64_t index) override {
+    const auto& idx = batches_[static_cast<size_t>(index)];
+    std::vector<std::vector<int64_t>> seqs;
+    std::vector<int64_t> y;
+    for (auto i : idx) {
+      seqs.push_back(ids_[static_cast<size_t>(i)]);
+      y.push_back(labels_[static_cast<size_t>(i)]);
+    }
+    auto batch = pad_batch(seqs);
+    auto logits = model_->forward(batch.ids, batch.lengths);
+    auto loss = torch::nn::functional::cross_entropy(logits, torch::tensor(y, torch::kInt64));
+    loss.backward();
+    return {loss.item<double>(), batch.lengths.sum().item<int64_t>()};
+  }
+
+  Evaluation evaluate() override {
+    std::vector<int64_t> lengths;
+    for (const auto& s : dev_ids_) lengths.push_back(static_cast<int64_t>(s.size()));
+    std::vector<int64_t> predicted(dev_ids_.size());
+    double loss = 0;
+    for (const auto& b : sorted_batches(lengths, 128)) {
+      std::vector<std::vector<int64_t>> seqs;
+      std::vector<int64_t> y;
+      for (auto i : b) {
+        seqs.push_back(dev_ids_[static_cast<size_t>(i)]);
+        y.push_back(dev_labels_[static_cast<size_t>(i)]);
+      }
+      auto batch = pad_batch(seqs);
+      auto logits = model_->forward(batch.ids, batch.lengths);
+      loss += torch::nn::functional::cross_entropy(
+                  logits, torch::tensor(y, torch::kInt64),
+                  torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                  .item<double>();
+      auto pred = logits.argmax(1);
+      for (size_t k = 0; k < b.size(); ++k) predicted[static_cast<size_t>(b[k])] = pred[static_cast<int64_t>(k)].item<int64_t>();
+    }
+    const auto report = classification_report(dev_labels_, predicted, label_names_);
+    nlohmann::json metrics = {{"accuracy", report.accuracy},
+                              {"macro_f1", report.macro_f1},
+                              {"loss", loss / static_cast<double>(dev_ids_.size())}};
+    return {report.accuracy, metrics};
+  }
+
+  void save_best() override {
+    save_weights(*model_, config_.model.dir + "/weights.pt", config_.half);
+  }
+
+ private:
+  const SentimentTrainConfig& config_;
+  TextClassifier model_;
+  const Tokenizer& tokenizer_;
+  std::vector<std::string> texts_;
+  std::vector<int64_t> labels_;
+  std::vector<std::vector<int64_t>> ids_;
+  std::vector<std::vector<int64_t>> dev_ids_;
+  std::vector<int64_t> dev_labels_;
+  std::vector<std::string> label_names_;
+  nlohmann::json config_json_;
+  std::vector<std::vector<int64_t>> batches_;
+  int64_t truncated_ = 0;
+};
+
+std::string fmt(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+}  // namespace
+
+TrainResult train_sentiment(const SentimentTrainConfig& config) {
+  const auto& dir = config.model.dir;
+  auto log = [&](const std::string& line) {
+    if (!config.runtime.quiet) std::cerr << line << "\n";
+  };
+  const auto format = parse_classification_format(config.format);
+  ReadStats train_stats, dev_stats;
+  const auto train = read_classification(config.train_path, format, &train_stats);
+  const auto dev = read_classification(config.dev_path, format, &dev_stats);
+  const auto labels = LabelSet::from_examples(train);
+  if (labels.size() < 2)
+    throw InputError(config.train_path, 0,
+                     "expected at least 2 distinct labels, found " + std::to_string(labels.size()));
+  std::vector<std::string> texts;
+  std::vector<int64_t> train_y, dev_y;
+  for (const auto& ex : train) {
+    texts.push_back(ex.text);
+    train_y.push_back(labels.id(ex.label, ex.source, ex.line));
+  }
+  for (const auto& ex : dev) dev_y.push_back(labels.id(ex.label, ex.source, ex.line));
+  std::string counts;
+  {
+    std::vector<int64_t> n(static_cast<size_t>(labels.size()), 0);
+    for (auto y : train_y) ++n[static_cast<size_t>(y)];
+    for (int64_t c = 0; c < labels.size(); ++c)
+      counts += (c ? ", " : "") + labels.name(c) + " " + std::to_string(n[static_cast<size_t>(c)]);
+  }
+  log("train: " + std::to_string(train.size()) + " examples (" + counts + ")" +
+      (train_stats.summary().empty() ? "" : "; " + train_stats.summary()) + "; dev: " +
+      std::to_string(dev.size()) + " examples" + (dev_stats.summary().empty() ? "" : "; " + dev_stats.summary()));
+
+  std::filesystem::create_directories(dir);
+  const std::string tokenizer_path = dir + "/tokenizer.model";
+  Tokenizer tokenizer = [&] {
+    if (config.training.resume && file_exists(tokenizer_path)) return Tokenizer::load(tokenizer_path);
+    TokenizerTrainOptions t;
+    t.vocab_size = config.vocab_size;
+    t.model_type = config.spm_type;
+    auto tok = Tokenizer::train_on(texts, t);
+    tok.save(tokenizer_path);
+    return tok;
+  }();
+  log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
+
+  torch::manual_seed(config.training.seed);
+  TextClassifierOptions o(tokenizer.vocab_size(), labels.size());
+  o.embed(config.model.embed)
+      .hidden(config.model.hidden)
+      .layers(config.model.layers)
+      .bidirectional(config.model.bidirectional)
+      .kind(config.model.kind())
+      .impl(config.model.implementation())
+      .pooling(parse_pooling(config.pooling))
+      .dropout(config.model.dropout)
+      .embed_dropout(config.embed_dropout)
+      .word_dropout(config.word_dropout);
+  TextClassifier model(o);
+
+  auto json = new_model_config(kTask);
+  json["model"] = config.model.to_json();
+  json["classifier"] = {{"pooling", config.pooling},
+                        {"embed_dropout", config.embed_dropout},
+                        {"word_dropout", config.word_dropout}};
+  json["vocab_size"] = tokenizer.vocab_size();
+  json["labels"] = labels.names();
+  json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size}};
+  json["weights"] = {{"file", "weights.pt"}, {"dtype", config.half ? "float16" : "float32"}};
+  json["max_length"] = config.max_length;
+  json["training"] = config.training.to_json();
+  json["training"]["sample_alpha"] = config.sample_alpha;
+  json["training"]["sample_nbest"] = config.sample_nbest;
+  json["data"] = {{"train", config.train_path}, {"dev", config.dev_path}, {"format", config.format},
+                  {"train_examples", train.size()}, {"dev_examples", dev.size()}};
+  write_model_config(dir, json);
+
+  std::vector<std::vector<int64_t>> dev_ids;
+  for (const auto& ex : dev) {
+    auto ids = tokenizer.encode(ex.text);
+    if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+    truncate(ids, config.max_length);
+    dev_ids.push_back(std::move(ids));
+  }
+  SentimentTask task(config, model, tokenizer, texts, train_y, dev_ids, dev_y, labels.names(), json);
+  if (task.truncated() > 0)
+    log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
+        std::to_string(config.max_length) + " tokens");
+  int64_t parameters = 0;
+  for (const auto& p : model->parameters()) parameters += p.numel();
+  log("model: " + std::to_string(parameters) + " parameters, " + config.model.rnn + " (" + config.model.impl +
+      "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
+      (config.model.bidirectional ? " x 2 directions" : "") + ", " + config.pooling + " pooling");
+
+  TrainerOptions t;
+  t.training = config.training;
+  t.model_dir = dir;
+  t.metric = "accuracy";
+  t.quiet = config.runtime.quiet;
+  t.unit = "tok";
+  const auto result = Trainer(t).fit(task);
+
+  json["results"] = {{"dev_accuracy", result.best_score},
+                     {"best_epoch", result.best_epoch},
+                     {"steps", result.steps},
+                     {"training_seconds", result.seconds},
+                     {"stop_reason", result.stop_reason}};
+  write_model_config(dir, json);
+  log("best dev accuracy " + fmt(100 * result.best_score, 2) + "% at epoch " +
+      std::to_string(result.best_epoch) + " (" + result.stop_reason + ", " + fmt(result.seconds, 0) + " s); model in " +
+      dir);
+  return result;
+}
+
+// ---------------------------------------------------------------- loading
+
+SentimentModel::SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels, TextClassifier model)
+    : config_(std::move(config)), tokenizer_(std::move(tokenizer)), labels_(std::move(labels)),
+      model_(std::move(model)), max_length_(config_.value("max_length", int64_t{256})) {}
+
+SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implementation> impl) {
+  auto config = read_model_config(dir, kTask);
+  const std::string file = dir + "/config.json";
+  const auto model_json = config_get<nlohmann::json>(config, "model", file);
+  const Implementation chosen =
+      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  auto tokenizer = Tokenizer::load(model_file(dir, "tokenizer.model"));
+  const auto vocab = config_get<int64_t>(config, "vocab_size", file);
+  if (vocab != tokenizer.vocab_size())
+    throw InputError(dir + "/tokenizer.model", 0,
+                     "has " + std::to_string(tokenizer.vocab_size()) + " pieces, config.json says " +
+                         std::to_string(vocab) + " (mismatched model files)");
+  LabelSet labels(config_get<std::vector<std::string>>(config, "labels", file));
+  TextClassifier model(classifier_options(config, file, chosen));
+  load_weights(*model, model_file(dir, "weights.pt"));
+  model->eval();
+  return SentimentModel(std::move(config), std::move(tokenizer), std::move(labels), std::move(model));
+}
+
+std::vector<int64_t> SentimentModel::encode(const std::string& text) const {
+  auto ids = tokenizer_.encode(text);
+  if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+  truncate(ids, max_length_);
+  return ids;
+}
+
+torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids,
+                                                   int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const auto n = static_cast<int64_t>(ids.size());
+  auto out = torch::empty({n, labels_.size()});
+  if (n == 0) return out;
+  std::vector<int64_t> lengths;
+  for (const auto& s : ids) lengths.push_back(static_cast<int64_t>(s.size()));
+  for (const auto& b : sorted_batches(lengths, batch_size)) {
+    std::vector<std::vector<int64_t>> seqs;
+    for (auto i : b) seqs.push_back(ids[static_cast<size_t>(i)]);
+    auto batch = pad_batch(seqs);
+    auto p = torch::softmax(model_->forward(batch.ids, batch.lengths), 1);
+    out.index_copy_(0, torch::tensor(b, torch::kInt64), p);
+  }
+  return out;
+}
+
+torch::Tensor SentimentModel::probabilities(const std::vector<std::string>& texts, int64_t batch_size) {
+  std::vector<std::vector<int64_t>> ids;
+  ids.reserve(texts.size());
+  for (const auto& t : texts) ids.push_back(encode(t));
+  return probabilities_of_ids(ids, batch_size);
+}
+
+ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path, const std::string& format) {
+  const auto examples = read_classification(path, parse_classification_format(format));
+  std::vector<std::string> texts;
+  std::vector<int64_t> gold;
+  for (const auto& ex : examples) {
+    texts.push_back(ex.text);
+    gold.push_back(model.labels().id(ex.label, ex.source, ex.line));
+  }
+  const auto probs = model.probabilities(texts);
+  const auto pred = probs.argmax(1);
+  std::vector<int64_t> predicted(pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel());
+  return classification_report(gold, predicted, model.labels().names());
+}
+
+// ---------------------------------------------------------------- prediction
+
+std::vector<std::string> split_sentences(const std::string& text) {
+  std::vector<std::string> out;
+  std::string current;
+  auto flush = [&] {
+    const size_t b = current.find_first_not_of(" \t\r");
+    if (b != std::string::npos) {
+      const size_t e = current.find_last_not_of(" \t\r");
+      out.push_back(current.substr(b, e - b + 1));
+    }
+    current.clear();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      flush();
+      continue;
+    }
+    current += c;
+    if (c == '.' || c == '!' || c == '?') {
+      size_t j = i + 1;
+      // Closing quotes and brackets stay with their sentence.
+      while (j < text.size() && (text[j] == '"' || text[j] == '\'' || text[j] == ')' || text[j] == ']')) current += text[j++];
+      if (j >= text.size() || text[j] == ' ' || text[j] == '\t' || text[j] == '\n') {
+        // Keep "." runs ("...") and PTB-style " ." together with the sentence.
+        flush();
+      }
+      i = j - 1;
+    }
+  }
+  flush();
+  return out;
+}
+
+namespace {
+
+struct ResultWriter {
+  const SentimentModel& model;
+  const PredictOptions& options;
+  std::ostream& out;
+
+  // Labels to show, best first, after top-k and threshold.
+  std::vector<std::pair<int64_t, float>> ranked(const float* p) const {
+    std::vector<std::pair<int64_t, float>> r;
+    for (int64_t c = 0; c < model.labels().size(); ++c) r.emplace_back(c, p[c]);
+    std::stable_sort(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    r.resize(static_cast<size_t>(std::min<int64_t>(options.top_k, static_cast<int64_t>(r.size()))));
+    return r;
+  }
+
+  std::string best_label(const float* p) const {
+    const auto r = ranked(p);
+    return r.front().second < options.threshold ? "?" : model.labels().name(r.front().first);
+  }
+
+  void tsv_fields(const float* p) const {
+    const auto r = ranked(p);
+    for (size_t k = 0; k < r.size(); ++k) {
+      const std::string label = (k == 0 && r[k].second < options.threshold) ? "?" : model.labels().name(r[k].first);
+      out << (k ? "\t" : "") << label << "\t" << fmt(r[k].second, 4);
+    }
+  }
+
+  nlohmann::json json_probs(const float* p) const {
+    nlohmann::json j = nlohmann::json::object();
+    for (int64_t c = 0; c < model.labels().size(); ++c) j[model.labels().name(c)] = std::round(p[c] * 1e6) / 1e6;
+    return j;
+  }
+
+  void line_result(const std::string& file, int64_t line, const std::string& text, const float* p) const {
+    if (options.format == "tsv") {
+      out << file << "\t" << line << "\t";
+      if (p == nullptr) out << "<empty>\t-";
+      else tsv_fields(p);
+      out << "\n";
+    } else {
+      nlohmann::json j = {{"file", file}, {"line", line}};
+      if (p == nullptr) {
+        j["empty"] = true;
+      } else {
+        j["text"] = text;
+        j["label"] = best_label(p);
+        j["probability"] = std::round(ranked(p).front().second * 1e6) / 1e6;
+        j["probabilities"] = json_probs(p);
+      }
+      out << j.dump() << "\n";
+    }
+  }
+};
+
+}  // namespace
+
+int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inputs, const PredictOptions& options,
+                      std::ostream& out, std::ostream& err) {
+  int status = 0;
+  ResultWriter writer{model, options, out};
+  for (const auto& input : inputs) {
+    const std::string name = input;
+    try {
+      if (options.unit == "line") {
+        LineReader reader(input);
+        const bool interactive = input == "-" && isatty(STDIN_FILENO);
+        const size_t batch_lines = interactive ? 1 : static_cast<size_t>(options.batch_size * 4);
+        std::vector<std::pair<int64_t, std::string>> pending;
+        auto flush = [&] {
+          std::vector<std::string> texts;
+          std::vector<size_t> which;
+          for (size_t k = 0; k < pending.size(); ++k) {
+            if (pending[k].second.find_first_not_of(" \t\r") == std::string::npos) continue;
+            texts.push_back(pending[k].second);
+            which.push_back(k);
+          }
+          auto probs = model.probabilities(texts, options.batch_size).contiguous();
+          size_t next = 0;
+          for (size_t k = 0; k < pending.size(); ++k) {
+            const float* p = nullptr;
+            if (next < which.size() && which[next] == k) p = probs[static_cast<int64_t>(next++)].data_ptr<float>();
+            writer.line_result(name, pending[k].first, pending[k].second, p);
+          }
+          out.flush();
+          pending.clear();
+        };
+        std::string line;
+        try {
+          while (reader.next(line)) {
+            pending.emplace_back(reader.line_number(), line);
+            if (pending.size() >= batch_lines) flush();
+          }
+        } catch (const InputError&) {
+          flush();  // the lines before the bad one still get their results
+          throw;
+        }
+        flush();
+      } else {
+        // One document: sentences scored, then combined by length-weighted mean.
+        const std::string text = read_text_file(input);
+        std::vector<std::string> sentences;
+        std::vector<int64_t> sentence_lines;
+        {
+          std::istringstream lines(text);
+          std::string line;
+          int64_t n = 0;
+          while (std::getline(lines, line)) {
+            ++n;
+            for (auto& s : split_sentences(line)) {
+              sentences.push_back(std::move(s));
+              sentence_lines.push_back(n);
+            }
+          }
+        }
+        if (sentences.empty()) throw InputError(name, 0, "no text (empty file)");
+        std::vector<std::vector<int64_t>> ids;
+        for (const auto& s : sentences) ids.push_back(model.encode(s));
+        auto probs = model.probabilities_of_ids(ids, options.batch_size).contiguous();
+        auto weights = torch::empty({static_cast<int64_t>(ids.size()), 1});
+        for (size_t k = 0; k < ids.size(); ++k) weights[static_cast<int64_t>(k)][0] = static_cast<float>(ids[k].size());
+        auto doc = ((probs * weights).sum(0) / weights.sum()).contiguous();
+        const float* dp = doc.data_ptr<float>();
+        if (options.format == "tsv") {
+          out << name << "\t-\t";
+          writer.tsv_fields(dp);
+          out << "\n";
+          for (size_t k = 0; k < sentences.size(); ++k) {
+            out << name << "\t" << sentence_lines[k] << "\t";
+            writer.tsv_fields(probs[static_cast<int64_t>(k)].data_ptr<float>());
+            out << "\t" << sentences[k] << "\n";
+          }
+        } else {
+          nlohmann::json j = {{"file", name},
+                              {"label", writer.best_label(dp)},
+                              {"probability", std::round(writer.ranked(dp).front().second * 1e6) / 1e6},
+                              {"probabilities", writer.json_probs(dp)}};
+          j["sentences"] = nlohmann::json::array();
+          for (size_t k = 0; k < sentences.size(); ++k) {
+            const float* p = probs[static_cast<int64_t>(k)].data_ptr<float>();
+            j["sentences"].push_back({{"line", sentence_lines[k]},
+                                      {"text", sentences[k]},
+                                      {"label", writer.best_label(p)},
+                                      {"probability", std::round(writer.ranked(p).front().second * 1e6) / 1e6},
+                                      {"weight", ids[k].size()}});
+          }
+          out << j.dump() << "\n";
+        }
+        out.flush();
+      }
+    } catch (const InputError& e) {
+      out.flush();
+      err << "cellstate-sentiment predict: " << e.what() << "\n";
+      status = 2;
+    }
+  }
+  return status;
+}
+
+SentimentBench benchmark_sentiment(SentimentModel& model, const std::vector<std::string>& texts,
+                                  int64_t batch_size, int repeat) {
+  using Clock = std::chrono::steady_clock;
+  SentimentBench r;
+  r.sentences = static_cast<int64_t>(texts.size());
+  model.probabilities(std::vector<std::string>(texts.begin(), texts.begin() + std::min<size_t>(texts.size(), 64)),
+                      batch_size);  // warm-up
+  std::vector<double> rates;
+  for (int k = 0; k < repeat; ++k) {
+    const auto t0 = Clock::now();
+    model.probabilities(texts, batch_size);
+    rates.push_back(static_cast<double>(texts.size()) / std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(rates.begin(), rates.end());
+  r.sentences_per_s = rates[rates.size() / 2];
+  std::vector<double> latencies;
+  const size_t n = std::min<size_t>(texts.size(), 200);
+  for (size_t i = 0; i < n; ++i) {
+    const auto t0 = Clock::now();
+    model.probabilities({texts[i]}, 1);
+    latencies.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(latencies.begin(), latencies.end());
+  r.latency_ms_median = latencies[latencies.size() / 2];
+  r.latency_ms_p90 = latencies[latencies.size() * 9 / 10];
+  return r;
+}
+
+}  // namespace cellstate

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Plot a cellstate training log (MODEL/train_log.jsonl) as a PNG.
+
+    scripts/plot_training.py MODEL_DIR [-o out.png] [--x epoch|time]
+
+Left axis: training loss; right axis: the dev metric early stopping follows
+(and, with --metric KEY, any numeric key of the "dev" object). Needs Debian's
+python3-matplotlib (scripts/setup.sh --python installs it).
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="model directory (or a train_log.jsonl file)")
+    ap.add_argument("-o", "--output", help="PNG to write (default: MODEL/train_log.png)")
+    ap.add_argument("--x", choices=["epoch", "time"], default="epoch", help="x axis: epochs or minutes")
+    ap.add_argument("--metric", help="key of the dev object to plot instead of the score")
+    args = ap.parse_args()
+
+    path = args.model if args.model.endswith(".jsonl") else os.path.join(args.model, "train_log.jsonl")
+    try:
+        with open(path, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except OSError as e:
+        sys.exit(f"plot_training.py: {path}: {e.strerror}")
+    except json.JSONDecodeError as e:
+        sys.exit(f"plot_training.py: {path}: not JSON lines ({e})")
+    if not records:
+        sys.exit(f"plot_training.py: {path}: no evaluations logged yet")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if args.x == "epoch":
+        xs = [r.get("epoch_fraction", r.get("epoch", i + 1)) for i, r in enumerate(records)]
+        xlabel = "epoch"
+    else:
+        xs = [r.get("elapsed_s", 0) / 60 for r in records]
+        xlabel = "training time (minutes)"
+    loss = [r.get("train_loss") for r in records]
+    if args.metric:
+        dev = [r.get("dev", {}).get(args.metric) for r in records]
+        dev_label = f"dev {args.metric}"
+    else:
+        dev = [r.get("score") for r in records]
+        dev_label = "dev score"
+
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(xs, loss, "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel(xlabel)
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(xs, dev, "s-", color="tab:red", label=dev_label)
+    ax2.set_ylabel(dev_label, color="tab:red")
+    ax1.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))) or path)
+    fig.tight_layout()
+    out = args.output or os.path.join(os.path.dirname(path) or ".", "train_log.png")
+    fig.savefig(out, dpi=100)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
