@@ -32,6 +32,7 @@ struct Trained {
     c.train_path = data_path("sentiment_tiny.tsv");
     c.dev_path = data_path("sentiment_tiny.tsv");
     c.training.epochs = 40;
+    c.ensemble = 2;
     c.training.patience = 0;
     c.training.lr = 0.01;
     c.training.batch_size = 4;
@@ -68,7 +69,8 @@ TEST(Sentiment, TinyTrainingReachesAllOfIt) {
   const auto report = cs::evaluate_sentiment(model, data_path("sentiment_tiny.tsv"));
   EXPECT_DOUBLE_EQ(report.accuracy, 1.0);
   EXPECT_EQ(model.labels().names(), (std::vector<std::string>{"neg", "pos"}));
-  for (const char* f : {"config.json", "tokenizer.model", "weights.pt", "train_log.jsonl", "checkpoint.pt"})
+  EXPECT_EQ(model.members().size(), 2u);
+  for (const char* f : {"config.json", "tokenizer.model", "weights.pt", "weights.1.pt", "train_log.jsonl", "checkpoint.pt"})
     EXPECT_TRUE(cs::file_exists(t.dir.file(std::string("model/") + f))) << f;
 }
 

@@ -53,10 +53,10 @@ class SentimentTask : public TrainTask {
   SentimentTask(const SentimentTrainConfig& config, TextClassifier model, const Tokenizer& tokenizer,
                 std::vector<std::string> train_texts, std::vector<int64_t> train_labels,
                 std::vector<std::vector<int64_t>> dev_ids, std::vector<int64_t> dev_labels,
-                const std::vector<std::string>& label_names, nlohmann::json config_json)
+                const std::vector<std::string>& label_names, std::string weights_path)
       : config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
         labels_(std::move(train_labels)), dev_ids_(std::move(dev_ids)), dev_labels_(std::move(dev_labels)),
-        label_names_(label_names), config_json_(std::move(config_json)) {
+        label_names_(label_names), weights_path_(std::move(weights_path)) {
     for (const auto& t : texts_) {
       auto ids = tokenizer_.encode(t);
       if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
@@ -132,9 +132,7 @@ class SentimentTask : public TrainTask {
     return {report.accuracy, metrics};
   }
 
-  void save_best() override {
-    save_weights(*model_, config_.model.dir + "/weights.pt", config_.half);
-  }
+  void save_best() override { save_weights(*model_, weights_path_, config_.half); }
 
  private:
   const SentimentTrainConfig& config_;
@@ -146,7 +144,7 @@ class SentimentTask : public TrainTask {
   std::vector<std::vector<int64_t>> dev_ids_;
   std::vector<int64_t> dev_labels_;
   std::vector<std::string> label_names_;
-  nlohmann::json config_json_;
+  std::string weights_path_;
   std::vector<std::vector<int64_t>> batches_;
   int64_t truncated_ = 0;
 };
@@ -203,7 +201,6 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   }();
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
 
-  torch::manual_seed(config.training.seed);
   TextClassifierOptions o(tokenizer.vocab_size(), labels.size());
   o.embed(config.model.embed)
       .hidden(config.model.hidden)
@@ -215,7 +212,6 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
       .dropout(config.model.dropout)
       .embed_dropout(config.embed_dropout)
       .word_dropout(config.word_dropout);
-  TextClassifier model(o);
 
   auto json = new_model_config(kTask);
   json["model"] = config.model.to_json();
@@ -226,12 +222,21 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   json["labels"] = labels.names();
   json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size}};
   json["weights"] = {{"file", "weights.pt"}, {"dtype", config.half ? "float16" : "float32"}};
+  json["ensemble"] = config.ensemble;
   json["max_length"] = config.max_length;
   json["training"] = config.training.to_json();
   json["training"]["sample_alpha"] = config.sample_alpha;
   json["training"]["sample_nbest"] = config.sample_nbest;
   json["data"] = {{"train", config.train_path}, {"dev", config.dev_path}, {"format", config.format},
                   {"train_examples", train.size()}, {"dev_examples", dev.size()}};
+  // On --resume, members finished before the interruption are kept.
+  int64_t members_done = 0;
+  if (config.training.resume && file_exists(dir + "/config.json")) {
+    const auto old = nlohmann::json::parse(read_file(dir + "/config.json"));
+    members_done = old.value("members_done", int64_t{0});
+    if (old.contains("member_results")) json["member_results"] = old["member_results"];
+  }
+  json["members_done"] = members_done;
   write_model_config(dir, json);
 
   std::vector<std::vector<int64_t>> dev_ids;
@@ -241,41 +246,75 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
     truncate(ids, config.max_length);
     dev_ids.push_back(std::move(ids));
   }
-  SentimentTask task(config, model, tokenizer, texts, train_y, dev_ids, dev_y, labels.names(), json);
-  if (task.truncated() > 0)
-    log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
-        std::to_string(config.max_length) + " tokens");
-  int64_t parameters = 0;
-  for (const auto& p : model->parameters()) parameters += p.numel();
-  log("model: " + std::to_string(parameters) + " parameters, " + config.model.rnn + " (" + config.model.impl +
-      "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
-      (config.model.bidirectional ? " x 2 directions" : "") + ", " + config.pooling + " pooling");
+  TrainResult last;
+  double seconds = 0;
+  for (int64_t member = members_done; member < config.ensemble; ++member) {
+    const uint64_t seed = config.training.seed + static_cast<uint64_t>(member);
+    torch::manual_seed(seed);
+    TextClassifier model(o);
+    SentimentTrainConfig member_config = config;
+    member_config.training.seed = seed;
+    if (member > members_done) member_config.training.resume = false;
+    SentimentTask task(member_config, model, tokenizer, texts, train_y, dev_ids, dev_y, labels.names(),
+                       dir + "/" + sentiment_weights_name(member));
+    if (member == members_done && task.truncated() > 0)
+      log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
+          std::to_string(config.max_length) + " tokens");
+    int64_t parameters = 0;
+    for (const auto& p : model->parameters()) parameters += p.numel();
+    log((config.ensemble > 1 ? "member " + std::to_string(member + 1) + "/" + std::to_string(config.ensemble) + ": " : std::string()) +
+        "model with " + std::to_string(parameters) + " parameters, " + config.model.rnn + " (" + config.model.impl +
+        "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
+        (config.model.bidirectional ? " x 2 directions" : "") + ", " + config.pooling + " pooling, seed " +
+        std::to_string(seed));
 
-  TrainerOptions t;
-  t.training = config.training;
-  t.model_dir = dir;
-  t.metric = "accuracy";
-  t.quiet = config.runtime.quiet;
-  t.unit = "tok";
-  const auto result = Trainer(t).fit(task);
+    TrainerOptions t;
+    t.training = member_config.training;
+    t.model_dir = dir;
+    t.metric = "accuracy";
+    t.quiet = config.runtime.quiet;
+    t.unit = "tok";
+    t.checkpoint_name = member == 0 ? "checkpoint.pt" : "checkpoint." + std::to_string(member) + ".pt";
+    t.log_fields = {{"member", member}};
+    t.append_log = member > 0;
+    last = Trainer(t).fit(task);
+    seconds += last.seconds;
+    if (last.stop_reason == "interrupted") return last;
+    json["member_results"][static_cast<size_t>(member)] = {{"dev_accuracy", last.best_score},
+                                                           {"best_epoch", last.best_epoch},
+                                                           {"steps", last.steps},
+                                                           {"seed", seed},
+                                                           {"training_seconds", last.seconds},
+                                                           {"stop_reason", last.stop_reason}};
+    json["members_done"] = member + 1;
+    write_model_config(dir, json);
+  }
 
-  json["results"] = {{"dev_accuracy", result.best_score},
-                     {"best_epoch", result.best_epoch},
-                     {"steps", result.steps},
-                     {"training_seconds", result.seconds},
-                     {"stop_reason", result.stop_reason}};
+  // The dev accuracy of what predict will use: the members' averaged probabilities.
+  auto loaded = SentimentModel::load(dir);
+  auto probs = loaded.probabilities_of_ids(dev_ids, 128);
+  const auto pred = probs.argmax(1);
+  const auto report = classification_report(
+      dev_y, std::vector<int64_t>(pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel()), labels.names());
+  json["results"] = {{"dev_accuracy", report.accuracy}, {"dev_macro_f1", report.macro_f1}};
   write_model_config(dir, json);
-  log("best dev accuracy " + fmt(100 * result.best_score, 2) + "% at epoch " +
-      std::to_string(result.best_epoch) + " (" + result.stop_reason + ", " + fmt(result.seconds, 0) + " s); model in " +
-      dir);
-  return result;
+  log("dev accuracy " + fmt(100 * report.accuracy, 2) + "%" +
+      (config.ensemble > 1 ? " (ensemble of " + std::to_string(config.ensemble) + ")" : std::string()) +
+      ", macro-F1 " + fmt(100 * report.macro_f1, 2) + "%; model in " + dir);
+  last.best_score = report.accuracy;
+  return last;
+}
+
+std::string sentiment_weights_name(int64_t member) {
+  return member == 0 ? "weights.pt" : "weights." + std::to_string(member) + ".pt";
 }
 
 // ---------------------------------------------------------------- loading
 
-SentimentModel::SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels, TextClassifier model)
+SentimentModel::SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels,
+                               std::vector<TextClassifier> members)
     : config_(std::move(config)), tokenizer_(std::move(tokenizer)), labels_(std::move(labels)),
-      model_(std::move(model)), max_length_(config_.value("max_length", int64_t{256})) {}
+      members_(std::move(members)), max_length_(config_.value("max_length", int64_t{256})) {}
 
 SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implementation> impl) {
   auto config = read_model_config(dir, kTask);
@@ -290,10 +329,18 @@ SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implem
                      "has " + std::to_string(tokenizer.vocab_size()) + " pieces, config.json says " +
                          std::to_string(vocab) + " (mismatched model files)");
   LabelSet labels(config_get<std::vector<std::string>>(config, "labels", file));
-  TextClassifier model(classifier_options(config, file, chosen));
-  load_weights(*model, model_file(dir, "weights.pt"));
-  model->eval();
-  return SentimentModel(std::move(config), std::move(tokenizer), std::move(labels), std::move(model));
+  const auto options = classifier_options(config, file, chosen);
+  // A model still training its later ensemble members predicts with those done.
+  const int64_t members = std::max<int64_t>(
+      1, std::min(config.value("ensemble", int64_t{1}), config.value("members_done", config.value("ensemble", int64_t{1}))));
+  std::vector<TextClassifier> loaded;
+  for (int64_t k = 0; k < members; ++k) {
+    TextClassifier model(options);
+    load_weights(*model, model_file(dir, sentiment_weights_name(k)));
+    model->eval();
+    loaded.push_back(model);
+  }
+  return SentimentModel(std::move(config), std::move(tokenizer), std::move(labels), std::move(loaded));
 }
 
 std::vector<int64_t> SentimentModel::encode(const std::string& text) const {
@@ -306,7 +353,6 @@ std::vector<int64_t> SentimentModel::encode(const std::string& text) const {
 torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids,
                                                    int64_t batch_size) {
   torch::NoGradGuard no_grad;
-  model_->eval();
   const auto n = static_cast<int64_t>(ids.size());
   auto out = torch::empty({n, labels_.size()});
   if (n == 0) return out;
@@ -316,7 +362,13 @@ torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector
     std::vector<std::vector<int64_t>> seqs;
     for (auto i : b) seqs.push_back(ids[static_cast<size_t>(i)]);
     auto batch = pad_batch(seqs);
-    auto p = torch::softmax(model_->forward(batch.ids, batch.lengths), 1);
+    torch::Tensor p;
+    for (auto& member : members_) {
+      member->eval();
+      auto q = torch::softmax(member->forward(batch.ids, batch.lengths), 1);
+      p = p.defined() ? p + q : q;
+    }
+    if (members_.size() > 1) p /= static_cast<double>(members_.size());
     out.index_copy_(0, torch::tensor(b, torch::kInt64), p);
   }
   return out;

@@ -232,7 +232,7 @@ TrainResult Trainer::fit(TrainTask& task) {
   const TrainingOptions& t = options_.training;
   const std::string dir = options_.model_dir;
   std::filesystem::create_directories(dir);
-  const std::string checkpoint_path = dir + "/checkpoint.pt";
+  const std::string checkpoint_path = dir + "/" + options_.checkpoint_name;
   const std::string log_path = dir + "/train_log.jsonl";
 
   auto& module = task.module();
@@ -277,7 +277,7 @@ TrainResult Trainer::fit(TrainTask& task) {
     }
     progress.message("resuming from " + checkpoint_path + " at epoch " + std::to_string(st.epoch + 1) +
                      ", batch " + std::to_string(st.next_batch) + ", step " + std::to_string(st.step));
-  } else {
+  } else if (!options_.append_log) {
     atomic_write(log_path, "");
   }
 
@@ -349,6 +349,7 @@ TrainResult Trainer::fit(TrainTask& task) {
         {"score", e.score},
         {"best", st.best_score},
         {"improved", improved}};
+    record.update(options_.log_fields);
     {
       std::ofstream log(log_path, std::ios::app);
       log << record.dump() << "\n";

@@ -33,7 +33,11 @@ struct SentimentTrainConfig {
   int64_t sample_nbest = 64;
   int64_t max_length = 256;          // tokens kept per text (longer ones are truncated)
   bool half = false;                 // store weights as float16
+  int64_t ensemble = 1;              // members trained with seeds seed, seed+1, ...; probabilities averaged
 };
+
+/// Weights file of ensemble member k: weights.pt, weights.1.pt, ...
+std::string sentiment_weights_name(int64_t member);
 
 /// Trains, writing the model directory; prints progress unless quiet.
 TrainResult train_sentiment(const SentimentTrainConfig& config);
@@ -47,7 +51,8 @@ class SentimentModel {
   const LabelSet& labels() const { return labels_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const nlohmann::json& config() const { return config_; }
-  TextClassifier& module() { return model_; }
+  /// Ensemble members (one for a plain model); predictions average them.
+  std::vector<TextClassifier>& members() { return members_; }
 
   /// Token ids of a text, truncated to the model's max length; never empty.
   std::vector<int64_t> encode(const std::string& text) const;
@@ -56,11 +61,12 @@ class SentimentModel {
   torch::Tensor probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids, int64_t batch_size = 64);
 
  private:
-  SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels, TextClassifier model);
+  SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels,
+                 std::vector<TextClassifier> members);
   nlohmann::json config_;
   Tokenizer tokenizer_;
   LabelSet labels_;
-  TextClassifier model_;
+  std::vector<TextClassifier> members_;
   int64_t max_length_;
 };
 

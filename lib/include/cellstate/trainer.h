@@ -61,6 +61,11 @@ struct TrainerOptions {
   bool higher_is_better = true;
   bool quiet = false;
   std::string unit = "tok";       // what StepResult::tokens counts
+  std::string checkpoint_name = "checkpoint.pt";  // in model_dir
+  /// Fields added to every train_log.jsonl record (e.g. an ensemble member).
+  nlohmann::json log_fields = nlohmann::json::object();
+  /// Keep what train_log.jsonl already holds when starting afresh.
+  bool append_log = false;
 };
 
 struct TrainResult {
