@@ -36,26 +36,31 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if args.x == "epoch":
-        xs = [r.get("epoch_fraction", r.get("epoch", i + 1)) for i, r in enumerate(records)]
-        xlabel = "epoch"
-    else:
-        xs = [r.get("elapsed_s", 0) / 60 for r in records]
-        xlabel = "training time (minutes)"
-    loss = [r.get("train_loss") for r in records]
-    if args.metric:
-        dev = [r.get("dev", {}).get(args.metric) for r in records]
-        dev_label = f"dev {args.metric}"
-    else:
-        dev = [r.get("score") for r in records]
-        dev_label = "dev score"
+    def series(rs):
+        if args.x == "epoch":
+            xs = [r.get("epoch_fraction", r.get("epoch", i + 1)) for i, r in enumerate(rs)]
+        else:
+            xs = [r.get("elapsed_s", 0) / 60 for r in rs]
+        loss = [r.get("train_loss") for r in rs]
+        if args.metric:
+            dev = [r.get("dev", {}).get(args.metric) for r in rs]
+        else:
+            dev = [r.get("score") for r in rs]
+        return xs, loss, dev
 
+    xlabel = "epoch" if args.x == "epoch" else "training time (minutes)"
+    dev_label = f"dev {args.metric}" if args.metric else "dev score"
+    # Ensembles log each member's run: one pair of curves per member.
+    members = sorted({r.get("member", 0) for r in records})
     fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(xs, loss, "o-", color="tab:blue", label="train loss")
+    ax2 = ax1.twinx()
+    for m in members:
+        xs, loss, dev = series([r for r in records if r.get("member", 0) == m])
+        suffix = f" (member {m + 1})" if len(members) > 1 else ""
+        ax1.plot(xs, loss, "o-", color="tab:blue", alpha=1 if m == 0 else 0.5, label="train loss" + suffix)
+        ax2.plot(xs, dev, "s-", color="tab:red", alpha=1 if m == 0 else 0.5, label=dev_label + suffix)
     ax1.set_xlabel(xlabel)
     ax1.set_ylabel("train loss", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(xs, dev, "s-", color="tab:red", label=dev_label)
     ax2.set_ylabel(dev_label, color="tab:red")
     ax1.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))) or path)
     fig.tight_layout()

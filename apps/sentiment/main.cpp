@@ -49,7 +49,9 @@ int train(int argc, char** argv) {
       "embed-dropout", po::value(&c.embed_dropout)->default_value(c.embed_dropout), "dropout on embeddings")(
       "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
       "probability of replacing a training token by unk")(
-      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)")(
+      "ensemble", po::value(&c.ensemble)->default_value(c.ensemble),
+      "train N members (seeds seed..seed+N-1) whose probabilities are averaged");
   tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
       "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char or word")(
       "sample-alpha", po::value(&c.sample_alpha)->default_value(c.sample_alpha),
@@ -66,6 +68,7 @@ int train(int argc, char** argv) {
         cs::parse_classification_format(c.format);
         if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
         if (c.max_length < 1) throw std::invalid_argument("--max-length must be >= 1");
+        if (c.ensemble < 1) throw std::invalid_argument("--ensemble must be >= 1");
       }))
     return *s;
   c.runtime.apply();

@@ -17,6 +17,9 @@
 #include <sentencepiece_trainer.h>
 
 #include <cstring>
+
+#include <fcntl.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -58,7 +61,15 @@ __attribute__((visibility("default"))) int cellstate_spm_abi_version() { return 
 __attribute__((visibility("default"))) int cellstate_spm_train(const char* args, char* err,
                                                                int err_cap) {
   try {
+    // The trainer logs its command line to stderr whatever --minloglevel
+    // says; errors come back in the status, so its stderr is silenced.
+    const int saved = ::dup(STDERR_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (saved >= 0 && null >= 0) ::dup2(null, STDERR_FILENO);
     const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+    if (saved >= 0 && null >= 0) ::dup2(saved, STDERR_FILENO);
+    if (saved >= 0) ::close(saved);
+    if (null >= 0) ::close(null);
     if (!status.ok()) return fail(status.ToString(), err, err_cap);
     return 0;
   } catch (const std::exception& e) {
