@@ -25,5 +25,5 @@ print(f"{'implementation':<28}{'sentences/s':>12}{'latency ms':>12}{'vs python':
 names = ["cellstate custom (C++)", "cellstate builtin (C++)", "PyTorch Python (model only)"]
 for name, r in zip(names, rows):
     print(f"{name:<28}{r['sentences_per_s']:>12.1f}{r['latency_ms_median']:>12.2f}{r['sentences_per_s']/py['sentences_per_s']:>10.2f}x")
-print(f"({py['sentences']} sentences, batch {py['batch_size']}, {py['threads']} threads; C++ includes SentencePiece tokenisation)")
+print(f"({py['sentences']} sentences, batch {py['batch_size']}, {py['threads']} threads, {py['members']} ensemble member(s); C++ includes SentencePiece tokenisation)")
 PY

@@ -17,8 +17,9 @@ for f in "$data/sst2/stsa.binary.train" "$data/sst2/stsa.binary.dev"; do
 done
 [ -x build/bin/cellstate-sentiment ] || bash scripts/setup.sh
 build/bin/cellstate-sentiment train \
-  --train "$data/sst2/stsa.binary.train" --dev "$data/sst2/stsa.binary.dev" --model "$model" \
-  --vocab-size 8000 --embed 256 --hidden 256 --bidirectional --layers 1 --pooling max \
+  --train "$data/sst2/stsa.binary.train" --dev "$data/sst2/stsa.binary.dev" --model "$model" --label-names 0=negative,1=positive \
+  --vocab-size 8000 --embed 128 --hidden 128 --bidirectional --layers 2 --pooling max \
   --dropout 0.5 --embed-dropout 0.3 --word-dropout 0.1 --sample-alpha 0.1 \
   --epochs 10 --patience 3 --batch-size 32 --lr 0.001 --seed 1 --ensemble 5 --half "$@"
+rm -f "$model"/checkpoint*.pt  # only needed to --resume an interrupted run
 build/bin/cellstate-sentiment eval --model "$model" --data "$data/sst2/stsa.binary.dev"

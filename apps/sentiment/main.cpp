@@ -41,6 +41,7 @@ int train(int argc, char** argv) {
   d.add_options()("train", po::value(&c.train_path)->required(), "training data (TSV, SST style, or DIR/LABEL/FILE)")(
       "dev", po::value(&c.dev_path)->required(), "dev data for early stopping (same formats)")(
       "format", po::value(&c.format)->default_value(c.format), "auto, tsv, sst or dir")(
+      "label-names", po::value(&c.label_names), "rename the data's labels, e.g. 0=negative,1=positive")(
       "max-length", po::value(&c.max_length)->default_value(c.max_length),
       "tokens kept per text (longer texts are truncated and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
@@ -49,11 +50,18 @@ int train(int argc, char** argv) {
       "embed-dropout", po::value(&c.embed_dropout)->default_value(c.embed_dropout), "dropout on embeddings")(
       "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
       "probability of replacing a training token by unk")(
+      "lm-weight", po::value(&c.lm_weight)->default_value(c.lm_weight),
+      "weight of an auxiliary language-model loss while training (0: off)")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)")(
+      "teacher", po::value(&c.teacher), "distil from this model: it labels --augment-spans spans per text")(
+      "augment-spans", po::value(&c.augment_spans)->default_value(c.augment_spans),
+      "random word spans per training text, with the teacher's probabilities as targets")(
       "ensemble", po::value(&c.ensemble)->default_value(c.ensemble),
       "train N members (seeds seed..seed+N-1) whose probabilities are averaged");
   tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
       "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char or word")(
+      "spm-normalization", po::value(&c.spm_normalization)->default_value(c.spm_normalization),
+      "SentencePiece normalisation: nmt_nfkc_cf (folds case), nmt_nfkc, nfkc, nfkc_cf or identity")(
       "sample-alpha", po::value(&c.sample_alpha)->default_value(c.sample_alpha),
       "subword regularisation while training (0: off; 0.1-0.5 typical; unigram only)")(
       "sample-nbest", po::value(&c.sample_nbest)->default_value(c.sample_nbest), "segmentations to sample from");
@@ -68,6 +76,7 @@ int train(int argc, char** argv) {
         cs::parse_classification_format(c.format);
         if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
         if (c.max_length < 1) throw std::invalid_argument("--max-length must be >= 1");
+        cs::parse_label_names(c.label_names);
         if (c.ensemble < 1) throw std::invalid_argument("--ensemble must be >= 1");
       }))
     return *s;

@@ -59,9 +59,15 @@ void TextClassifierImpl::reset() {
         register_module("attention_score", torch::nn::Linear(torch::nn::LinearOptions(o.hidden(), 1).bias(false)));
   }
   output = register_module("output", torch::nn::Linear(features, o.num_classes()));
+  if (o.lm_weight() > 0) lm_proj = register_module("lm_proj", torch::nn::Linear(o.hidden(), o.embed()));
 }
 
-torch::Tensor TextClassifierImpl::forward(const torch::Tensor& ids_in, const torch::Tensor& lengths) {
+torch::Tensor TextClassifierImpl::forward(const torch::Tensor& ids, const torch::Tensor& lengths) {
+  return forward_with_lm(ids, lengths).first;
+}
+
+std::pair<torch::Tensor, torch::Tensor> TextClassifierImpl::forward_with_lm(const torch::Tensor& ids_in,
+                                                                            const torch::Tensor& lengths) {
   TORCH_CHECK(ids_in.dim() == 2, "TextClassifier: expected ids [batch, time], got ", ids_in.sizes());
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == ids_in.size(0),
               "TextClassifier: expected lengths [", ids_in.size(0), "], got ", lengths.sizes());
@@ -99,7 +105,27 @@ torch::Tensor TextClassifierImpl::forward(const torch::Tensor& ids_in, const tor
       break;
     }
   }
-  return output(torch::dropout(pooled, o.dropout(), is_training()));
+  auto logits = output(torch::dropout(pooled, o.dropout(), is_training()));
+  torch::Tensor lm_loss = torch::zeros({}, logits.options());
+  if (o.lm_weight() > 0 && is_training() && ids_in.size(1) > 1) {
+    // Forward states at t predict token t+1; backward states at t predict t-1.
+    const int64_t H = o.hidden();
+    auto predict = [&](const torch::Tensor& states, const torch::Tensor& targets, const torch::Tensor& valid) {
+      auto logits_lm = torch::matmul(lm_proj(torch::dropout(states, o.dropout(), true)), embedding->weight.t());
+      auto nll = torch::nn::functional::cross_entropy(
+          logits_lm.reshape({-1, logits_lm.size(2)}), targets.reshape({-1}),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+      return (nll * valid.reshape({-1}).to(nll.dtype())).sum() / valid.sum().clamp_min(1).to(nll.dtype());
+    };
+    const int64_t T = ids_in.size(1);
+    auto fwd = h.slice(2, 0, H).slice(1, 0, T - 1);
+    lm_loss = predict(fwd, ids_in.slice(1, 1, T), mask.slice(1, 1, T));
+    if (o.bidirectional()) {
+      auto bwd = h.slice(2, H, 2 * H).slice(1, 1, T);
+      lm_loss = 0.5 * (lm_loss + predict(bwd, ids_in.slice(1, 0, T - 1), mask.slice(1, 1, T)));
+    }
+  }
+  return {logits, lm_loss};
 }
 
 }  // namespace cellstate

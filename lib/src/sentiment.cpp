@@ -44,6 +44,7 @@ TextClassifierOptions classifier_options(const nlohmann::json& config, const std
   }
   o.embed_dropout(config_get<double>(c, "embed_dropout", file));
   o.word_dropout(config_get<double>(c, "word_dropout", file));
+  o.lm_weight(c.value("lm_weight", 0.0));
   return o;
 }
 
@@ -53,10 +54,17 @@ class SentimentTask : public TrainTask {
   SentimentTask(const SentimentTrainConfig& config, TextClassifier model, const Tokenizer& tokenizer,
                 std::vector<std::string> train_texts, std::vector<int64_t> train_labels,
                 std::vector<std::vector<int64_t>> dev_ids, std::vector<int64_t> dev_labels,
-                const std::vector<std::string>& label_names, std::string weights_path)
-      : config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
+                const std::vector<std::string>& label_names, std::string weights_path,
+                torch::Tensor soft_targets = {})
+      : soft_targets_(std::move(soft_targets)), config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
         labels_(std::move(train_labels)), dev_ids_(std::move(dev_ids)), dev_labels_(std::move(dev_labels)),
         label_names_(label_names), weights_path_(std::move(weights_path)) {
+    first_soft_ = labels_.size();
+    for (size_t i = 0; i < labels_.size(); ++i)
+      if (labels_[i] < 0) {
+        first_soft_ = i;
+        break;
+      }
     for (const auto& t : texts_) {
       auto ids = tokenizer_.encode(t);
       if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
@@ -66,6 +74,8 @@ class SentimentTask : public TrainTask {
   }
 
   int64_t truncated() const { return truncated_; }
+  // Set before the constructor body runs (declared first).
+  torch::Tensor soft_targets_;
   torch::nn::Module& module() override { return *model_; }
 
   int64_t begin_epoch(int64_t epoch) override {
@@ -98,9 +108,22 @@ class SentimentTask : public TrainTask {
       y.push_back(labels_[static_cast<size_t>(i)]);
     }
     auto batch = pad_batch(seqs);
-    auto logits = model_->forward(batch.ids, batch.lengths);
-    auto loss = torch::nn::functional::cross_entropy(logits, torch::tensor(y, torch::kInt64));
-    loss.backward();
+    auto [logits, lm_loss] = model_->forward_with_lm(batch.ids, batch.lengths);
+    torch::Tensor loss;
+    if (soft_targets_.defined()) {
+      // Distillation: examples past the labelled ones learn the teacher's probabilities.
+      auto targets = torch::zeros({static_cast<int64_t>(idx.size()), logits.size(1)});
+      for (size_t k = 0; k < idx.size(); ++k) {
+        const auto i = static_cast<size_t>(idx[k]);
+        if (labels_[i] >= 0) targets[static_cast<int64_t>(k)][labels_[i]] = 1.0;
+        else targets[static_cast<int64_t>(k)] = soft_targets_[static_cast<int64_t>(i - first_soft_)];
+      }
+      loss = -(targets * torch::log_softmax(logits, 1)).sum(1).mean();
+    } else {
+      loss = torch::nn::functional::cross_entropy(logits, torch::tensor(y, torch::kInt64));
+    }
+    if (config_.lm_weight > 0) (loss + config_.lm_weight * lm_loss).backward();
+    else loss.backward();
     return {loss.item<double>(), batch.lengths.sum().item<int64_t>()};
   }
 
@@ -145,6 +168,7 @@ class SentimentTask : public TrainTask {
   std::vector<int64_t> dev_labels_;
   std::vector<std::string> label_names_;
   std::string weights_path_;
+  size_t first_soft_ = 0;  // examples from here on have soft targets
   std::vector<std::vector<int64_t>> batches_;
   int64_t truncated_ = 0;
 };
@@ -164,8 +188,12 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   };
   const auto format = parse_classification_format(config.format);
   ReadStats train_stats, dev_stats;
-  const auto train = read_classification(config.train_path, format, &train_stats);
-  const auto dev = read_classification(config.dev_path, format, &dev_stats);
+  const auto aliases = parse_label_names(config.label_names);
+  auto train = read_classification(config.train_path, format, &train_stats);
+  auto dev = read_classification(config.dev_path, format, &dev_stats);
+  for (auto* set : {&train, &dev})
+    for (auto& ex : *set)
+      if (const auto it = aliases.find(ex.label); it != aliases.end()) ex.label = it->second;
   const auto labels = LabelSet::from_examples(train);
   if (labels.size() < 2)
     throw InputError(config.train_path, 0,
@@ -195,6 +223,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
     TokenizerTrainOptions t;
     t.vocab_size = config.vocab_size;
     t.model_type = config.spm_type;
+    t.normalization = config.spm_normalization;
     auto tok = Tokenizer::train_on(texts, t);
     tok.save(tokenizer_path);
     return tok;
@@ -211,16 +240,20 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
       .pooling(parse_pooling(config.pooling))
       .dropout(config.model.dropout)
       .embed_dropout(config.embed_dropout)
-      .word_dropout(config.word_dropout);
+      .word_dropout(config.word_dropout)
+      .lm_weight(config.lm_weight);
 
   auto json = new_model_config(kTask);
   json["model"] = config.model.to_json();
   json["classifier"] = {{"pooling", config.pooling},
                         {"embed_dropout", config.embed_dropout},
-                        {"word_dropout", config.word_dropout}};
+                        {"word_dropout", config.word_dropout},
+                        {"lm_weight", config.lm_weight}};
   json["vocab_size"] = tokenizer.vocab_size();
   json["labels"] = labels.names();
-  json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size}};
+  json["label_aliases"] = aliases;
+  json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size},
+                       {"normalization", config.spm_normalization}};
   json["weights"] = {{"file", "weights.pt"}, {"dtype", config.half ? "float16" : "float32"}};
   json["ensemble"] = config.ensemble;
   json["max_length"] = config.max_length;
@@ -246,6 +279,35 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
     truncate(ids, config.max_length);
     dev_ids.push_back(std::move(ids));
   }
+  // Distillation from a teacher model on random spans of the training texts:
+  // the teacher's probabilities stand in for the phrase labels SST-2's
+  // sentence split does not have.
+  torch::Tensor soft;
+  if (!config.teacher.empty() && config.augment_spans > 0) {
+    auto teacher = SentimentModel::load(config.teacher);
+    if (teacher.labels().names() != labels.names())
+      throw InputError(config.teacher + "/config.json", 0, "the teacher's labels differ from the data's");
+    DataRng rng(config.training.seed * 7919 + 17);
+    std::vector<std::string> spans;
+    const size_t originals = texts.size();
+    for (size_t i = 0; i < originals; ++i) {
+      const auto words = split_whitespace(texts[i]);
+      if (words.size() < 4) continue;
+      for (int64_t k = 0; k < config.augment_spans; ++k) {
+        const size_t len = 2 + rng.below(words.size() - 2);  // 2 .. n-1 words
+        const size_t start = rng.below(words.size() - len + 1);
+        std::string span;
+        for (size_t w = start; w < start + len; ++w) span += (w > start ? " " : "") + words[w];
+        spans.push_back(std::move(span));
+      }
+    }
+    soft = teacher.probabilities(spans, 256);
+    for (auto& sp : spans) {
+      texts.push_back(std::move(sp));
+      train_y.push_back(-1);
+    }
+    log("distillation: " + std::to_string(soft.size(0)) + " spans labelled by " + config.teacher);
+  }
   TrainResult last;
   double seconds = 0;
   for (int64_t member = members_done; member < config.ensemble; ++member) {
@@ -256,7 +318,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
     member_config.training.seed = seed;
     if (member > members_done) member_config.training.resume = false;
     SentimentTask task(member_config, model, tokenizer, texts, train_y, dev_ids, dev_y, labels.names(),
-                       dir + "/" + sentiment_weights_name(member));
+                       dir + "/" + sentiment_weights_name(member), soft);
     if (member == members_done && task.truncated() > 0)
       log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
           std::to_string(config.max_length) + " tokens");
@@ -303,6 +365,22 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
       ", macro-F1 " + fmt(100 * report.macro_f1, 2) + "%; model in " + dir);
   last.best_score = report.accuracy;
   return last;
+}
+
+std::map<std::string, std::string> parse_label_names(const std::string& spec) {
+  std::map<std::string, std::string> out;
+  size_t start = 0;
+  while (start < spec.size()) {
+    size_t end = spec.find(',', start);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(start, end - start);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      throw std::invalid_argument("--label-names expects LABEL=NAME[,LABEL=NAME...], got '" + item + "'");
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string sentiment_weights_name(int64_t member) {
@@ -383,11 +461,13 @@ torch::Tensor SentimentModel::probabilities(const std::vector<std::string>& text
 
 ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path, const std::string& format) {
   const auto examples = read_classification(path, parse_classification_format(format));
+  const auto aliases = model.config().value("label_aliases", std::map<std::string, std::string>{});
   std::vector<std::string> texts;
   std::vector<int64_t> gold;
   for (const auto& ex : examples) {
     texts.push_back(ex.text);
-    gold.push_back(model.labels().id(ex.label, ex.source, ex.line));
+    const auto it = aliases.find(ex.label);
+    gold.push_back(model.labels().id(it == aliases.end() ? ex.label : it->second, ex.source, ex.line));
   }
   const auto probs = model.probabilities(texts);
   const auto pred = probs.argmax(1);

@@ -53,6 +53,11 @@ struct TextClassifierOptions {
   TORCH_ARG(double, embed_dropout) = 0.2;
   /// Training only: each token is replaced by unk with this probability. Default 0.
   TORCH_ARG(double, word_dropout) = 0.0;
+  /// Weight of an auxiliary language-model loss while training: the forward
+  /// states predict the next token and the backward states the previous
+  /// one, through a projection tied to the embeddings. 0 turns it off (and
+  /// adds no parameters). Default 0.
+  TORCH_ARG(double, lm_weight) = 0.0;
 };
 
 class TextClassifierImpl : public torch::nn::Cloneable<TextClassifierImpl> {
@@ -61,6 +66,9 @@ class TextClassifierImpl : public torch::nn::Cloneable<TextClassifierImpl> {
   void reset() override;
   /// ids [B, T] int64 (padded with 0), lengths [B] int64 -> logits [B, C].
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& lengths);
+  /// Logits and the auxiliary language-model loss (a scalar; 0 when
+  /// lm_weight is 0), from one pass of the encoder.
+  std::pair<torch::Tensor, torch::Tensor> forward_with_lm(const torch::Tensor& ids, const torch::Tensor& lengths);
 
   TextClassifierOptions options;
   torch::nn::Embedding embedding{nullptr};
@@ -68,6 +76,7 @@ class TextClassifierImpl : public torch::nn::Cloneable<TextClassifierImpl> {
   torch::nn::Linear attention_proj{nullptr};  // attention pooling only
   torch::nn::Linear attention_score{nullptr};
   torch::nn::Linear output{nullptr};
+  torch::nn::Linear lm_proj{nullptr};  // lm_weight > 0 only
 };
 TORCH_MODULE(TextClassifier);
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,15 +27,24 @@ struct SentimentTrainConfig {
   std::string format = "auto";       // auto | tsv | sst | dir
   int64_t vocab_size = 8000;         // SentencePiece vocabulary
   std::string spm_type = "unigram";  // unigram | bpe | char | word
+  std::string spm_normalization = "nmt_nfkc_cf";  // SentencePiece rule; _cf folds case
   std::string pooling = "max";       // last | max | mean | attention
   double embed_dropout = 0.2;
   double word_dropout = 0.0;
+  double lm_weight = 0.0;            // auxiliary language-model loss (see TextClassifierOptions)
   double sample_alpha = 0.0;         // > 0: subword regularisation while training
   int64_t sample_nbest = 64;
   int64_t max_length = 256;          // tokens kept per text (longer ones are truncated)
   bool half = false;                 // store weights as float16
+  std::string label_names;           // "0=negative,1=positive": names for the data's labels
+  std::string teacher;               // model directory whose probabilities label augmented spans
+  int64_t augment_spans = 0;         // random spans per training text, labelled by the teacher
   int64_t ensemble = 1;              // members trained with seeds seed, seed+1, ...; probabilities averaged
 };
+
+/// "A=x,B=y" -> {A: x, B: y}; data labels are renamed on reading (and again
+/// by eval, through config.json's "label_aliases").
+std::map<std::string, std::string> parse_label_names(const std::string& spec);
 
 /// Weights file of ensemble member k: weights.pt, weights.1.pt, ...
 std::string sentiment_weights_name(int64_t member);
