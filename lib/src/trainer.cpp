@@ -110,6 +110,7 @@ class Progress {
     if (tty_ && shown_) std::cerr << "\r\033[K";
     shown_ = false;
     std::cerr << text << "\n" << std::flush;
+    last_ = Clock::now();  // the next plain progress line comes a period later
   }
 
   const std::string& unit() const { return unit_; }
