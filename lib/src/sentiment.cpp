@@ -260,6 +260,11 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   json["training"] = config.training.to_json();
   json["training"]["sample_alpha"] = config.sample_alpha;
   json["training"]["sample_nbest"] = config.sample_nbest;
+  json["training"]["lm_weight"] = config.lm_weight;
+  if (!config.teacher.empty()) {
+    json["training"]["teacher"] = config.teacher;
+    json["training"]["augment_spans"] = config.augment_spans;
+  }
   json["data"] = {{"train", config.train_path}, {"dev", config.dev_path}, {"format", config.format},
                   {"train_examples", train.size()}, {"dev_examples", dev.size()}};
   // On --resume, members finished before the interruption are kept.
