@@ -47,7 +47,10 @@ std::string shipped_model_dir(const std::string& name) {
     std::string exe(buf, static_cast<size_t>(n));
     const std::string dir = exe.substr(0, exe.rfind('/'));
     for (const std::string& candidate : {dir + "/../../models/" + name, dir + "/../share/cellstate/models/" + name})
-      if (is_dir(candidate)) return candidate;
+      if (is_dir(candidate)) {
+        char resolved[PATH_MAX];
+        return ::realpath(candidate.c_str(), resolved) ? std::string(resolved) : candidate;
+      }
   }
 #ifdef CELLSTATE_SOURCE_DIR
   return std::string(CELLSTATE_SOURCE_DIR) + "/models/" + name;
