@@ -34,12 +34,13 @@ bool truncate(std::vector<int64_t>& ids, int64_t max_length) {
   return true;
 }
 
-uint64_t DataRng::next() {
-  uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
+
+uint64_t DataRng::next() { return mix64(state_ += 0x9E3779B97F4A7C15ull); }
 
 uint64_t DataRng::below(uint64_t n) {
   // Rejection sampling: no modulo bias.

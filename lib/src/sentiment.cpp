@@ -21,11 +21,27 @@ namespace {
 
 constexpr const char* kTask = "sentiment";
 
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+uint64_t mix(uint64_t a, uint64_t b) { return mix64(a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull); }
+
+// Token ids as every classifier input gets them: never empty, at most max_length.
+std::vector<int64_t> finish_ids(std::vector<int64_t> ids, int64_t max_length, int64_t* truncated = nullptr) {
+  if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+  const bool cut = truncate(ids, max_length);
+  if (truncated) *truncated += cut;
+  return ids;
+}
+
+// Padded batch and labels of the examples `idx`.
+std::pair<PaddedBatch, std::vector<int64_t>> gather(const std::vector<int64_t>& idx,
+                                                    const std::vector<std::vector<int64_t>>& ids,
+                                                    const std::vector<int64_t>& labels) {
+  std::vector<std::vector<int64_t>> seqs;
+  std::vector<int64_t> y;
+  for (auto i : idx) {
+    seqs.push_back(ids[static_cast<size_t>(i)]);
+    y.push_back(labels[static_cast<size_t>(i)]);
+  }
+  return {pad_batch(seqs), std::move(y)};
 }
 
 TextClassifierOptions classifier_options(const nlohmann::json& config, const std::string& file,
@@ -56,38 +72,25 @@ class SentimentTask : public TrainTask {
                 std::vector<std::vector<int64_t>> dev_ids, std::vector<int64_t> dev_labels,
                 const std::vector<std::string>& label_names, std::string weights_path,
                 torch::Tensor soft_targets = {})
-      : soft_targets_(std::move(soft_targets)), config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
+      : config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
         labels_(std::move(train_labels)), dev_ids_(std::move(dev_ids)), dev_labels_(std::move(dev_labels)),
-        label_names_(label_names), weights_path_(std::move(weights_path)) {
-    first_soft_ = labels_.size();
-    for (size_t i = 0; i < labels_.size(); ++i)
-      if (labels_[i] < 0) {
-        first_soft_ = i;
-        break;
-      }
-    for (const auto& t : texts_) {
-      auto ids = tokenizer_.encode(t);
-      if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
-      truncated_ += truncate(ids, config_.max_length);
-      ids_.push_back(std::move(ids));
-    }
+        label_names_(label_names), weights_path_(std::move(weights_path)), soft_targets_(std::move(soft_targets)),
+        // The soft-target examples are the last ones.
+        first_soft_(labels_.size() - static_cast<size_t>(soft_targets_.defined() ? soft_targets_.size(0) : 0)) {
+    for (const auto& t : texts_) ids_.push_back(finish_ids(tokenizer_.encode(t), config_.max_length, &truncated_));
   }
 
   int64_t truncated() const { return truncated_; }
-  // Set before the constructor body runs (declared first).
-  torch::Tensor soft_targets_;
   torch::nn::Module& module() override { return *model_; }
 
   int64_t begin_epoch(int64_t epoch) override {
     if (config_.sample_alpha > 0) {
       // A fresh segmentation of every text, drawn from (seed, epoch, index).
       for (size_t i = 0; i < texts_.size(); ++i) {
-        auto ids = tokenizer_.sample_encode(texts_[i], config_.sample_alpha,
-                                            mix(mix(config_.training.seed, static_cast<uint64_t>(epoch)), i),
-                                            static_cast<int>(config_.sample_nbest));
-        if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
-        truncate(ids, config_.max_length);
-        ids_[i] = std::move(ids);
+        ids_[i] = finish_ids(tokenizer_.sample_encode(texts_[i], config_.sample_alpha,
+                                                      mix(mix(config_.training.seed, static_cast<uint64_t>(epoch)), i),
+                                                      static_cast<int>(config_.sample_nbest)),
+                             config_.max_length);
       }
     }
     std::vector<int64_t> lengths;
@@ -101,13 +104,7 @@ class SentimentTask : public TrainTask {
 
   StepResult train_step(int64_t index) override {
     const auto& idx = batches_[static_cast<size_t>(index)];
-    std::vector<std::vector<int64_t>> seqs;
-    std::vector<int64_t> y;
-    for (auto i : idx) {
-      seqs.push_back(ids_[static_cast<size_t>(i)]);
-      y.push_back(labels_[static_cast<size_t>(i)]);
-    }
-    auto batch = pad_batch(seqs);
+    const auto [batch, y] = gather(idx, ids_, labels_);
     auto [logits, lm_loss] = model_->forward_with_lm(batch.ids, batch.lengths);
     torch::Tensor loss;
     if (soft_targets_.defined()) {
@@ -133,13 +130,7 @@ class SentimentTask : public TrainTask {
     std::vector<int64_t> predicted(dev_ids_.size());
     double loss = 0;
     for (const auto& b : sorted_batches(lengths, 128)) {
-      std::vector<std::vector<int64_t>> seqs;
-      std::vector<int64_t> y;
-      for (auto i : b) {
-        seqs.push_back(dev_ids_[static_cast<size_t>(i)]);
-        y.push_back(dev_labels_[static_cast<size_t>(i)]);
-      }
-      auto batch = pad_batch(seqs);
+      const auto [batch, y] = gather(b, dev_ids_, dev_labels_);
       auto logits = model_->forward(batch.ids, batch.lengths);
       loss += torch::nn::functional::cross_entropy(
                   logits, torch::tensor(y, torch::kInt64),
@@ -168,7 +159,8 @@ class SentimentTask : public TrainTask {
   std::vector<int64_t> dev_labels_;
   std::vector<std::string> label_names_;
   std::string weights_path_;
-  size_t first_soft_ = 0;  // examples from here on have soft targets
+  torch::Tensor soft_targets_;  // teacher probabilities of the examples from first_soft_ on
+  size_t first_soft_;
   std::vector<std::vector<int64_t>> batches_;
   int64_t truncated_ = 0;
 };
@@ -278,12 +270,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   write_model_config(dir, json);
 
   std::vector<std::vector<int64_t>> dev_ids;
-  for (const auto& ex : dev) {
-    auto ids = tokenizer.encode(ex.text);
-    if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
-    truncate(ids, config.max_length);
-    dev_ids.push_back(std::move(ids));
-  }
+  for (const auto& ex : dev) dev_ids.push_back(finish_ids(tokenizer.encode(ex.text), config.max_length));
   // Distillation from a teacher model on random spans of the training texts:
   // the teacher's probabilities stand in for the phrase labels SST-2's
   // sentence split does not have.
@@ -427,10 +414,7 @@ SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implem
 }
 
 std::vector<int64_t> SentimentModel::encode(const std::string& text) const {
-  auto ids = tokenizer_.encode(text);
-  if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
-  truncate(ids, max_length_);
-  return ids;
+  return finish_ids(tokenizer_.encode(text), max_length_);
 }
 
 torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids,
@@ -447,7 +431,6 @@ torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector
     auto batch = pad_batch(seqs);
     torch::Tensor p;
     for (auto& member : members_) {
-      member->eval();
       auto q = torch::softmax(member->forward(batch.ids, batch.lengths), 1);
       p = p.defined() ? p + q : q;
     }

@@ -3,6 +3,7 @@
 #endif
 #include "cellstate/tokenizer.h"
 
+#include "cellstate/batching.h"
 #include "cellstate/io.h"
 
 #include <c10/util/Exception.h>
@@ -226,11 +227,7 @@ void Tokenizer::save(const std::string& path) const { atomic_write(path, bytes_)
 std::vector<int64_t> Tokenizer::encode_impl(std::string_view text, int nbest, double alpha,
                                             uint64_t seed) const {
   // The uniform draw for the n-best sample, from the seed alone.
-  uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+  const double u = static_cast<double>(DataRng(seed).next() >> 11) * 0x1.0p-53;
   const auto& spm = api();
   std::lock_guard<std::mutex> lock(handle_->mutex);
   std::vector<int> ids(text.size() + 16);

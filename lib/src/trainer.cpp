@@ -282,7 +282,16 @@ TrainResult Trainer::fit(TrainTask& task) {
     atomic_write(log_path, "");
   }
 
+  double window_base = st.window_seconds;
+  auto window_start = Clock::now();
+  const auto started = Clock::now();
+  const double elapsed_before = st.elapsed;  // seconds trained before this process
+  auto elapsed = [&] { return elapsed_before + seconds_since(started); };
+  auto last_checkpoint = Clock::now();
+
   auto save_checkpoint = [&] {
+    st.elapsed = elapsed();
+    st.window_seconds = window_base + seconds_since(window_start);
     torch::serialize::OutputArchive root, model, opt, sched, task_state;
     module.save(model);
     optimizer->save(opt);
@@ -300,15 +309,10 @@ TrainResult Trainer::fit(TrainTask& task) {
       root.write("rng", generator.get_state());
     }
     atomic_write_with(checkpoint_path, [&](const std::string& tmp) { root.save_to(tmp); });
+    last_checkpoint = Clock::now();
   };
 
   InterruptGuard interrupts;
-  const auto started = Clock::now();
-  const double elapsed_before = st.elapsed;  // seconds trained before this process
-  auto elapsed = [&] { return elapsed_before + seconds_since(started); };
-  auto last_checkpoint = Clock::now();
-  auto window_start = Clock::now();
-  double window_base = st.window_seconds;
   TrainResult result;
   result.stop_reason = "epochs";
 
@@ -371,8 +375,6 @@ TrainResult Trainer::fit(TrainTask& task) {
   };
 
   auto finish = [&](const std::string& reason) {
-    st.elapsed = elapsed();
-    st.window_seconds = window_base + seconds_since(window_start);
     save_checkpoint();
     result.stop_reason = reason;
   };
@@ -438,10 +440,7 @@ TrainResult Trainer::fit(TrainTask& task) {
         break;
       }
       if (t.checkpoint_every > 0 && seconds_since(last_checkpoint) >= t.checkpoint_every * 60) {
-        st.elapsed = elapsed();
-        st.window_seconds = window_base + seconds_since(window_start);
         save_checkpoint();
-        last_checkpoint = Clock::now();
       }
     }
     if (stop) break;
@@ -452,10 +451,7 @@ TrainResult Trainer::fit(TrainTask& task) {
       finish("early-stopping");
       break;
     }
-    st.elapsed = elapsed();
-    st.window_seconds = window_base + seconds_since(window_start);
     save_checkpoint();
-    last_checkpoint = Clock::now();
   }
   result.best_score = st.best_score;
   result.best_epoch = st.best_epoch;

@@ -49,6 +49,9 @@ std::vector<std::vector<int64_t>> bucket_batches(const std::vector<int64_t>& len
 std::vector<std::vector<int64_t>> sorted_batches(const std::vector<int64_t>& lengths,
                                                  int64_t batch_size);
 
+/// splitmix64's finaliser: a well-mixed 64-bit hash of `x`.
+uint64_t mix64(uint64_t x);
+
 /// A small deterministic generator for data order (splitmix64), independent of
 /// the standard library's distributions so orders are the same everywhere.
 class DataRng {
