@@ -22,11 +22,6 @@ const char* kShippedModel = "sentiment-sst2";
 
 po::options_description group(const std::string& usage) { return po::options_description(usage); }
 
-void add_common(po::options_description& d, std::string& config) {
-  d.add_options()("help,h", "show this help")("config", po::value(&config),
-                                               "read options from a JSON file (command line wins)");
-}
-
 int train(int argc, char** argv) {
   cs::SentimentTrainConfig c;
   c.model.hidden = 256;
@@ -37,7 +32,7 @@ int train(int argc, char** argv) {
   c.training.patience = 5;
   std::string config;
   auto d = group("Usage: cellstate-sentiment train --train FILE --dev FILE --model DIR [options]\n\nData");
-  add_common(d, config);
+  cs::add_help_and_config(d, config);
   d.add_options()("train", po::value(&c.train_path)->required(), "training data (TSV, SST style, or DIR/LABEL/FILE)")(
       "dev", po::value(&c.dev_path)->required(), "dev data for early stopping (same formats)")(
       "format", po::value(&c.format)->default_value(c.format), "auto, tsv, sst or dir")(
@@ -92,7 +87,7 @@ int eval(int argc, char** argv) {
   std::string config, data, format = "auto";
   bool json = false;
   auto d = group("Usage: cellstate-sentiment eval --model DIR --data FILE [options]\n\nOptions");
-  add_common(d, config);
+  cs::add_help_and_config(d, config);
   d.add_options()("data", po::value(&data)->required(), "labelled data (TSV, SST style, or DIR/LABEL/FILE)")(
       "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
@@ -119,7 +114,7 @@ int predict(int argc, char** argv) {
   std::string config;
   std::vector<std::string> inputs;
   auto d = group("Usage: cellstate-sentiment predict [--model DIR] [FILES... | -] [options]\n\nOptions");
-  add_common(d, config);
+  cs::add_help_and_config(d, config);
   d.add_options()("input", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
       "unit", po::value(&p.unit)->default_value(p.unit),
       "line: one result per line (empty lines marked); file: one per file plus a per-sentence breakdown")(
@@ -160,7 +155,7 @@ int bench(int argc, char** argv) {
   auto d = group("Usage: cellstate-sentiment bench --data FILE [--model DIR] [options]\n\n"
                  "Times predict on every text of FILE: sentences/s batched (tokenisation included)\n"
                  "and the latency of one sentence at a time.\n\nOptions");
-  add_common(d, config);
+  cs::add_help_and_config(d, config);
   d.add_options()("data", po::value(&data)->required(), "texts to predict (labelled formats; labels ignored)")(
       "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "texts per forward pass")(

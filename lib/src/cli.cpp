@@ -123,4 +123,9 @@ int run_subcommands(int argc, char** argv, const std::string& program,
   return 2;
 }
 
+void add_help_and_config(boost::program_options::options_description& options, std::string& config) {
+  options.add_options()("help,h", "show this help")(
+      "config", boost::program_options::value(&config), "read options from a JSON file (command line wins)");
+}
+
 }  // namespace cellstate

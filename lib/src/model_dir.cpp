@@ -120,4 +120,23 @@ std::string model_file(const std::string& dir, const std::string& name) {
   return path;
 }
 
+Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& config) {
+  auto tokenizer = Tokenizer::load(model_file(dir, "tokenizer.model"));
+  const auto vocab = config_get<int64_t>(config, "vocab_size", dir + "/config.json");
+  if (vocab != tokenizer.vocab_size())
+    throw InputError(dir + "/tokenizer.model", 0,
+                     "has " + std::to_string(tokenizer.vocab_size()) + " pieces, config.json says " +
+                         std::to_string(vocab) + " (mismatched model files)");
+  return tokenizer;
+}
+
+Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
+                                const TokenizerTrainOptions& options) {
+  const std::string path = dir + "/tokenizer.model";
+  if (resume && file_exists(path)) return Tokenizer::load(path);
+  auto tokenizer = Tokenizer::train_on(texts, options);
+  tokenizer.save(path);
+  return tokenizer;
+}
+
 }  // namespace cellstate

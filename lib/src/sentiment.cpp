@@ -209,17 +209,11 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
       std::to_string(dev.size()) + " examples" + (dev_stats.summary().empty() ? "" : "; " + dev_stats.summary()));
 
   std::filesystem::create_directories(dir);
-  const std::string tokenizer_path = dir + "/tokenizer.model";
-  Tokenizer tokenizer = [&] {
-    if (config.training.resume && file_exists(tokenizer_path)) return Tokenizer::load(tokenizer_path);
-    TokenizerTrainOptions t;
-    t.vocab_size = config.vocab_size;
-    t.model_type = config.spm_type;
-    t.normalization = config.spm_normalization;
-    auto tok = Tokenizer::train_on(texts, t);
-    tok.save(tokenizer_path);
-    return tok;
-  }();
+  TokenizerTrainOptions spm;
+  spm.vocab_size = config.vocab_size;
+  spm.model_type = config.spm_type;
+  spm.normalization = config.spm_normalization;
+  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, texts, spm);
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
 
   TextClassifierOptions o(tokenizer.vocab_size(), labels.size());
@@ -392,12 +386,7 @@ SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implem
   const auto model_json = config_get<nlohmann::json>(config, "model", file);
   const Implementation chosen =
       impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
-  auto tokenizer = Tokenizer::load(model_file(dir, "tokenizer.model"));
-  const auto vocab = config_get<int64_t>(config, "vocab_size", file);
-  if (vocab != tokenizer.vocab_size())
-    throw InputError(dir + "/tokenizer.model", 0,
-                     "has " + std::to_string(tokenizer.vocab_size()) + " pieces, config.json says " +
-                         std::to_string(vocab) + " (mismatched model files)");
+  auto tokenizer = load_model_tokenizer(dir, config);
   LabelSet labels(config_get<std::vector<std::string>>(config, "labels", file));
   const auto options = classifier_options(config, file, chosen);
   // A model still training its later ensemble members predicts with those done.

@@ -192,12 +192,15 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& files,
   args += " --shuffle_input_sentence=true --minloglevel=2 --max_sentence_length=65536";
   // One trainer thread: threads cannot be started inside the dlmopen namespace.
   args += " --num_threads=1";
-  if (!options.user_symbols.empty()) {
-    for (const auto& s : options.user_symbols)
-      if (s.find(',') != std::string::npos)
-        throw std::invalid_argument("tokenizer user symbol '" + s + "' contains a comma");
-    args += quote_arg("user_defined_symbols", join(options.user_symbols, ','));
-  }
+  const auto add_symbols = [&](const std::vector<std::string>& symbols, const char* flag) {
+    if (symbols.empty()) return;
+    for (const auto& s : symbols)
+      if (s.empty() || s.find(',') != std::string::npos)
+        throw std::invalid_argument("tokenizer symbol '" + s + "' is empty or contains a comma");
+    args += quote_arg(flag, join(symbols, ','));
+  };
+  add_symbols(options.user_symbols, "user_defined_symbols");
+  add_symbols(options.control_symbols, "control_symbols");
   const auto& spm = api();
   char err[1024];
   if (spm.train(args.c_str(), err, sizeof err) < 0)

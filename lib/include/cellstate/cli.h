@@ -24,6 +24,9 @@ std::optional<int> parse_command_line(
     const std::string& program, const std::function<void()>& validate = {},
     const boost::program_options::positional_options_description* positional = nullptr);
 
+/// Adds --help and --config FILE (bound to `config`), which every command offers.
+void add_help_and_config(boost::program_options::options_description& options, std::string& config);
+
 /// Turns a JSON object of option values into "--key=value" arguments for
 /// `options` (true/false for switches; arrays repeat the option). Unknown
 /// keys are an error naming `file`.

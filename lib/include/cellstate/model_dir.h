@@ -17,6 +17,8 @@
 
 #include <string>
 
+#include "cellstate/tokenizer.h"
+
 namespace cellstate {
 
 /// Bumped when a model directory written by this version cannot be read by
@@ -59,6 +61,15 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
 /// built from the same config: a missing file, a missing or extra tensor, or
 /// a shape that differs is an InputError naming the file and the tensor.
 void load_weights(torch::nn::Module& module, const std::string& path);
+
+/// DIR/tokenizer.model, checked against config.json's "vocab_size" (a
+/// mismatch is an InputError naming the files).
+Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& config);
+
+/// The tokenizer of a model being trained: with `resume`, the one already in
+/// DIR/tokenizer.model; otherwise trained on `texts` and saved there.
+Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
+                                const TokenizerTrainOptions& options);
 
 /// DIR/NAME, checked to exist (InputError "missing file" otherwise).
 std::string model_file(const std::string& dir, const std::string& name);

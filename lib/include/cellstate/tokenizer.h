@@ -26,6 +26,9 @@ struct TokenizerTrainOptions {
   double character_coverage = 1.0;
   /// Pieces kept whole and never split, e.g. tags [user_defined_symbols].
   std::vector<std::string> user_symbols;
+  /// Pieces with reserved ids that encode() never produces from text, for
+  /// markers a model inserts itself (e.g. a line break) [control_symbols].
+  std::vector<std::string> control_symbols;
   /// Normalisation rule: nmt_nfkc, nfkc, nmt_nfkc_cf, nfkc_cf or identity
   /// [normalization_rule_name].
   std::string normalization = "nmt_nfkc";

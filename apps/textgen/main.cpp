@@ -1,0 +1,351 @@
+// cellstate-textgen: train a recurrent language model, evaluate it in nats
+// and bits per character, and generate text from prompts with it.
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <iomanip>
+#include <iostream>
+
+#include <unistd.h>
+
+#include "cellstate/cli.h"
+#include "cellstate/io.h"
+#include "cellstate/runtime.h"
+#include "cellstate/textgen.h"
+
+namespace po = boost::program_options;
+namespace cs = cellstate;
+
+namespace {
+
+const char* kProgram = "cellstate-textgen";
+const char* kShippedModel = "textgen-shakespeare";
+const char* kNoPrompt = "\x01";  // --prompt not given (an empty prompt is a prompt)
+
+// "\n", "\t", "\\" in a --stop string, so line breaks can be given on a command line.
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    const char c = s[++i];
+    if (c == 'n') out += '\n';
+    else if (c == 't') out += '\t';
+    else if (c == '\\') out += '\\';
+    else out += std::string("\\") + c;
+  }
+  return out;
+}
+
+int train(int argc, char** argv) {
+  cs::TextgenTrainConfig c;
+  c.model.layers = 2;
+  c.model.hidden = 512;
+  c.model.embed = 512;
+  c.model.dropout = 0.3;
+  c.training.epochs = 30;
+  c.training.batch_size = 32;
+  c.training.lr = 2e-3;
+  c.training.clip = 1.0;
+  c.training.lr_schedule = "plateau";
+  c.training.patience = 4;
+  std::string config;
+  po::options_description d("Usage: cellstate-textgen train --train FILE [--valid FILE | --valid-fraction F] "
+                            "--model DIR [options]\n\nData");
+  cs::add_help_and_config(d, config);
+  d.add_options()("train", po::value(&c.train_path)->required(), "training text (plain or .gz, UTF-8)")(
+      "valid", po::value(&c.valid_path), "dev text for early stopping (default: hold out --valid-fraction)")(
+      "valid-fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction),
+      "share of the training text's end held out as dev text when there is no --valid (whole lines)");
+  po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
+  c.model.add_to(model);
+  model.add_options()("tie", po::bool_switch(&c.tie), "share the embeddings with the output layer")(
+      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
+      "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char (character level) or word")(
+      "spm-normalization", po::value(&c.spm_normalization)->default_value(c.spm_normalization),
+      "SentencePiece normalisation: identity (text as written), nmt_nfkc, nfkc, nmt_nfkc_cf or nfkc_cf");
+  c.training.add_to(training);
+  training.add_options()("bptt", po::value(&c.bptt)->default_value(c.bptt),
+                         "tokens per truncated backpropagation-through-time segment");
+  c.runtime.add_to(runtime);
+  d.add(model).add(tok).add(training).add(runtime);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
+        c.model.validate();
+        c.training.validate();
+        c.runtime.validate();
+        if (c.model.bidirectional)
+          throw std::invalid_argument("--bidirectional: a language model reads left to right only");
+        if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
+        if (c.bptt < 1) throw std::invalid_argument("--bptt must be >= 1");
+        if (!(c.valid_fraction > 0 && c.valid_fraction < 1))
+          throw std::invalid_argument("--valid-fraction must be in (0, 1)");
+      }))
+    return *s;
+  c.runtime.apply();
+  const auto r = cs::train_textgen(c);
+  return r.stop_reason == "interrupted" ? 130 : 0;
+}
+
+int eval(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  std::string config, data;
+  double tail = 0;
+  bool json = false;
+  po::options_description d("Usage: cellstate-textgen eval --model DIR --data FILE [options]\n\n"
+                            "Loss per token, perplexity, nats and bits per character over the whole text\n"
+                            "(one stream, state carried).\n\nOptions");
+  cs::add_help_and_config(d, config);
+  d.add_options()("data", po::value(&data)->required(), "text to evaluate on (plain or .gz, UTF-8)")(
+      "valid-fraction", po::value(&tail)->default_value(tail),
+      "evaluate only the last part of FILE that train --valid-fraction holds out (0: all of it)")(
+      "json", po::bool_switch(&json), "print the metrics as JSON");
+  m.add_to(d, false);
+  rt.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
+        rt.validate();
+        if (!(tail >= 0 && tail < 1)) throw std::invalid_argument("--valid-fraction must be in [0, 1)");
+        cs::parse_implementation(m.impl);
+      }))
+    return *s;
+  rt.apply();
+  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  const auto e = cs::evaluate_textgen(model, data, tail);
+  if (json) {
+    std::cout << e.to_json().dump(2) << "\n";
+  } else {
+    std::cout << std::fixed << "tokens          " << e.tokens << "\ncharacters      " << e.characters
+              << std::setprecision(4) << "\nloss/token      " << e.loss_per_token() << " nats\nperplexity      "
+              << std::setprecision(2) << e.perplexity() << std::setprecision(4) << "\nnats/char       "
+              << e.nats_per_char() << "\nbits/char       " << e.bits_per_char() << "\n";
+  }
+  return 0;
+}
+
+struct GenerateCommand {
+  cs::GenerateOptions options;
+  int64_t num_samples = 1;
+  uint64_t seed = 1;
+  std::string format = "text";
+};
+
+// Generates the samples of one prompt, streaming text output as it comes.
+void run_prompt(cs::TextgenModel& model, const std::string& prompt, const GenerateCommand& cmd) {
+  for (int64_t k = 0; k < cmd.num_samples; ++k) {
+    const bool text = cmd.format == "text";
+    if (text && cmd.num_samples > 1) std::cout << (k ? "\n" : "") << "--- sample " << k + 1 << " ---\n" << std::flush;
+    // The prompt is echoed, so each output reads as one text.
+    bool ended_with_newline = prompt.empty() || prompt.back() == '\n';
+    if (text) std::cout << prompt << std::flush;
+    const auto g = cs::generate_text(model, prompt, cmd.options, cmd.seed + static_cast<uint64_t>(k),
+                                     [&](const std::string& s) {
+                                       if (!text) return;
+                                       std::cout << s << std::flush;
+                                       ended_with_newline = s.back() == '\n';
+                                     });
+    if (k == 0 && g.unknown_characters > 0)
+      std::cerr << kProgram << ": warning: the prompt has " << g.unknown_characters
+                << " piece(s) of characters the model's vocabulary lacks; they are read as unknown\n";
+    if (k == 0 && g.prompt_truncated)
+      std::cerr << kProgram << ": warning: the prompt is longer than --max-prompt-tokens "
+                << cmd.options.max_prompt_tokens << "; only its last tokens are read\n";
+    if (text) {
+      if (!ended_with_newline) std::cout << "\n";
+    } else {
+      nlohmann::json logprobs = nlohmann::json::array();
+      for (double l : g.logprobs) logprobs.push_back(std::round(l * 1e4) / 1e4);
+      std::cout << nlohmann::json{{"prompt", prompt},
+                                  {"sample", k + 1},
+                                  {"seed", cmd.seed + static_cast<uint64_t>(k)},
+                                  {"text", g.text},
+                                  {"tokens", g.tokens},
+                                  {"ids", g.ids},
+                                  {"logprobs", logprobs},
+                                  {"stop_reason", g.stop_reason},
+                                  {"prompt_tokens", g.prompt_tokens}}
+                       .dump()
+                << "\n";
+    }
+    std::cout << std::flush;
+  }
+}
+
+int generate(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  GenerateCommand cmd;
+  auto& o = cmd.options;
+  std::string config, prompt = kNoPrompt, prompt_file;
+  std::vector<std::string> stops;
+  po::options_description d(
+      "Usage: cellstate-textgen generate [--model DIR] [--prompt TEXT | --prompt-file FILE] [options]\n\n"
+      "Continues the prompt, streaming text as it is generated. Without --prompt or\n"
+      "--prompt-file every line of standard input is a prompt (the model stays loaded).\n\nOptions");
+  cs::add_help_and_config(d, config);
+  d.add_options()("prompt", po::value(&prompt), "the text to continue (may be empty: unconditional)")(
+      "prompt-file", po::value(&prompt_file), "read the prompt from a file (all of it, line breaks kept)")(
+      "max-tokens", po::value(&o.max_tokens)->default_value(o.max_tokens), "tokens to generate at most")(
+      "temperature", po::value(&o.sampling.temperature)->default_value(o.sampling.temperature),
+      "divide the logits by this (< 1: safer, > 1: wilder)")(
+      "top-k", po::value(&o.sampling.top_k)->default_value(o.sampling.top_k),
+      "sample among the k most probable tokens only (0: all)")(
+      "top-p", po::value(&o.sampling.top_p)->default_value(o.sampling.top_p),
+      "sample among the fewest most probable tokens holding this probability (1: all)")(
+      "repetition-penalty", po::value(&o.sampling.repetition_penalty)->default_value(o.sampling.repetition_penalty),
+      "penalise tokens already in the prompt or output (1: off; 1.1-1.3 typical)")(
+      "greedy", po::bool_switch(&o.sampling.greedy), "always take the most probable token")(
+      "num-samples", po::value(&cmd.num_samples)->default_value(cmd.num_samples), "continuations per prompt")(
+      "seed", po::value(&cmd.seed)->default_value(cmd.seed), "sampling seed (sample k uses seed + k - 1)")(
+      "stop", po::value(&stops)->composing(),
+      "end a continuation where this string appears, without it (repeatable; \\n is a line break)")(
+      "max-prompt-tokens", po::value(&o.max_prompt_tokens)->default_value(o.max_prompt_tokens),
+      "longer prompts keep only their last tokens (with a warning)")(
+      "format", po::value(&cmd.format)->default_value(cmd.format),
+      "text (streamed) or jsonl (one record per sample, with tokens and log-probabilities)");
+  m.add_to(d, false);
+  rt.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " generate", [&] {
+        rt.validate();
+        cs::parse_implementation(m.impl);
+        o.sampling.validate();
+        if (o.max_tokens < 1) throw std::invalid_argument("--max-tokens must be >= 1");
+        if (cmd.num_samples < 1) throw std::invalid_argument("--num-samples must be >= 1");
+        if (o.max_prompt_tokens < 1) throw std::invalid_argument("--max-prompt-tokens must be >= 1");
+        if (cmd.format != "text" && cmd.format != "jsonl")
+          throw std::invalid_argument("--format must be text or jsonl");
+        if (prompt != kNoPrompt && !prompt_file.empty())
+          throw std::invalid_argument("give --prompt or --prompt-file, not both");
+        for (const auto& st : stops)
+          if (st.empty()) throw std::invalid_argument("--stop must not be empty");
+      }))
+    return *s;
+  for (const auto& st : stops) o.stop.push_back(unescape(st));
+  rt.apply();
+  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  if (!prompt_file.empty()) {
+    std::string text = cs::read_text_file(prompt_file);
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    run_prompt(model, text, cmd);
+    return 0;
+  }
+  if (prompt != kNoPrompt) {
+    run_prompt(model, prompt, cmd);
+    return 0;
+  }
+  // One prompt per line of standard input.
+  const bool interactive = isatty(STDIN_FILENO);
+  cs::LineReader reader("-");
+  std::string line;
+  for (;;) {
+    if (interactive) std::cerr << "> " << std::flush;
+    if (!reader.next(line)) break;
+    run_prompt(model, line, cmd);
+  }
+  if (interactive) std::cerr << "\n";
+  return 0;
+}
+
+// PyTorch's word-language-model example at its documented sizes: the
+// training configuration bench/word_lm.py runs too.
+void word_lm_recipe(cs::LanguageModelOptions& lm, cs::TrainingOptions& t) {
+  lm.embed(200).hidden(200).layers(2).dropout(0.2).tie(false);
+  t.batch_size = 20;
+  t.optimizer = "sgd";
+  t.lr = 20;
+  t.clip = 0.25;
+}
+constexpr int64_t kRecipeBptt = 35;
+
+int bench(int argc, char** argv) {
+  cs::ModelOptions m;
+  m.dir = cs::shipped_model_dir(kShippedModel);
+  cs::RuntimeOptions rt;
+  std::string config, prompt = "ROMEO:", train_data, dump;
+  int64_t tokens = 200, steps = 200;
+  int repeat = 5;
+  bool json = false;
+  po::options_description d(
+      "Usage: cellstate-textgen bench [--model DIR] [--train-data FILE] [options]\n\n"
+      "Times generation of one stream: time to first token (prompt included) and\n"
+      "milliseconds per further token, medians of --repeat runs. With --train-data,\n"
+      "also training throughput at PyTorch's word-language-model recipe (embeddings 200,\n"
+      "hidden 200, 2 LSTM layers, dropout 0.2, bptt 35, batch 20, SGD lr 20, clip 0.25)\n"
+      "on FILE tokenised by the model's tokenizer (bench/word_lm.py runs the same in Python).\n\nOptions");
+  cs::add_help_and_config(d, config);
+  d.add_options()("prompt", po::value(&prompt)->default_value(prompt), "prompt to continue")(
+      "tokens", po::value(&tokens)->default_value(tokens), "tokens generated per run")(
+      "repeat", po::value(&repeat)->default_value(repeat), "timed runs (the median is reported)")(
+      "train-data", po::value(&train_data), "also time training on this text")(
+      "steps", po::value(&steps)->default_value(steps), "timed training steps (after 10 warm-up steps)")(
+      "dump-ids", po::value(&dump), "write the training tokens as JSON (for bench/word_lm.py)")(
+      "json", po::bool_switch(&json), "print the result as JSON");
+  m.add_to(d, false);
+  rt.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
+        rt.validate();
+        if (tokens < 2 || repeat < 1 || steps < 1)
+          throw std::invalid_argument("--tokens must be >= 2, --repeat and --steps >= 1");
+      }))
+    return *s;
+  const int threads = rt.apply();
+  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  cs::GenerateOptions o;
+  o.max_tokens = tokens;
+  std::vector<double> first, per_token;
+  cs::generate_text(model, prompt, o, 0);  // warm-up
+  for (int r = 0; r < repeat; ++r) {
+    const auto g = cs::generate_text(model, prompt, o, static_cast<uint64_t>(r + 1));
+    first.push_back(g.first_token_ms);
+    per_token.push_back((g.total_ms - g.first_token_ms) / static_cast<double>(std::max<size_t>(1, g.ids.size() - 1)));
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double ttft = median(first), ms = median(per_token);
+  nlohmann::json result = {{"impl", m.impl},          {"threads", threads},        {"tokens", tokens},
+                           {"first_token_ms", ttft}, {"ms_per_token", ms}, {"generated_tokens_per_s", 1000.0 / ms}};
+  if (!train_data.empty()) {
+    std::string text = cs::read_text_file(train_data);
+    std::vector<int64_t> ids{cs::Tokenizer::kBosId};
+    for (auto id : cs::encode_stream(model.tokenizer(), model.newline_id(), text, true)) ids.push_back(id);
+    if (!dump.empty())
+      cs::atomic_write(dump, nlohmann::json{{"vocab_size", model.tokenizer().vocab_size()}, {"ids", ids}}.dump());
+    cs::LanguageModelOptions lm(model.tokenizer().vocab_size());
+    lm.impl(m.implementation());
+    cs::TrainingOptions t;
+    word_lm_recipe(lm, t);
+    const auto b = cs::benchmark_lm_training(ids, lm, t, kRecipeBptt, steps, 10);
+    result["train_tokens_per_s"] = b.tokens_per_s;
+    result["train_steps"] = b.steps;
+    result["train_ms_per_step"] = 1000.0 * b.seconds / static_cast<double>(b.steps);
+    result["vocab_size"] = model.tokenizer().vocab_size();
+  }
+  if (json) {
+    std::cout << result.dump() << "\n";
+    return 0;
+  }
+  std::cout << std::fixed << std::setprecision(2) << kProgram << " (" << m.impl << ", " << threads
+            << " threads): first token " << ttft << " ms, then " << ms << " ms/token (" << std::setprecision(0)
+            << 1000.0 / ms << " tokens/s), medians of " << repeat << " runs of " << tokens << " tokens\n";
+  if (result.contains("train_tokens_per_s"))
+    std::cout << "training, word-LM recipe (vocabulary " << result["vocab_size"] << "): "
+              << result["train_tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(1)
+              << result["train_ms_per_step"].get<double>() << " ms/step over " << steps << " steps\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cs::run_subcommands(argc, argv, kProgram, "recurrent language model and text generator",
+                             {{"train", "train a language model on a text", train},
+                              {"eval", "loss, perplexity, nats and bits per character on a text", eval},
+                              {"generate", "continue prompts, streaming the text", generate},
+                              {"bench", "time generation: first token and ms per token", bench}});
+}

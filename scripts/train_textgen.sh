@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces the shipped language model models/textgen-shakespeare from Tiny
+# Shakespeare (Karpathy's char-rnn corpus): trained on the first 90% of
+# DATA_DIR/tinyshakespeare/train.txt, early-stopped on its last 10% (the
+# dev text), at most an hour on 2 cores.
+#
+#   DATA_DIR=data scripts/train_textgen.sh [MODEL_DIR] [extra train options]
+#
+# Prints the dev nats and bits per character at the end;
+# scripts/plot_training.py MODEL_DIR/train_log.jsonl draws the curve.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${DATA_DIR:-data}
+model=${1:-models/textgen-shakespeare}
+shift || true
+text="$data/tinyshakespeare/train.txt"
+[ -f "$text" ] || { echo "train_textgen.sh: $text not found (run scripts/get_data.sh, or set DATA_DIR)" >&2; exit 2; }
+[ -x build/bin/cellstate-textgen ] || bash scripts/setup.sh
+build/bin/cellstate-textgen train --train "$text" --valid-fraction 0.1 --model "$model" \
+  --vocab-size 2000 --spm-type unigram --layers 2 --hidden 512 --embed 512 --tie --dropout 0.4 \
+  --bptt 64 --batch-size 32 --optimizer adam --lr 0.002 --clip 1 \
+  --lr-schedule plateau --lr-decay 0.5 --lr-step 1 --patience 4 --epochs 80 --max-time 60 \
+  --seed 1 --half "$@"
+rm -f "$model"/checkpoint*.pt  # only needed to --resume an interrupted run
+# The dev text again, from the saved model, as a user measures it.
+build/bin/cellstate-textgen eval --model "$model" --data "$text" --valid-fraction 0.1

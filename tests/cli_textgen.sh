@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# End-to-end checks of the cellstate-textgen command line: exit statuses,
+# messages, streaming generation, --stop, seeds, stdin prompts, --config,
+# SIGINT and --resume, shipped model.
+#   tests/cli_textgen.sh BINARY TEST_DATA_DIR SOURCE_DIR
+set -uo pipefail
+bin=$1 data=$2 src=$3
+source "$(dirname "$0")/cli_lib.sh"
+
+check "help" 0 "$bin" --help
+contains "help lists commands" "$tmp/out" "generate"
+check "generate --help" 0 "$bin" generate --help
+contains "generate --help shows defaults" "$tmp/out" "--top-p arg (=1)"
+check "bad temperature" 2 "$bin" generate --temperature 0 --prompt x
+contains "bad temperature message" "$tmp/err" "--temperature must be > 0"
+check "missing model" 2 "$bin" generate --model "$tmp/nowhere" --prompt x
+contains "missing model message" "$tmp/err" "nowhere: no such model directory"
+check "bidirectional refused" 2 "$bin" train --train "$data/textgen_tiny.txt" --model "$tmp/x" --bidirectional
+contains "bidirectional message" "$tmp/err" "reads left to right"
+check "empty training text" 2 "$bin" train --train "$data/empty.txt" --model "$tmp/x"
+contains "empty message" "$tmp/err" "empty.txt: empty input, expected text"
+check "invalid utf-8 training text" 2 "$bin" train --train "$data/invalid_utf8.txt" --model "$tmp/x"
+contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
+
+m="$tmp/model"
+train=(train --train "$data/textgen_tiny.txt" --valid "$data/textgen_tiny.txt" --model "$m" --spm-type char
+       --vocab-size 60 --layers 1 --hidden 64 --embed 32 --dropout 0 --bptt 16 --batch-size 4 --lr 0.02
+       --epochs 150 --patience 0 --lr-schedule constant --threads 1)
+check "train tiny" 0 "$bin" "${train[@]}"
+contains "train reports nats/char" "$tmp/err" "nats/char"
+[ -s "$m/train_log.jsonl" ] || fail "no train_log.jsonl"
+check "eval" 0 "$bin" eval --model "$m" --data "$data/textgen_tiny.txt"
+contains "eval table" "$tmp/out" "bits/char"
+check "eval --json" 0 "$bin" eval --model "$m" --data "$data/textgen_tiny.txt" --json
+contains "eval json" "$tmp/out" '"nats_per_char"'
+
+check "generate greedy" 0 "$bin" generate --model "$m" --prompt "Up" --greedy --max-tokens 25
+contains "greedy continues the text" "$tmp/out" "Up above the world so high"
+check "generate --stop" 0 "$bin" generate --model "$m" --prompt "How I" --greedy --stop '\n'
+[ "$(cat "$tmp/out")" = "How I wonder what you are!" ] || fail "--stop: got '$(cat "$tmp/out")'"
+check "seed 1" 0 "$bin" generate --model "$m" --prompt "When" --temperature 3 --seed 5 --max-tokens 40
+cp "$tmp/out" "$tmp/s1"
+check "seed 1 again" 0 "$bin" generate --model "$m" --prompt "When" --temperature 3 --seed 5 --max-tokens 40
+cmp -s "$tmp/s1" "$tmp/out" || fail "the same seed gave different samples"
+check "jsonl" 0 "$bin" generate --model "$m" --prompt "Up" --greedy --max-tokens 5 --format jsonl --num-samples 2
+[ "$(wc -l < "$tmp/out")" = 2 ] || fail "jsonl: expected 2 records"
+contains "jsonl logprobs" "$tmp/out" '"logprobs":['
+check "stdin prompts" 0 bash -c "printf 'Up\nHow I\n' | '$bin' generate --model '$m' --greedy --stop '\n'"
+[ "$(cat "$tmp/out")" = "$(printf 'Up above the world so high,\nHow I wonder what you are!')" ] ||
+  fail "stdin prompts: got '$(cat "$tmp/out")'"
+check "empty prompt" 0 "$bin" generate --model "$m" --prompt "" --greedy --max-tokens 8
+contains "empty prompt starts the text" "$tmp/out" "Twinkle"
+check "unknown characters" 0 "$bin" generate --model "$m" --prompt "漢字" --max-tokens 3
+contains "unknown characters warned" "$tmp/err" "vocabulary lacks"
+check "over-long prompt" 0 "$bin" generate --model "$m" --prompt-file "$data/textgen_tiny.txt" --max-prompt-tokens 20 --max-tokens 3
+contains "over-long prompt warned" "$tmp/err" "longer than --max-prompt-tokens 20"
+check "invalid utf-8 prompt file" 2 "$bin" generate --model "$m" --prompt-file "$data/invalid_utf8.txt"
+contains "invalid prompt message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
+check "builtin same greedy text" 0 "$bin" generate --model "$m" --impl builtin --prompt "Up" --greedy --max-tokens 25
+contains "builtin greedy" "$tmp/out" "Up above the world so high"
+printf '{"model": "%s", "greedy": true, "max-tokens": 12, "prompt": "Then"}\n' "$m" > "$tmp/c.json"
+check "generate --config" 0 "$bin" generate --config "$tmp/c.json"
+contains "--config applied" "$tmp/out" "Then you show"
+check "bench" 0 "$bin" bench --model "$m" --tokens 20 --repeat 2
+contains "bench output" "$tmp/out" "ms/token"
+
+# SIGINT during training writes a checkpoint and exits; --resume finishes.
+r="$tmp/resume"
+"$bin" train --train "$data/textgen_tiny.txt" --model "$r" --valid "$data/textgen_tiny.txt" --spm-type char \
+  --vocab-size 60 --hidden 16 --embed 16 --bptt 8 --batch-size 2 --epochs 100000 --patience 0 --threads 1 --quiet \
+  > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done
+kill -INT "$pid"
+wait "$pid"
+status=$?
+[ "$status" = 130 ] || fail "SIGINT: exit $status, expected 130"
+[ -f "$r/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
+check "resume" 0 "$bin" train --train "$data/textgen_tiny.txt" --model "$r" --valid "$data/textgen_tiny.txt" \
+  --spm-type char --vocab-size 60 --hidden 16 --embed 16 --bptt 8 --batch-size 2 --epochs 1 --patience 0 \
+  --threads 1 --resume
+contains "resume message" "$tmp/err" "resuming from"
+
+if [ -d "$src/models/textgen-shakespeare" ]; then
+  check "shipped model" 0 "$bin" generate --prompt-file "$src/models/samples/textgen/prompt.txt" --max-tokens 30
+  [ -s "$tmp/out" ] || fail "shipped model: no output"
+fi
+
+[ "$fails" = 0 ] && echo "all cellstate-textgen CLI checks passed"
+exit "$fails"
