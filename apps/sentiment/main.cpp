@@ -81,24 +81,20 @@ int train(int argc, char** argv) {
 }
 
 int eval(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
-  std::string config, data, format = "auto";
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  std::string data, format = "auto";
   bool json = false;
   auto d = group("Usage: cellstate-sentiment eval --model DIR --data FILE [options]\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("data", po::value(&data)->required(), "labelled data (TSV, SST style, or DIR/LABEL/FILE)")(
       "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
-        rt.validate();
-        cs::parse_implementation(m.impl);
+        u.validate();
       }))
     return *s;
-  rt.apply();
+  u.runtime.apply();
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
   const auto report = cs::evaluate_sentiment(model, data, format);
   if (json) std::cout << report.to_json().dump(2) << "\n";
@@ -107,14 +103,11 @@ int eval(int argc, char** argv) {
 }
 
 int predict(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
   cs::PredictOptions p;
-  std::string config;
   std::vector<std::string> inputs;
   auto d = group("Usage: cellstate-sentiment predict [--model DIR] [FILES... | -] [options]\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("input", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
       "unit", po::value(&p.unit)->default_value(p.unit),
       "line: one result per line (empty lines marked); file: one per file plus a per-sentence breakdown")(
@@ -124,13 +117,11 @@ int predict(int argc, char** argv) {
       "threshold", po::value(&p.threshold)->default_value(p.threshold),
       "below this best probability the label is '?'")(
       "batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "texts per forward pass");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   po::positional_options_description pos;
   pos.add("input", -1);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " predict", [&] {
-        rt.validate();
-        cs::parse_implementation(m.impl);
+        u.validate();
         if (p.unit != "line" && p.unit != "file") throw std::invalid_argument("--unit must be line or file");
         if (p.format != "tsv" && p.format != "jsonl") throw std::invalid_argument("--format must be tsv or jsonl");
         if (p.top_k < 1) throw std::invalid_argument("--top-k must be >= 1");
@@ -138,38 +129,35 @@ int predict(int argc, char** argv) {
         if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
       }, &pos))
     return *s;
-  rt.apply();
+  u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
   return cs::predict_sentiment(model, inputs, p, std::cout, std::cerr);
 }
 
 int bench(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
-  std::string config, data, format = "auto", dump;
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  std::string data, format = "auto", dump;
   int64_t batch_size = 64;
   int repeat = 5;
   bool json = false;
   auto d = group("Usage: cellstate-sentiment bench --data FILE [--model DIR] [options]\n\n"
                  "Times predict on every text of FILE: sentences/s batched (tokenisation included)\n"
                  "and the latency of one sentence at a time.\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("data", po::value(&data)->required(), "texts to predict (labelled formats; labels ignored)")(
       "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "texts per forward pass")(
       "repeat", po::value(&repeat)->default_value(repeat), "timed passes (the median is reported)")(
       "json", po::bool_switch(&json), "print the result as JSON")(
       "dump-ids", po::value(&dump), "also write the token ids as JSON (for bench/sentiment_python.py)");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
-        rt.validate();
+        u.validate();
         if (batch_size < 1 || repeat < 1) throw std::invalid_argument("--batch-size and --repeat must be >= 1");
       }))
     return *s;
-  const int threads = rt.apply();
+  const int threads = u.runtime.apply();
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
   std::vector<std::string> texts;
   for (const auto& ex : cs::read_classification(data, cs::parse_classification_format(format))) texts.push_back(ex.text);

@@ -90,29 +90,26 @@ int train(int argc, char** argv) {
 }
 
 int eval(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
-  std::string config, data;
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  std::string data;
   double tail = 0;
   bool json = false;
   po::options_description d("Usage: cellstate-textgen eval --model DIR --data FILE [options]\n\n"
                             "Loss per token, perplexity, nats and bits per character over the whole text\n"
                             "(one stream, state carried).\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("data", po::value(&data)->required(), "text to evaluate on (plain or .gz, UTF-8)")(
       "valid-fraction", po::value(&tail)->default_value(tail),
       "evaluate only the last part of FILE that train --valid-fraction holds out (0: all of it)")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
-        rt.validate();
+        u.validate();
         if (!(tail >= 0 && tail < 1)) throw std::invalid_argument("--valid-fraction must be in [0, 1)");
         cs::parse_implementation(m.impl);
       }))
     return *s;
-  rt.apply();
+  u.runtime.apply();
   auto model = cs::TextgenModel::load(m.dir, m.implementation());
   const auto e = cs::evaluate_textgen(model, data, tail);
   if (json) {
@@ -175,18 +172,16 @@ void run_prompt(cs::TextgenModel& model, const std::string& prompt, const Genera
 }
 
 int generate(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
   GenerateCommand cmd;
   auto& o = cmd.options;
-  std::string config, prompt = kNoPrompt, prompt_file;
+  std::string prompt = kNoPrompt, prompt_file;
   std::vector<std::string> stops;
   po::options_description d(
       "Usage: cellstate-textgen generate [--model DIR] [--prompt TEXT | --prompt-file FILE] [options]\n\n"
       "Continues the prompt, streaming text as it is generated. Without --prompt or\n"
       "--prompt-file every line of standard input is a prompt (the model stays loaded).\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("prompt", po::value(&prompt), "the text to continue (may be empty: unconditional)")(
       "prompt-file", po::value(&prompt_file), "read the prompt from a file (all of it, line breaks kept)")(
       "max-tokens", po::value(&o.max_tokens)->default_value(o.max_tokens), "tokens to generate at most")(
@@ -207,11 +202,9 @@ int generate(int argc, char** argv) {
       "longer prompts keep only their last tokens (with a warning)")(
       "format", po::value(&cmd.format)->default_value(cmd.format),
       "text (streamed) or jsonl (one record per sample, with tokens and log-probabilities)");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " generate", [&] {
-        rt.validate();
-        cs::parse_implementation(m.impl);
+        u.validate();
         o.sampling.validate();
         if (o.max_tokens < 1) throw std::invalid_argument("--max-tokens must be >= 1");
         if (cmd.num_samples < 1) throw std::invalid_argument("--num-samples must be >= 1");
@@ -225,7 +218,7 @@ int generate(int argc, char** argv) {
       }))
     return *s;
   for (const auto& st : stops) o.stop.push_back(unescape(st));
-  rt.apply();
+  u.runtime.apply();
   auto model = cs::TextgenModel::load(m.dir, m.implementation());
   if (!prompt_file.empty()) {
     std::string text = cs::read_text_file(prompt_file);
@@ -262,10 +255,9 @@ void word_lm_recipe(cs::LanguageModelOptions& lm, cs::TrainingOptions& t) {
 constexpr int64_t kRecipeBptt = 35;
 
 int bench(int argc, char** argv) {
-  cs::ModelOptions m;
-  m.dir = cs::shipped_model_dir(kShippedModel);
-  cs::RuntimeOptions rt;
-  std::string config, prompt = "ROMEO:", train_data, dump;
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  std::string prompt = "ROMEO:", train_data, dump;
   int64_t tokens = 200, steps = 200;
   int repeat = 5;
   bool json = false;
@@ -276,7 +268,6 @@ int bench(int argc, char** argv) {
       "also training throughput at PyTorch's word-language-model recipe (embeddings 200,\n"
       "hidden 200, 2 LSTM layers, dropout 0.2, bptt 35, batch 20, SGD lr 20, clip 0.25)\n"
       "on FILE tokenised by the model's tokenizer (bench/word_lm.py runs the same in Python).\n\nOptions");
-  cs::add_help_and_config(d, config);
   d.add_options()("prompt", po::value(&prompt)->default_value(prompt), "prompt to continue")(
       "tokens", po::value(&tokens)->default_value(tokens), "tokens generated per run")(
       "repeat", po::value(&repeat)->default_value(repeat), "timed runs (the median is reported)")(
@@ -284,15 +275,14 @@ int bench(int argc, char** argv) {
       "steps", po::value(&steps)->default_value(steps), "timed training steps (after 10 warm-up steps)")(
       "dump-ids", po::value(&dump), "write the training tokens as JSON (for bench/word_lm.py)")(
       "json", po::bool_switch(&json), "print the result as JSON");
-  m.add_to(d, false);
-  rt.add_to(d);
+  u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
-        rt.validate();
+        u.validate();
         if (tokens < 2 || repeat < 1 || steps < 1)
           throw std::invalid_argument("--tokens must be >= 2, --repeat and --steps >= 1");
       }))
     return *s;
-  const int threads = rt.apply();
+  const int threads = u.runtime.apply();
   auto model = cs::TextgenModel::load(m.dir, m.implementation());
   cs::GenerateOptions o;
   o.max_tokens = tokens;

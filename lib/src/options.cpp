@@ -1,5 +1,6 @@
 #include "cellstate/options.h"
 
+#include "cellstate/cli.h"
 #include "cellstate/model_dir.h"
 #include "cellstate/runtime.h"
 
@@ -140,5 +141,18 @@ void RuntimeOptions::validate() const {
 }
 
 int RuntimeOptions::apply() const { return configure_threads(threads); }
+
+UseOptions::UseOptions(const std::string& shipped_model) { model.dir = shipped_model_dir(shipped_model); }
+
+void UseOptions::add_to(po::options_description& options) {
+  add_help_and_config(options, config);
+  model.add_to(options, false);
+  runtime.add_to(options);
+}
+
+void UseOptions::validate() const {
+  runtime.validate();
+  parse_implementation(model.impl);
+}
 
 }  // namespace cellstate

@@ -76,4 +76,17 @@ struct RuntimeOptions {
   int apply() const;
 };
 
+/// What every command that uses a trained model offers: --help, --config,
+/// --model (default: the shipped model NAME), --impl, and the runtime group.
+struct UseOptions {
+  explicit UseOptions(const std::string& shipped_model);
+  ModelOptions model;
+  RuntimeOptions runtime;
+  std::string config;  // --config FILE.json
+
+  void add_to(boost::program_options::options_description& options);
+  /// Checks --impl and the runtime options (throws std::invalid_argument).
+  void validate() const;
+};
+
 }  // namespace cellstate

@@ -1,0 +1,228 @@
+// cellstate-ner: train a BiLSTM-CRF named-entity tagger on CoNLL data,
+// evaluate it as conlleval does, and tag raw text, CoNLL columns or
+// tokenised lines with it.
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <iomanip>
+#include <iostream>
+
+#include "cellstate/cli.h"
+#include "cellstate/io.h"
+#include "cellstate/ner.h"
+#include "cellstate/runtime.h"
+
+namespace po = boost::program_options;
+namespace cs = cellstate;
+
+namespace {
+
+const char* kProgram = "cellstate-ner";
+const char* kShippedModel = "ner-conll2003";
+
+void add_columns(po::options_description& d, cs::ConllOptions& c) {
+  d.add_options()("token-column", po::value(&c.token_column)->default_value(c.token_column),
+                  "CoNLL column of the tokens (0-based; negative counts from the end)")(
+      "tag-column", po::value(&c.tag_column)->default_value(c.tag_column),
+      "CoNLL column of the tags (0-based; negative counts from the end)");
+}
+
+int train(int argc, char** argv) {
+  cs::NerTrainConfig c;
+  c.model.hidden = 200;
+  c.model.embed = 100;
+  c.model.bidirectional = true;
+  c.model.dropout = 0.5;
+  c.training.epochs = 50;
+  c.training.batch_size = 16;
+  c.training.patience = 8;
+  std::string config;
+  po::options_description d("Usage: cellstate-ner train --train FILE --dev FILE --model DIR [options]\n\nData");
+  cs::add_help_and_config(d, config);
+  d.add_options()("train", po::value(&c.train_path)->required(), "training data (CoNLL columns)")(
+      "dev", po::value(&c.dev_path)->required(), "dev data for early stopping on entity F1")(
+      "data-scheme", po::value(&c.data_scheme)->default_value(c.data_scheme),
+      "the files' tags: auto (detected), iob1, bio or iobes")(
+      "tag-scheme", po::value(&c.tag_scheme)->default_value(c.tag_scheme), "what the model predicts: bio or iobes");
+  add_columns(d, c.conll);
+  po::options_description model("Model"), training("Training"), runtime("Runtime");
+  c.model.add_to(model);
+  model.add_options()("decoder", po::value(&c.decoder)->default_value(c.decoder), "crf or softmax")(
+      "char-embed", po::value(&c.char_embed)->default_value(c.char_embed),
+      "character embedding size (0: no character model)")(
+      "char-hidden", po::value(&c.char_hidden)->default_value(c.char_hidden), "character BiLSTM units per direction")(
+      "piece-vocab", po::value(&c.piece_vocab)->default_value(c.piece_vocab),
+      "SentencePiece vocabulary of the pooled piece features (0: none)")(
+      "piece-embed", po::value(&c.piece_embed)->default_value(c.piece_embed), "piece embedding size")(
+      "casing-embed", po::value(&c.casing_embed)->default_value(c.casing_embed),
+      "casing feature embedding size (0: none)")(
+      "min-word-count", po::value(&c.min_word_count)->default_value(c.min_word_count),
+      "training words seen fewer times are unknown")(
+      "rare-word-dropout", po::value(&c.rare_word_dropout)->default_value(c.rare_word_dropout),
+      "training: a word seen once is read as unknown with this probability")(
+      "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
+      "training: any word is read as unknown with this probability")(
+      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+  c.training.add_to(training);
+  c.runtime.add_to(runtime);
+  d.add(model).add(training).add(runtime);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
+        c.model.validate();
+        c.training.validate();
+        c.runtime.validate();
+        if (!c.model.bidirectional)
+          throw std::invalid_argument("--bidirectional=false: the tagger's sentence layer reads both ways");
+        if (c.data_scheme != "auto") cs::parse_tag_scheme(c.data_scheme);
+        if (c.tag_scheme != "bio" && c.tag_scheme != "iobes")
+          throw std::invalid_argument("--tag-scheme must be bio or iobes");
+        if (c.decoder != "crf" && c.decoder != "softmax")
+          throw std::invalid_argument("--decoder must be crf or softmax");
+        if (c.char_embed < 0 || c.char_hidden < 1 || c.piece_vocab < 0 || c.piece_embed < 1 || c.casing_embed < 0)
+          throw std::invalid_argument("feature sizes must be >= 0 (hidden sizes >= 1)");
+        if (c.piece_vocab > 0 && c.piece_vocab < 8) throw std::invalid_argument("--piece-vocab must be 0 or >= 8");
+        if (c.min_word_count < 1) throw std::invalid_argument("--min-word-count must be >= 1");
+        if (c.rare_word_dropout < 0 || c.rare_word_dropout >= 1 || c.word_dropout < 0 || c.word_dropout >= 1)
+          throw std::invalid_argument("word dropout probabilities must be in [0, 1)");
+      }))
+    return *s;
+  c.runtime.apply();
+  const auto r = cs::train_ner(c);
+  return r.stop_reason == "interrupted" ? 130 : 0;
+}
+
+int eval(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  cs::ConllOptions conll;
+  std::string data, scheme = "auto", output;
+  bool json = false;
+  po::options_description d("Usage: cellstate-ner eval --model DIR --data FILE [options]\n\n"
+                            "Entity precision, recall and F1 per type and overall, and token accuracy,\n"
+                            "counted as conlleval counts them.\n\nOptions");
+  d.add_options()("data", po::value(&data)->required(), "tagged data (CoNLL columns)")(
+      "data-scheme", po::value(&scheme)->default_value(scheme), "the file's tags: auto, iob1, bio or iobes")(
+      "output", po::value(&output), "write 'token gold predicted' lines (conlleval's input) to this file")(
+      "json", po::bool_switch(&json), "print the metrics as JSON");
+  add_columns(d, conll);
+  u.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
+        u.validate();
+        if (scheme != "auto") cs::parse_tag_scheme(scheme);
+      }))
+    return *s;
+  u.runtime.apply();
+  auto model = cs::NerModel::load(m.dir, m.implementation());
+  const auto report = cs::evaluate_ner(model, data, conll, scheme, output);
+  if (json) std::cout << report.to_json().dump(2) << "\n";
+  else std::cout << report.table();
+  return 0;
+}
+
+int predict(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  cs::NerPredictOptions p;
+  std::vector<std::string> inputs;
+  po::options_description d("Usage: cellstate-ner predict [--model DIR] [FILES... | -] [options]\n\nOptions");
+  d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
+      "input", po::value(&p.input)->default_value(p.input),
+      "raw (text, split into sentences and tokens), conll (token column) or tokens (one tokenised sentence per line)")(
+      "output", po::value(&p.output)->default_value(p.output),
+      "json (entities with offsets and confidences), conll (token<TAB>tag) or inline ([TYPE words])")(
+      "batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "sentences per forward pass")(
+      "token-column", po::value(&p.conll.token_column)->default_value(p.conll.token_column),
+      "--input conll: column of the tokens");
+  u.add_to(d);
+  po::positional_options_description pos;
+  pos.add("inputs", -1);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " predict", [&] {
+        u.validate();
+        if (p.input != "raw" && p.input != "conll" && p.input != "tokens")
+          throw std::invalid_argument("--input must be raw, conll or tokens");
+        if (p.output != "json" && p.output != "conll" && p.output != "inline")
+          throw std::invalid_argument("--output must be json, conll or inline");
+        if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
+      }, &pos))
+    return *s;
+  u.runtime.apply();
+  if (inputs.empty()) inputs.push_back("-");
+  auto model = cs::NerModel::load(m.dir, m.implementation());
+  return cs::predict_ner(model, inputs, p, std::cout, std::cerr);
+}
+
+int bench(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  auto& m = u.model;
+  cs::ConllOptions conll;
+  std::string data;
+  int64_t batch_size = 32;
+  int repeat = 3;
+  bool json = false;
+  po::options_description d("Usage: cellstate-ner bench --data FILE [--model DIR] [options]\n\n"
+                            "Times tagging every sentence of a CoNLL file: tokens/s batched (with the\n"
+                            "entity confidences predict computes) and the latency of one sentence.\n\nOptions");
+  d.add_options()("data", po::value(&data)->required(), "sentences to tag (CoNLL columns; tags ignored)")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per forward pass")(
+      "repeat", po::value(&repeat)->default_value(repeat), "timed passes (the median is reported)")(
+      "json", po::bool_switch(&json), "print the result as JSON");
+  add_columns(d, conll);
+  u.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
+        u.validate();
+        if (batch_size < 1 || repeat < 1) throw std::invalid_argument("--batch-size and --repeat must be >= 1");
+      }))
+    return *s;
+  const int threads = u.runtime.apply();
+  auto model = cs::NerModel::load(m.dir, m.implementation());
+  conll.has_tags = false;
+  std::vector<std::vector<std::string>> sentences;
+  int64_t tokens = 0;
+  for (auto& s : cs::read_conll(data, conll)) {
+    tokens += static_cast<int64_t>(s.tokens.size());
+    sentences.push_back(std::move(s.tokens));
+  }
+  if (sentences.empty()) throw cs::InputError(data, 0, "no sentences (empty input)");
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> rates, latencies;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t = Clock::now();
+    model.tag(sentences, true, batch_size);
+    rates.push_back(static_cast<double>(tokens) / seconds(t));
+  }
+  const size_t singles = std::min<size_t>(sentences.size(), 200);
+  for (size_t i = 0; i < singles; ++i) {
+    const auto t = Clock::now();
+    model.tag({sentences[i]}, true, 1);
+    latencies.push_back(1000.0 * seconds(t));
+  }
+  const double rate = median(rates), latency = median(latencies);
+  if (json) {
+    std::cout << nlohmann::json{{"impl", m.impl},         {"threads", threads},          {"sentences", sentences.size()},
+                                {"tokens", tokens},       {"tokens_per_s", rate},        {"batch_size", batch_size},
+                                {"latency_ms_median", latency}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << std::fixed << std::setprecision(0) << kProgram << " (" << m.impl << ", " << threads << " threads): "
+              << sentences.size() << " sentences, " << tokens << " tokens, batch " << batch_size << ": " << rate
+              << " tokens/s; one sentence: " << std::setprecision(2) << latency << " ms median (first "
+              << singles << " sentences)\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cs::run_subcommands(argc, argv, kProgram, "BiLSTM-CRF named-entity tagger",
+                             {{"train", "train a tagger on CoNLL data", train},
+                              {"eval", "entity P/R/F1 per type (as conlleval) and token accuracy", eval},
+                              {"predict", "tag raw text, CoNLL columns or tokenised lines", predict},
+                              {"bench", "time tagging: tokens/s and single-sentence latency", bench}});
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# End-to-end checks of the cellstate-ner command line: exit statuses,
+# messages, input and output formats, conlleval output, --config, SIGINT and
+# --resume, shipped model.
+#   tests/cli_ner.sh BINARY TEST_DATA_DIR SOURCE_DIR
+set -uo pipefail
+bin=$1 data=$2 src=$3
+source "$(dirname "$0")/cli_lib.sh"
+
+check "help" 0 "$bin" --help
+contains "help lists commands" "$tmp/out" "predict"
+check "train --help" 0 "$bin" train --help
+contains "train --help shows defaults" "$tmp/out" "--tag-scheme arg (=iobes)"
+check "bad decoder" 2 "$bin" train --train x --dev x --model "$tmp/x" --decoder hmm
+contains "bad decoder message" "$tmp/err" "--decoder must be crf or softmax"
+check "bad input format" 2 "$bin" predict --input xml
+contains "bad input message" "$tmp/err" "--input must be raw, conll or tokens"
+check "missing model" 2 "$bin" predict --model "$tmp/nowhere" "$data/ner_raw.txt"
+contains "missing model message" "$tmp/err" "nowhere: no such model directory"
+check "empty training data" 2 "$bin" train --train "$data/empty.txt" --dev "$data/ner_tiny.conll" --model "$tmp/x"
+contains "empty message" "$tmp/err" "empty.txt"
+
+m="$tmp/model"
+train=(train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$m" --embed 16 --hidden 24
+       --dropout 0 --char-embed 8 --char-hidden 8 --piece-vocab 60 --piece-embed 8 --rare-word-dropout 0
+       --epochs 60 --patience 0 --batch-size 4 --lr 0.02 --threads 1)
+check "train tiny" 0 "$bin" "${train[@]}"
+contains "train reports F1" "$tmp/err" "dev F1 100.00"
+check "eval" 0 "$bin" eval --model "$m" --data "$data/ner_tiny.conll" --output "$tmp/conlleval.txt"
+contains "eval table (conlleval's)" "$tmp/out" "FB1: 100.00"
+contains "conlleval input" "$tmp/conlleval.txt" "Jones B-PER B-PER"
+check "eval --json" 0 "$bin" eval --model "$m" --data "$data/ner_tiny.conll" --json
+contains "eval json" "$tmp/out" '"f1"'
+check "predict raw json" 0 "$bin" predict --model "$m" "$data/ner_raw.txt"
+[ "$(wc -l < "$tmp/out")" = 3 ] || fail "predict raw: expected 3 lines (empty line kept)"
+contains "entity with offsets" "$tmp/out" '"end":30,"sentence":0,"start":24,"text":"Zürich"'
+check "predict inline from stdin" 0 bash -c "echo 'Anna Karenina lives in Moscow .' | '$bin' predict --model '$m' --input tokens --output inline"
+contains "inline" "$tmp/out" "[PER Anna Karenina] lives in [LOC Moscow] ."
+check "predict conll" 0 "$bin" predict --model "$m" --input conll --output conll "$data/ner_tiny.conll"
+contains "conll output" "$tmp/out" "Zürich	S-LOC"
+check "builtin same tags" 0 "$bin" predict --model "$m" --impl builtin --input conll --output conll "$data/ner_tiny.conll"
+contains "builtin conll output" "$tmp/out" "Zürich	S-LOC"
+check "predict missing + good file" 2 "$bin" predict --model "$m" "$tmp/missing.txt" "$data/ner_raw.txt"
+contains "missing file reported" "$tmp/err" "missing.txt"
+contains "good file still processed" "$tmp/out" "Moscow"
+check "predict invalid utf-8" 2 "$bin" predict --model "$m" "$data/invalid_utf8.txt"
+contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
+printf '{"model": "%s", "output": "inline", "input": "tokens"}\n' "$m" > "$tmp/c.json"
+check "predict --config" 0 bash -c "echo 'Smith Jones won in Paris .' | '$bin' predict --config '$tmp/c.json'"
+contains "--config applied" "$tmp/out" "[PER Smith] [PER Jones] won in [LOC Paris] ."
+check "bench" 0 "$bin" bench --model "$m" --data "$data/ner_tiny.conll" --repeat 1
+contains "bench output" "$tmp/out" "tokens/s"
+
+# SIGINT during training writes a checkpoint and exits; --resume finishes.
+r="$tmp/resume"
+"$bin" train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$r" --embed 8 --hidden 8 \
+  --char-embed 0 --piece-vocab 0 --epochs 100000 --patience 0 --threads 1 --quiet > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done
+kill -INT "$pid"
+wait "$pid"
+status=$?
+[ "$status" = 130 ] || fail "SIGINT: exit $status, expected 130"
+[ -f "$r/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
+check "resume" 0 "$bin" train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$r" --embed 8 \
+  --hidden 8 --char-embed 0 --piece-vocab 0 --epochs 1 --patience 0 --threads 1 --resume
+contains "resume message" "$tmp/err" "resuming from"
+
+if [ -d "$src/models/ner-conll2003" ]; then
+  check "shipped model" 0 "$bin" predict "$src/models/samples/ner/news.txt"
+  contains "shipped model finds entities" "$tmp/out" '"type":'
+fi
+
+[ "$fails" = 0 ] && echo "all cellstate-ner CLI checks passed"
+exit "$fails"
