@@ -16,6 +16,8 @@
 #include "cellstate/model_dir.h"
 #include "cellstate/word_split.h"
 
+#include <unistd.h>
+
 namespace cellstate {
 
 namespace {
@@ -596,32 +598,37 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
   out << j.dump() << '\n';
 }
 
-std::vector<Document> read_documents(const std::string& path, const NerPredictOptions& o) {
-  std::vector<Document> docs;
-  if (o.input == "conll") {
-    for (const auto& s : read_conll(path, o.conll)) {
-      Document d{path, s.line, "", {}};
-      TokenizedSentence sent;
-      for (const auto& t : s.tokens) sent.push_back({t, 0, 0, 0, 0});
-      d.sentences.push_back(std::move(sent));
-      docs.push_back(std::move(d));
-    }
-    return docs;
+Document make_document(const std::string& path, int64_t line_number, const std::string& line,
+                       const NerPredictOptions& o) {
+  Document d{path, line_number, line, {}};
+  if (o.input == "raw") {
+    d.sentences = split_words(line);
+  } else {
+    TokenizedSentence sent;
+    for (auto& t : split_whitespace(line)) sent.push_back({t, 0, 0, 0, 0});
+    if (!sent.empty()) d.sentences.push_back(std::move(sent));
   }
-  LineReader reader(path);
-  std::string line;
-  while (reader.next(line)) {
-    Document d{path, reader.line_number(), line, {}};
-    if (o.input == "raw") {
-      d.sentences = split_words(line);
-    } else {
-      TokenizedSentence sent;
-      for (auto& t : split_whitespace(line)) sent.push_back({t, 0, 0, 0, 0});
-      if (!sent.empty()) d.sentences.push_back(std::move(sent));
+  return d;
+}
+
+/// Tags documents together and writes them in order.
+void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredictOptions& options,
+                   std::ostream& out) {
+  std::vector<std::vector<std::string>> sentences;
+  for (const auto& d : docs)
+    for (const auto& s : d.sentences) {
+      std::vector<std::string> tokens;
+      for (const auto& w : s) tokens.push_back(w.text);
+      sentences.push_back(std::move(tokens));
     }
-    docs.push_back(std::move(d));
+  const auto tagged = model.tag(sentences, options.output == "json", options.batch_size);
+  size_t first = 0;
+  for (const auto& d : docs) {
+    write_document(d, tagged, first, options, out);
+    first += d.sentences.size();
   }
-  return docs;
+  out.flush();
+  docs.clear();
 }
 
 }  // namespace
@@ -629,35 +636,39 @@ std::vector<Document> read_documents(const std::string& path, const NerPredictOp
 int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const NerPredictOptions& options,
                 std::ostream& out, std::ostream& err) {
   int status = 0;
+  const size_t chunk = static_cast<size_t>(options.batch_size) * 8;  // sentences tagged together
   for (const auto& path : inputs) {
     std::vector<Document> docs;
     try {
-      docs = read_documents(path, options);
+      if (options.input == "conll") {
+        for (const auto& s : read_conll(path, options.conll)) {
+          Document d{path, s.line, "", {}};
+          TokenizedSentence sent;
+          for (const auto& t : s.tokens) sent.push_back({t, 0, 0, 0, 0});
+          d.sentences.push_back(std::move(sent));
+          docs.push_back(std::move(d));
+          if (docs.size() >= chunk) tag_and_write(model, docs, options, out);
+        }
+      } else {
+        // Line by line, so large files stream and a terminal gets each answer at once.
+        LineReader reader(path);
+        const bool interactive = path == "-" && isatty(STDIN_FILENO);
+        size_t pending = 0;
+        std::string line;
+        while (reader.next(line)) {
+          docs.push_back(make_document(path, reader.line_number(), line, options));
+          pending += docs.back().sentences.size();
+          if (interactive || pending >= chunk) {
+            tag_and_write(model, docs, options, out);
+            pending = 0;
+          }
+        }
+      }
+      tag_and_write(model, docs, options, out);
     } catch (const InputError& e) {
+      tag_and_write(model, docs, options, out);  // what came before the bad line
       err << "cellstate-ner: " << e.what() << "\n";
       status = 2;
-      continue;
-    }
-    // Batches of documents, so large inputs stream.
-    for (size_t d0 = 0; d0 < docs.size();) {
-      size_t d1 = d0;
-      std::vector<std::vector<std::string>> sentences;
-      while (d1 < docs.size() && static_cast<int64_t>(sentences.size()) < options.batch_size * 8) {
-        for (const auto& s : docs[d1].sentences) {
-          std::vector<std::string> tokens;
-          for (const auto& w : s) tokens.push_back(w.text);
-          sentences.push_back(std::move(tokens));
-        }
-        ++d1;
-      }
-      const auto tagged = model.tag(sentences, options.output == "json", options.batch_size);
-      size_t first = 0;
-      for (size_t d = d0; d < d1; ++d) {
-        write_document(docs[d], tagged, first, options, out);
-        first += docs[d].sentences.size();
-      }
-      out.flush();
-      d0 = d1;
     }
   }
   return status;
