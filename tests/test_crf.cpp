@@ -107,6 +107,14 @@ TEST(CRF, MarginalsAndSegmentProbabilities) {
   EXPECT_NEAR(c.crf->segment_probability(c.e, c.mask, b, 1, {2, 0}, {0}), seg, 1e-10);
   EXPECT_NEAR(c.crf->segment_probability(c.e, c.mask, b, 0, {1, 1, 1, 1}, {}),
               std::exp(path_score(c.crf, c.e, b, {1, 1, 1, 1}) - log_z[b].item<double>()), 1e-10);
+  // Many spans of the batch at once give what each gives alone.
+  std::vector<cellstate::CRFImpl::SpanQuery> queries{{0, 1, {2, 0}, {0}}, {1, 0, {1}, {}}, {0, 3, {2}, {}}};
+  const auto many = c.crf->span_probabilities(c.e, c.mask, queries);
+  ASSERT_EQ(many.size(), 3u);
+  for (size_t k = 0; k < 3; ++k)
+    EXPECT_NEAR(many[k], c.crf->segment_probability(c.e, c.mask, queries[k].batch, queries[k].start, queries[k].tags,
+                                                    queries[k].not_next), 1e-12);
+  EXPECT_NEAR(many[0], seg, 1e-10);
 }
 
 TEST(CRF, GradientsMatchFiniteDifferences) {

@@ -1,5 +1,9 @@
 #include "cellstate/crf.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include <torch/torch.h>
 
 #include <cmath>
@@ -210,35 +214,71 @@ torch::Tensor CRFImpl::marginals(const torch::Tensor& e, const torch::Tensor& ma
 double CRFImpl::segment_probability(const torch::Tensor& e_all, const torch::Tensor& mask_all, int64_t b,
                                     int64_t start, const std::vector<int64_t>& segment,
                                     const std::vector<int64_t>& not_next) const {
+  return span_probabilities(e_all, mask_all, {SpanQuery{b, start, segment, not_next}}).front();
+}
+
+std::vector<double> CRFImpl::span_probabilities(const torch::Tensor& e_all, const torch::Tensor& mask,
+                                                const std::vector<SpanQuery>& queries) const {
+  std::vector<double> out;
+  if (queries.empty()) return out;
   torch::NoGradGuard g;
-  const auto e = e_all.slice(0, b, b + 1).detach().to(torch::kDouble);
-  const auto mask = mask_all.slice(0, b, b + 1);
-  const int64_t n = mask.sum().item<int64_t>();
-  const auto len = static_cast<int64_t>(segment.size());
-  TORCH_CHECK(len >= 1 && start >= 0 && start + len <= n, "CRF::segment_probability: segment [", start, ", ",
-              start + len, ") outside a sentence of ", n, " tokens");
-  auto [alpha, beta] = forward_backward(e, mask);
-  const auto A = effective_transitions().detach().to(torch::kDouble);
-  const auto s = effective_start().detach().to(torch::kDouble);
-  const auto f = effective_end().detach().to(torch::kDouble);
-  const auto log_z = log_partition(e, mask).item<double>();
-  const auto first = segment.front();
-  double logp = start == 0 ? s[first].item<double>()
-                           : torch::logsumexp(alpha[0][start - 1] + A.select(1, first), 0).item<double>();
-  logp += e[0][start][first].item<double>();
-  for (int64_t k = 1; k < len; ++k)
-    logp += A[segment[static_cast<size_t>(k - 1)]][segment[static_cast<size_t>(k)]].item<double>() +
-            e[0][start + k][segment[static_cast<size_t>(k)]].item<double>();
-  const int64_t end = start + len - 1;
-  const auto last = segment.back();
-  if (end == n - 1) {
-    logp += f[last].item<double>();
-  } else {
-    auto next = A[last] + e[0][end + 1] + beta[0][end + 1];
-    for (const auto tag : not_next) next[tag] = -std::numeric_limits<double>::infinity();
-    logp += torch::logsumexp(next, 0).item<double>();
+  const auto e = e_all.detach().to(torch::kDouble).contiguous();
+  auto [alpha_t, beta_t] = forward_backward(e, mask);
+  alpha_t = alpha_t.contiguous();
+  beta_t = beta_t.contiguous();
+  const auto A_t = effective_transitions().detach().to(torch::kDouble).contiguous();
+  const auto s_t = effective_start().detach().to(torch::kDouble).contiguous();
+  const auto f_t = effective_end().detach().to(torch::kDouble).contiguous();
+  const auto z_t = log_partition(e, mask).contiguous();
+  const auto n_t = mask.sum(1).to(torch::kInt64).contiguous();
+  const auto ea = e.accessor<double, 3>();
+  const auto alpha = alpha_t.accessor<double, 3>();
+  const auto beta = beta_t.accessor<double, 3>();
+  const auto A = A_t.accessor<double, 2>();
+  const auto s = s_t.accessor<double, 1>();
+  const auto f = f_t.accessor<double, 1>();
+  const auto z = z_t.accessor<double, 1>();
+  const auto n_of = n_t.accessor<int64_t, 1>();
+  const int64_t K = e.size(2);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  auto log_add = [](double a, double b) {
+    if (a == -std::numeric_limits<double>::infinity()) return b;
+    if (b == -std::numeric_limits<double>::infinity()) return a;
+    const double m = std::max(a, b);
+    return m + std::log(std::exp(a - m) + std::exp(b - m));
+  };
+  for (const auto& q : queries) {
+    const int64_t b = q.batch, start = q.start, n = n_of[b];
+    const auto len = static_cast<int64_t>(q.tags.size());
+    TORCH_CHECK(b >= 0 && b < e.size(0) && len >= 1 && start >= 0 && start + len <= n,
+                "CRF::span_probabilities: span [", start, ", ", start + len, ") outside sentence ", b, " of ", n,
+                " tokens");
+    const int64_t first = q.tags.front();
+    double logp = neg_inf;
+    if (start == 0) {
+      logp = s[first];
+    } else {
+      for (int64_t k = 0; k < K; ++k) logp = log_add(logp, alpha[b][start - 1][k] + A[k][first]);
+    }
+    logp += ea[b][start][first];
+    for (int64_t k = 1; k < len; ++k)
+      logp += A[q.tags[static_cast<size_t>(k - 1)]][q.tags[static_cast<size_t>(k)]] +
+              ea[b][start + k][q.tags[static_cast<size_t>(k)]];
+    const int64_t end = start + len - 1;
+    const int64_t last = q.tags.back();
+    if (end == n - 1) {
+      logp += f[last];
+    } else {
+      double next = neg_inf;
+      for (int64_t j = 0; j < K; ++j) {
+        if (std::find(q.not_next.begin(), q.not_next.end(), j) != q.not_next.end()) continue;
+        next = log_add(next, A[last][j] + ea[b][end + 1][j] + beta[b][end + 1][j]);
+      }
+      logp += next;
+    }
+    out.push_back(std::exp(logp - z[b]));
   }
-  return std::exp(logp - log_z);
+  return out;
 }
 
 }  // namespace cellstate

@@ -92,34 +92,43 @@ std::vector<std::string> tag_names(const std::vector<int64_t>& ids, const std::v
   return out;
 }
 
-/// Entities of decoded tags with their probabilities.
-std::vector<Entity> entities_of(SequenceTaggerImpl& tagger, const torch::Tensor& emissions, const torch::Tensor& mask,
-                                int64_t b, const std::vector<int64_t>& ids, const std::vector<std::string>& names,
-                                TagScheme scheme, bool confidences) {
-  std::vector<Entity> out;
-  const auto tags = tag_names(ids, names);
-  const auto spans = tags_to_spans(tags, scheme);
+/// The entities of the decoded tags of a batch, with their probabilities:
+/// for the CRF all spans at the cost of one forward-backward pass.
+std::vector<std::vector<Entity>> batch_entities(SequenceTaggerImpl& tagger, const torch::Tensor& emissions,
+                                                const torch::Tensor& mask,
+                                                const std::vector<std::vector<int64_t>>& decoded,
+                                                const std::vector<std::string>& names, TagScheme scheme,
+                                                bool confidences) {
+  std::vector<std::vector<Entity>> out(decoded.size());
+  std::vector<CRFImpl::SpanQuery> queries;
+  std::vector<Entity*> queried;
   torch::Tensor probs;
-  if (confidences && !tagger.crf) probs = torch::softmax(emissions[b], 1);
-  for (const auto& span : spans) {
-    Entity e{span, 0.0};
-    if (confidences) {
-      std::vector<int64_t> segment(ids.begin() + span.begin, ids.begin() + span.end);
+  if (confidences && !tagger.crf) probs = torch::softmax(emissions, 2);
+  for (size_t b = 0; b < decoded.size(); ++b) {
+    const auto& ids = decoded[b];
+    for (const auto& span : tags_to_spans(tag_names(ids, names), scheme)) out[b].push_back({span, 0.0});
+    if (!confidences) continue;
+    for (auto& e : out[b]) {
+      std::vector<int64_t> segment(ids.begin() + e.span.begin, ids.begin() + e.span.end);
       if (tagger.crf) {
-        // After the span, no tag may continue it (I-X in BIO; IOBES spans end in E/S).
-        std::vector<int64_t> not_next;
+        // After the span no tag may continue it (I-X in BIO; IOBES spans end in E/S).
+        CRFImpl::SpanQuery q{static_cast<int64_t>(b), e.span.begin, segment, {}};
         if (scheme != TagScheme::kIOBES)
           for (size_t k = 0; k < names.size(); ++k)
-            if (names[k] == "I-" + span.type) not_next.push_back(static_cast<int64_t>(k));
-        e.confidence = tagger.crf->segment_probability(emissions, mask, b, span.begin, segment, not_next);
+            if (names[k] == "I-" + e.span.type) q.not_next.push_back(static_cast<int64_t>(k));
+        queries.push_back(std::move(q));
+        queried.push_back(&e);
       } else {
         double p = 1;
-        for (int64_t t = span.begin; t < span.end; ++t)
-          p *= probs[t][segment[static_cast<size_t>(t - span.begin)]].item<double>();
+        for (int64_t t = e.span.begin; t < e.span.end; ++t)
+          p *= probs[static_cast<int64_t>(b)][t][segment[static_cast<size_t>(t - e.span.begin)]].item<double>();
         e.confidence = p;
       }
     }
-    out.push_back(e);
+  }
+  if (!queries.empty()) {
+    const auto p = tagger.crf->span_probabilities(emissions, mask, queries);
+    for (size_t k = 0; k < p.size(); ++k) queried[k]->confidence = p[k];
   }
   return out;
 }
@@ -486,11 +495,11 @@ std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::str
     const auto batch = make_tagger_batch(ptrs);
     const auto e = tagger_->emissions(batch);
     const auto decoded = tagger_->decode(batch, e);
+    auto entities = batch_entities(*tagger_, e, batch.mask, decoded, tags_, scheme_, confidences);
     for (size_t k = 0; k < b.size(); ++k) {
       auto& t = out[static_cast<size_t>(b[k])];
       t.tags = tag_names(decoded[k], tags_);
-      t.entities = entities_of(*tagger_, e, batch.mask, static_cast<int64_t>(k), decoded[k], tags_, scheme_,
-                               confidences);
+      t.entities = std::move(entities[k]);
     }
   }
   return out;

@@ -77,6 +77,19 @@ class CRFImpl : public torch::nn::Cloneable<CRFImpl> {
                              int64_t start, const std::vector<int64_t>& segment,
                              const std::vector<int64_t>& not_next) const;
 
+  /// Exactly the tags `tags` at positions start.. of sentence `batch`, and
+  /// after them no tag of `not_next` (see segment_probability).
+  struct SpanQuery {
+    int64_t batch = 0;
+    int64_t start = 0;
+    std::vector<int64_t> tags;
+    std::vector<int64_t> not_next;
+  };
+  /// segment_probability for many spans of a batch at the cost of one
+  /// forward-backward pass.
+  std::vector<double> span_probabilities(const torch::Tensor& emissions, const torch::Tensor& mask,
+                                         const std::vector<SpanQuery>& queries) const;
+
   /// Transition, start and end scores with the constraints applied.
   torch::Tensor effective_transitions() const;
   torch::Tensor effective_start() const;
