@@ -131,8 +131,8 @@ Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& con
 }
 
 Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
-                                const TokenizerTrainOptions& options) {
-  const std::string path = dir + "/tokenizer.model";
+                                const TokenizerTrainOptions& options, const std::string& name) {
+  const std::string path = dir + "/" + name;
   if (resume && file_exists(path)) return Tokenizer::load(path);
   auto tokenizer = Tokenizer::train_on(texts, options);
   tokenizer.save(path);

@@ -67,9 +67,9 @@ void load_weights(torch::nn::Module& module, const std::string& path);
 Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& config);
 
 /// The tokenizer of a model being trained: with `resume`, the one already in
-/// DIR/tokenizer.model; otherwise trained on `texts` and saved there.
+/// DIR/NAME; otherwise trained on `texts` and saved there.
 Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
-                                const TokenizerTrainOptions& options);
+                                const TokenizerTrainOptions& options, const std::string& name = "tokenizer.model");
 
 /// DIR/NAME, checked to exist (InputError "missing file" otherwise).
 std::string model_file(const std::string& dir, const std::string& name);

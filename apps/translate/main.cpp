@@ -1,0 +1,211 @@
+// cellstate-translate: train an attention encoder-decoder on parallel text,
+// score it with BLEU and chrF, and translate sentences with it.
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include <unistd.h>
+
+#include "cellstate/cli.h"
+#include "cellstate/io.h"
+#include "cellstate/runtime.h"
+#include "cellstate/translate.h"
+
+namespace po = boost::program_options;
+namespace cs = cellstate;
+
+namespace {
+
+const char* kProgram = "cellstate-translate";
+const char* kShippedModel = "translate-multi30k-en-de";
+
+void add_decoding(po::options_description& d, cs::DecodingOptions& o) {
+  d.add_options()("beam", po::value(&o.beam)->default_value(o.beam), "beam size (1: greedy)")(
+      "length-penalty", po::value(&o.length_penalty)->default_value(o.length_penalty),
+      "GNMT length normalisation alpha (0: raw log-probability)")(
+      "max-length-ratio", po::value(&o.max_length_ratio)->default_value(o.max_length_ratio),
+      "at most ratio x source tokens + 10 output tokens")(
+      "min-length", po::value(&o.min_length)->default_value(o.min_length), "no eos before this many tokens")(
+      "nbest", po::value(&o.nbest)->default_value(o.nbest), "hypotheses per sentence (<= --beam)")(
+      "sample-topk", po::value(&o.sample_topk)->default_value(o.sample_topk),
+      "> 0: sample among the k most probable tokens instead of searching")(
+      "temperature", po::value(&o.temperature)->default_value(o.temperature), "sampling temperature")(
+      "seed", po::value(&o.seed)->default_value(o.seed), "sampling seed");
+}
+
+int train(int argc, char** argv) {
+  cs::TranslateTrainConfig c;
+  c.model.hidden = 256;
+  c.model.embed = 256;
+  c.model.dropout = 0.3;
+  c.model.bidirectional = true;
+  c.training.epochs = 30;
+  c.training.batch_size = 64;
+  c.training.patience = 5;
+  c.training.clip = 1.0;
+  c.training.lr_schedule = "plateau";
+  std::string config;
+  bool separate = false;
+  po::options_description d("Usage: cellstate-translate train --src-train F --tgt-train F --src-dev F --tgt-dev F "
+                            "--model DIR [options]\n\nData");
+  cs::add_help_and_config(d, config);
+  d.add_options()("src-train", po::value(&c.src_train)->required(), "training source sentences (plain or .gz)")(
+      "tgt-train", po::value(&c.tgt_train)->required(), "training target sentences, line-aligned")(
+      "src-dev", po::value(&c.src_dev)->required(), "dev source sentences")(
+      "tgt-dev", po::value(&c.tgt_dev)->required(), "dev references, line-aligned")(
+      "max-words", po::value(&c.max_words)->default_value(c.max_words),
+      "training pairs with a longer side are dropped (and counted)");
+  po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
+  c.model.add_to(model);
+  model.add_options()("attention", po::value(&c.attention)->default_value(c.attention), "general (Luong) or additive (Bahdanau)")(
+      "input-feeding", po::value(&c.input_feeding)->default_value(c.input_feeding),
+      "feed the previous attentional state into the decoder (true/false)")(
+      "tie", po::bool_switch(&c.tie), "output layer shares the target embeddings")(
+      "half", po::bool_switch(&c.half), "store weights as float16");
+  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
+      "separate-vocab", po::bool_switch(&separate), "one tokenizer per language instead of a joint one");
+  c.training.add_to(training);
+  training.add_options()("label-smoothing", po::value(&c.label_smoothing)->default_value(c.label_smoothing),
+                         "label smoothing of the cross-entropy")(
+      "max-tokens", po::value(&c.max_tokens)->default_value(c.max_tokens),
+      "> 0: batches of about this many padded tokens instead of --batch-size sentences")(
+      "dev-beam", po::value(&c.dev_beam)->default_value(c.dev_beam), "beam of the dev BLEU that early stopping follows");
+  c.runtime.add_to(runtime);
+  d.add(model).add(tok).add(training).add(runtime);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
+        c.model.validate();
+        c.training.validate();
+        c.runtime.validate();
+        if (!c.model.bidirectional) throw std::invalid_argument("--bidirectional=false: the encoder reads both ways");
+        if (c.model.rnn != "lstm") throw std::invalid_argument("--rnn: the translator uses LSTMs");
+        cs::parse_attention(c.attention);
+        if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
+        if (c.max_words < 1) throw std::invalid_argument("--max-words must be >= 1");
+        if (c.label_smoothing < 0 || c.label_smoothing >= 1)
+          throw std::invalid_argument("--label-smoothing must be in [0, 1)");
+        if (c.dev_beam < 1 || c.max_tokens < 0) throw std::invalid_argument("--dev-beam must be >= 1, --max-tokens >= 0");
+      }))
+    return *s;
+  c.joint_vocab = !separate;
+  c.runtime.apply();
+  const auto r = cs::train_translation(c);
+  return r.stop_reason == "interrupted" ? 130 : 0;
+}
+
+int eval(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  cs::DecodingOptions o;
+  std::string src, ref;
+  bool lowercase = false, json = false;
+  int64_t batch_size = 32;
+  po::options_description d("Usage: cellstate-translate eval --model DIR --src FILE --ref FILE [options]\n\n"
+                            "Corpus BLEU as sacreBLEU computes it by default (13a tokenisation, cased,\n"
+                            "on detokenised output) and chrF.\n\nOptions");
+  d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
+      "ref", po::value(&ref)->required(), "references, line-aligned")(
+      "lowercase", po::bool_switch(&lowercase), "case-insensitive BLEU")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch")(
+      "json", po::bool_switch(&json), "print the scores as JSON");
+  add_decoding(d, o);
+  u.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
+        u.validate();
+        o.validate();
+      }))
+    return *s;
+  u.runtime.apply();
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  const auto r = cs::evaluate_translation(model, src, ref, o, lowercase, batch_size);
+  if (json) {
+    std::cout << nlohmann::json{{"bleu", r.bleu.to_json()}, {"chrf", r.chrf}, {"sentences", r.sentences},
+                                {"beam", o.beam}, {"lowercase", lowercase}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << r.bleu.to_string() << "\nchrF2 = " << std::fixed << std::setprecision(2) << r.chrf << "\n"
+              << r.sentences << " sentences, beam " << o.beam << (lowercase ? ", lowercased" : "") << "\n";
+  }
+  return 0;
+}
+
+int translate(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  cs::DecodingOptions o;
+  std::vector<std::string> inputs;
+  std::string format = "text";
+  int64_t batch_size = 32;
+  po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
+  d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
+      "format", po::value(&format)->default_value(format),
+      "text (one translation per line) or jsonl (n-best with scores, tokens and attention)")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch");
+  add_decoding(d, o);
+  u.add_to(d);
+  po::positional_options_description pos;
+  pos.add("inputs", -1);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " translate", [&] {
+        u.validate();
+        o.validate();
+        if (format != "text" && format != "jsonl") throw std::invalid_argument("--format must be text or jsonl");
+        if (batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
+      }, &pos))
+    return *s;
+  u.runtime.apply();
+  if (inputs.empty()) inputs.push_back("-");
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  int status = 0;
+  auto flush = [&](std::vector<std::string>& lines) {
+    if (lines.empty()) return;
+    const auto out = model.translate(lines, o, batch_size);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (format == "text") {
+        std::cout << (lines[i].empty() ? "" : out[i].texts.front()) << "\n";
+        continue;
+      }
+      nlohmann::json n = nlohmann::json::array();
+      for (size_t k = 0; k < out[i].hypotheses.size(); ++k) {
+        const auto& h = out[i].hypotheses[k];
+        std::vector<std::string> pieces;
+        for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+        n.push_back({{"text", out[i].texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
+                     {"tokens", pieces}, {"finished", h.finished}, {"attention", h.attention}});
+      }
+      std::cout << nlohmann::json{{"source", lines[i]}, {"source_tokens", out[i].source_pieces}, {"nbest", n}}.dump()
+                << "\n";
+    }
+    std::cout.flush();
+    lines.clear();
+  };
+  for (const auto& path : inputs) {
+    std::vector<std::string> lines;
+    try {
+      cs::LineReader reader(path);
+      const bool interactive = path == "-" && isatty(STDIN_FILENO);
+      std::string line;
+      while (reader.next(line)) {
+        lines.push_back(line);
+        if (interactive || static_cast<int64_t>(lines.size()) >= batch_size * 8) flush(lines);
+      }
+      flush(lines);
+    } catch (const cs::InputError& e) {
+      flush(lines);
+      std::cerr << kProgram << ": " << e.what() << "\n";
+      status = 2;
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cs::run_subcommands(argc, argv, kProgram, "attention encoder-decoder translator",
+                             {{"train", "train a translator on parallel text", train},
+                              {"eval", "BLEU (sacreBLEU's default) and chrF on a test set", eval},
+                              {"translate", "translate each line of text files", translate}});
+}

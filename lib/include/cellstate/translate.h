@@ -1,0 +1,76 @@
+#pragma once
+// cellstate-translate's library side: training a Seq2Seq on parallel text
+// (teacher forcing, label smoothing, early stopping on dev BLEU), loading
+// it, and translating sentences with decoding.h's searches.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cellstate/decoding.h"
+#include "cellstate/metrics.h"
+#include "cellstate/options.h"
+#include "cellstate/seq2seq.h"
+#include "cellstate/tokenizer.h"
+#include "cellstate/trainer.h"
+
+namespace cellstate {
+
+struct TranslateTrainConfig {
+  ModelOptions model;
+  TrainingOptions training;
+  RuntimeOptions runtime;
+  std::string src_train, tgt_train, src_dev, tgt_dev;
+  int64_t vocab_size = 8000;          // SentencePiece vocabulary (joint, or each side's)
+  bool joint_vocab = true;            // one tokenizer for both languages (embeddings shared)
+  int64_t max_words = 80;             // training pairs with a longer side are dropped
+  std::string attention = "general";  // general | additive
+  bool input_feeding = true;
+  bool tie = false;                   // output layer = target embeddings
+  double label_smoothing = 0.1;
+  int64_t max_tokens = 0;             // > 0: batches by padded target tokens instead of --batch-size
+  int64_t dev_beam = 1;               // beam for the dev BLEU of early stopping
+  bool half = false;
+};
+
+TrainResult train_translation(const TranslateTrainConfig& config);
+
+/// One translation: the best hypotheses with their text.
+struct Translation {
+  std::vector<Hypothesis> hypotheses;  // best first
+  std::vector<std::string> texts;      // detokenised, one per hypothesis
+  std::vector<std::string> source_pieces;
+};
+
+class TranslationModel {
+ public:
+  static TranslationModel load(const std::string& dir, std::optional<Implementation> impl = {});
+  const nlohmann::json& config() const { return config_; }
+  Seq2Seq& model() { return model_; }
+  const Tokenizer& source_tokenizer() const { return *source_; }
+  const Tokenizer& target_tokenizer() const { return target_ ? *target_ : *source_; }
+
+  /// Translates sentences in batches (sorted by length; results in input order).
+  std::vector<Translation> translate(const std::vector<std::string>& sentences, const DecodingOptions& options,
+                                     int64_t batch_size = 32);
+
+ private:
+  TranslationModel(nlohmann::json config, Seq2Seq model, std::shared_ptr<Tokenizer> source,
+                   std::shared_ptr<Tokenizer> target, int64_t max_source_tokens);
+  nlohmann::json config_;
+  Seq2Seq model_;
+  std::shared_ptr<Tokenizer> source_, target_;  // target_ null: joint
+  int64_t max_source_tokens_;
+};
+
+/// BLEU (sacreBLEU default, `lowercase` optional) and chrF of the model's
+/// translations of `src` against `ref`.
+struct TranslationScores {
+  BleuScore bleu;
+  double chrf = 0;
+  int64_t sentences = 0;
+};
+TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
+                                       const DecodingOptions& options, bool lowercase, int64_t batch_size = 32);
+
+}  // namespace cellstate

@@ -1,0 +1,287 @@
+#include "cellstate/translate.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cellstate/batching.h"
+#include "cellstate/io.h"
+#include "cellstate/model_dir.h"
+#include "cellstate/readers.h"
+
+namespace cellstate {
+
+namespace {
+
+constexpr const char* kTask = "translate";
+constexpr int64_t kMaxSourceTokens = 256;
+
+std::string fmt(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int64_t max_tokens) {
+  auto ids = t.encode(text);
+  if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+  truncate(ids, max_tokens);
+  return ids;
+}
+
+/// Decodes source id sequences in length-sorted batches; results in input order.
+std::vector<std::vector<Hypothesis>> translate_ids(Seq2Seq& model, const std::vector<std::vector<int64_t>>& sources,
+                                                   const DecodingOptions& options, int64_t batch_size) {
+  std::vector<std::vector<Hypothesis>> out(sources.size());
+  std::vector<int64_t> lengths;
+  for (const auto& s : sources) lengths.push_back(static_cast<int64_t>(s.size()));
+  for (const auto& b : sorted_batches(lengths, batch_size)) {
+    std::vector<std::vector<int64_t>> seqs;
+    std::vector<int64_t> lens;
+    for (auto i : b) {
+      seqs.push_back(sources[static_cast<size_t>(i)]);
+      lens.push_back(lengths[static_cast<size_t>(i)]);
+    }
+    const auto batch = pad_batch(seqs);
+    Seq2SeqStepper stepper(model, batch.ids, batch.lengths);
+    auto hyps = decode(stepper, lens, options, Tokenizer::kBosId, Tokenizer::kEosId);
+    for (size_t k = 0; k < b.size(); ++k) out[static_cast<size_t>(b[k])] = std::move(hyps[k]);
+  }
+  return out;
+}
+
+Seq2SeqOptions seq2seq_options(const nlohmann::json& config, const std::string& file, Implementation impl) {
+  ModelOptions m;
+  m.from_json(config_get<nlohmann::json>(config, "model", file), file);
+  const auto s = config_get<nlohmann::json>(config, "seq2seq", file);
+  Seq2SeqOptions o(config_get<int64_t>(s, "source_vocab", file), config_get<int64_t>(s, "target_vocab", file));
+  o.embed(m.embed).hidden(m.hidden).layers(m.layers).impl(impl).dropout(m.dropout);
+  try {
+    o.attention(parse_attention(config_get<std::string>(s, "attention", file)));
+  } catch (const std::invalid_argument& e) {
+    throw_config_error(file, e.what());
+  }
+  o.input_feeding(config_get<bool>(s, "input_feeding", file))
+      .tie(config_get<bool>(s, "tie", file))
+      .share_embeddings(config_get<bool>(s, "share_embeddings", file));
+  return o;
+}
+
+class TranslateTask : public TrainTask {
+ public:
+  TranslateTask(const TranslateTrainConfig& config, Seq2Seq model, std::vector<std::vector<int64_t>> src,
+                std::vector<std::vector<int64_t>> tgt, std::vector<std::vector<int64_t>> dev_src,
+                std::vector<std::string> dev_refs, const Tokenizer& target_tokenizer, std::string weights_path)
+      : config_(config), model_(std::move(model)), src_(std::move(src)), tgt_(std::move(tgt)),
+        dev_src_(std::move(dev_src)), dev_refs_(std::move(dev_refs)), target_(target_tokenizer),
+        weights_path_(std::move(weights_path)) {}
+
+  torch::nn::Module& module() override { return *model_; }
+
+  int64_t begin_epoch(int64_t epoch) override {
+    std::vector<int64_t> lengths;
+    for (size_t i = 0; i < tgt_.size(); ++i)
+      lengths.push_back(static_cast<int64_t>(std::max(tgt_[i].size(), src_[i].size())));
+    BucketOptions b;
+    b.batch_size = config_.training.batch_size;
+    b.max_tokens = config_.max_tokens;
+    batches_ = bucket_batches(lengths, b, config_.training.seed, epoch);
+    return static_cast<int64_t>(batches_.size());
+  }
+
+  StepResult train_step(int64_t index) override {
+    std::vector<std::vector<int64_t>> s, t;
+    for (auto i : batches_[static_cast<size_t>(index)]) {
+      s.push_back(src_[static_cast<size_t>(i)]);
+      t.push_back(tgt_[static_cast<size_t>(i)]);
+    }
+    const auto src = pad_batch(s);
+    const auto tgt = pad_batch(t).ids;
+    auto logits = model_->forward(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
+    auto gold = tgt.slice(1, 1).reshape(-1);
+    namespace F = torch::nn::functional;
+    auto loss = F::cross_entropy(logits.reshape({-1, logits.size(2)}), gold,
+                                 F::CrossEntropyFuncOptions().ignore_index(0).label_smoothing(config_.label_smoothing));
+    loss.backward();
+    return {loss.item<double>(), gold.ne(0).sum().item<int64_t>()};
+  }
+
+  Evaluation evaluate() override {
+    DecodingOptions o;
+    o.beam = config_.dev_beam;
+    const auto hyps = translate_ids(model_, dev_src_, o, 64);
+    std::vector<std::string> out;
+    for (const auto& h : hyps) out.push_back(target_.decode(h.front().tokens));
+    const auto bleu = corpus_bleu(out, dev_refs_);
+    BleuOptions lower;
+    lower.lowercase = true;
+    const auto bleu_lc = corpus_bleu(out, dev_refs_, lower);
+    return {bleu.score, {{"bleu", bleu.score}, {"bleu_lowercase", bleu_lc.score}, {"chrf", corpus_chrf(out, dev_refs_)}}};
+  }
+
+  void save_best() override { save_weights(*model_, weights_path_, config_.half); }
+
+ private:
+  const TranslateTrainConfig& config_;
+  Seq2Seq model_;
+  std::vector<std::vector<int64_t>> src_, tgt_, dev_src_;
+  std::vector<std::string> dev_refs_;
+  const Tokenizer& target_;
+  std::string weights_path_;
+  std::vector<std::vector<int64_t>> batches_;
+};
+
+}  // namespace
+
+TrainResult train_translation(const TranslateTrainConfig& config) {
+  const auto& dir = config.model.dir;
+  auto log = [&](const std::string& line) {
+    if (!config.runtime.quiet) std::cerr << line << "\n";
+  };
+  ReadStats train_stats, dev_stats;
+  ParallelOptions po;
+  po.max_words = config.max_words;
+  const auto train = read_parallel(config.src_train, config.tgt_train, po, &train_stats);
+  const auto dev = read_parallel(config.src_dev, config.tgt_dev, {}, &dev_stats);
+  if (train.empty()) throw InputError(config.src_train, 0, "no sentence pairs (empty input)");
+  if (dev.empty()) throw InputError(config.src_dev, 0, "no sentence pairs (empty input)");
+  log("train: " + std::to_string(train.size()) + " pairs" +
+      (train_stats.summary().empty() ? "" : " (" + train_stats.summary() + ")") + "; dev: " +
+      std::to_string(dev.size()) + " pairs");
+  std::filesystem::create_directories(dir);
+  TokenizerTrainOptions spm;
+  spm.vocab_size = config.vocab_size;
+  std::vector<std::string> src_texts, tgt_texts;
+  for (const auto& p : train) {
+    src_texts.push_back(p.source);
+    tgt_texts.push_back(p.target);
+  }
+  std::shared_ptr<Tokenizer> source, target;
+  if (config.joint_vocab) {
+    std::vector<std::string> both = src_texts;
+    both.insert(both.end(), tgt_texts.begin(), tgt_texts.end());
+    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, both, spm));
+  } else {
+    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, src_texts, spm));
+    target = std::make_shared<Tokenizer>(
+        train_model_tokenizer(dir, config.training.resume, tgt_texts, spm, "target_tokenizer.model"));
+  }
+  const Tokenizer& tt = target ? *target : *source;
+  std::vector<std::vector<int64_t>> src_ids, tgt_ids, dev_src;
+  std::vector<std::string> dev_refs;
+  for (const auto& p : train) {
+    src_ids.push_back(source_ids(*source, p.source, kMaxSourceTokens));
+    auto t = tt.encode(p.target);
+    truncate(t, kMaxSourceTokens);
+    t.insert(t.begin(), Tokenizer::kBosId);
+    t.push_back(Tokenizer::kEosId);
+    tgt_ids.push_back(std::move(t));
+  }
+  for (const auto& p : dev) {
+    dev_src.push_back(source_ids(*source, p.source, kMaxSourceTokens));
+    dev_refs.push_back(p.target);
+  }
+  auto json = new_model_config(kTask);
+  json["model"] = config.model.to_json();
+  json["seq2seq"] = {{"source_vocab", source->vocab_size()}, {"target_vocab", tt.vocab_size()},
+                     {"attention", config.attention},     {"input_feeding", config.input_feeding},
+                     {"tie", config.tie},                 {"share_embeddings", config.joint_vocab}};
+  json["tokenizer"] = {{"joint", config.joint_vocab}, {"vocab_size", config.vocab_size}};
+  json["max_source_tokens"] = kMaxSourceTokens;
+  json["weights"] = {{"file", "weights.pt"}, {"dtype", config.half ? "float16" : "float32"}};
+  json["training"] = config.training.to_json();
+  json["training"]["label_smoothing"] = config.label_smoothing;
+  json["training"]["max_tokens"] = config.max_tokens;
+  json["training"]["dev_beam"] = config.dev_beam;
+  json["data"] = {{"src_train", config.src_train}, {"tgt_train", config.tgt_train}, {"src_dev", config.src_dev},
+                  {"tgt_dev", config.tgt_dev},     {"train_pairs", train.size()},    {"dev_pairs", dev.size()}};
+  write_model_config(dir, json);
+  torch::manual_seed(config.training.seed);
+  Seq2Seq model(seq2seq_options(json, dir + "/config.json", config.model.implementation()));
+  int64_t parameters = 0;
+  for (const auto& p : model->parameters()) parameters += p.numel();
+  log("model with " + std::to_string(parameters) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +
+      (config.joint_vocab ? " (joint)" : " / " + std::to_string(tt.vocab_size())));
+  TranslateTask task(config, model, std::move(src_ids), std::move(tgt_ids), std::move(dev_src), std::move(dev_refs), tt,
+                     dir + "/weights.pt");
+  TrainerOptions t;
+  t.training = config.training;
+  t.model_dir = dir;
+  t.metric = "BLEU";
+  t.quiet = config.runtime.quiet;
+  t.unit = "tok";
+  const auto result = Trainer(t).fit(task);
+  if (result.stop_reason == "interrupted") return result;
+  json["results"] = {{"dev_bleu", result.best_score}, {"best_epoch", result.best_epoch}, {"steps", result.steps},
+                     {"training_seconds", result.seconds}, {"stop_reason", result.stop_reason}};
+  write_model_config(dir, json);
+  log("dev BLEU " + fmt(result.best_score, 2) + " (beam " + std::to_string(config.dev_beam) + ") at epoch " +
+      std::to_string(result.best_epoch) + "; model in " + dir);
+  return result;
+}
+
+TranslationModel::TranslationModel(nlohmann::json config, Seq2Seq model, std::shared_ptr<Tokenizer> source,
+                                   std::shared_ptr<Tokenizer> target, int64_t max_source_tokens)
+    : config_(std::move(config)), model_(std::move(model)), source_(std::move(source)), target_(std::move(target)),
+      max_source_tokens_(max_source_tokens) {}
+
+TranslationModel TranslationModel::load(const std::string& dir, std::optional<Implementation> impl) {
+  auto config = read_model_config(dir, kTask);
+  const std::string file = dir + "/config.json";
+  const auto model_json = config_get<nlohmann::json>(config, "model", file);
+  const Implementation chosen =
+      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  const auto options = seq2seq_options(config, file, chosen);
+  auto source = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "tokenizer.model")));
+  std::shared_ptr<Tokenizer> target;
+  if (!config_get<nlohmann::json>(config, "tokenizer", file).value("joint", true))
+    target = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "target_tokenizer.model")));
+  if (source->vocab_size() != options.source_vocab() ||
+      (target ? target->vocab_size() : source->vocab_size()) != options.target_vocab())
+    throw InputError(dir, 0, "the tokenizers' vocabularies differ from config.json's (mismatched model files)");
+  Seq2Seq model(options);
+  load_weights(*model, model_file(dir, "weights.pt"));
+  model->eval();
+  return TranslationModel(std::move(config), std::move(model), std::move(source), std::move(target),
+                          config.value("max_source_tokens", kMaxSourceTokens));
+}
+
+std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,
+                                                     const DecodingOptions& options, int64_t batch_size) {
+  std::vector<std::vector<int64_t>> ids;
+  for (const auto& s : sentences) ids.push_back(source_ids(*source_, s, max_source_tokens_));
+  const auto hyps = translate_ids(model_, ids, options, batch_size);
+  std::vector<Translation> out;
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    Translation t;
+    t.hypotheses = hyps[i];
+    for (const auto& h : t.hypotheses) t.texts.push_back(target_tokenizer().decode(h.tokens));
+    for (auto id : ids[i]) t.source_pieces.push_back(source_->id_to_piece(id));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
+                                       const DecodingOptions& options, bool lowercase, int64_t batch_size) {
+  const auto pairs = read_parallel(src, ref);
+  if (pairs.empty()) throw InputError(src, 0, "no sentence pairs (empty input)");
+  std::vector<std::string> sources, refs, hyps;
+  for (const auto& p : pairs) {
+    sources.push_back(p.source);
+    refs.push_back(p.target);
+  }
+  for (const auto& t : model.translate(sources, options, batch_size)) hyps.push_back(t.texts.front());
+  TranslationScores s;
+  BleuOptions b;
+  b.lowercase = lowercase;
+  s.bleu = corpus_bleu(hyps, refs, b);
+  s.chrf = corpus_chrf(hyps, refs);
+  s.sentences = static_cast<int64_t>(pairs.size());
+  return s;
+}
+
+}  // namespace cellstate

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End-to-end checks of the cellstate-translate command line: a tiny model
+# learns its sentences, eval's BLEU, translate's formats, bad inputs.
+#   tests/cli_translate.sh BINARY TEST_DATA_DIR SOURCE_DIR
+set -uo pipefail
+bin=$1 data=$2 src=$3
+source "$(dirname "$0")/cli_lib.sh"
+
+check "help" 0 "$bin" --help
+contains "help lists commands" "$tmp/out" "translate"
+check "train --help" 0 "$bin" train --help
+contains "train --help shows defaults" "$tmp/out" "--label-smoothing arg (=0.10000000000000001)"
+check "bad beam" 2 "$bin" translate --beam 0
+contains "bad beam message" "$tmp/err" "--beam must be >= 1"
+check "nbest over beam" 2 "$bin" translate --beam 2 --nbest 3
+contains "nbest message" "$tmp/err" "--nbest must be in [1, --beam]"
+check "missing model" 2 "$bin" translate --model "$tmp/nowhere" "$data/translate_tiny.en"
+contains "missing model message" "$tmp/err" "nowhere: no such model directory"
+check "mismatched line counts" 2 "$bin" train --src-train "$data/parallel_short.en" --tgt-train "$data/parallel.de" \
+  --src-dev "$data/translate_tiny.en" --tgt-dev "$data/translate_tiny.de" --model "$tmp/x"
+contains "line count message" "$tmp/err" "has 2 lines but"
+
+m="$tmp/model"
+check "train tiny" 0 "$bin" train --src-train "$data/translate_tiny.en" --tgt-train "$data/translate_tiny.de" \
+  --src-dev "$data/translate_tiny.en" --tgt-dev "$data/translate_tiny.de" --model "$m" --vocab-size 40 \
+  --embed 32 --hidden 32 --dropout 0 --label-smoothing 0 --batch-size 4 --lr 0.01 --epochs 80 --patience 0 \
+  --lr-schedule constant --threads 1
+contains "train reports BLEU" "$tmp/err" "dev BLEU 100.00"
+check "eval" 0 "$bin" eval --model "$m" --src "$data/translate_tiny.en" --ref "$data/translate_tiny.de" --beam 1
+contains "eval BLEU line" "$tmp/out" "BLEU = 100.00"
+contains "eval chrF" "$tmp/out" "chrF2 = 100.00"
+check "translate greedy" 0 "$bin" translate --model "$m" --beam 1 "$data/translate_tiny.en"
+cmp -s "$tmp/out" "$data/translate_tiny.de" || fail "greedy translations differ from the references"
+check "translate beam" 0 "$bin" translate --model "$m" --beam 4 "$data/translate_tiny.en"
+[ "$(wc -l < "$tmp/out")" = 8 ] || fail "beam: expected 8 lines"
+contains "beam translation" "$tmp/out" "ein hund isst ."
+check "stdin with an empty line" 0 bash -c "printf 'a dog is eating .\n\na man is running .\n' | '$bin' translate --model '$m'"
+[ "$(cat "$tmp/out")" = "$(printf 'ein hund isst .\n\nein mann rennt .')" ] || fail "stdin: got '$(cat "$tmp/out")'"
+check "jsonl nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --format jsonl --beam 3 --nbest 2"
+contains "jsonl has attention" "$tmp/out" '"attention":[['
+contains "jsonl best text" "$tmp/out" '"text":"ein hund isst ."'
+check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"
+contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
+
+[ "$fails" = 0 ] && echo "all cellstate-translate CLI checks passed"
+exit "$fails"
