@@ -39,6 +39,10 @@ check "stdin with an empty line" 0 bash -c "printf 'a dog is eating .\n\na man i
 check "jsonl nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --format jsonl --beam 3 --nbest 2"
 contains "jsonl has attention" "$tmp/out" '"attention":[['
 contains "jsonl best text" "$tmp/out" '"text":"ein hund isst ."'
+check "attention svg" 0 bash -c "printf 'a dog is eating .\n<b> & \"x\"\n' | '$bin' translate --model '$m' --attention-svg '$tmp/svg'"
+[ -s "$tmp/svg/1.svg" ] && [ -s "$tmp/svg/2.svg" ] || fail "attention svg: files missing"
+contains "svg document" "$tmp/svg/1.svg" "<svg xmlns="
+contains "svg escapes" "$tmp/svg/2.svg" "&lt;"
 check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"
 contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
 

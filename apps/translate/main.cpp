@@ -137,12 +137,13 @@ int translate(int argc, char** argv) {
   cs::UseOptions u(kShippedModel);
   cs::DecodingOptions o;
   std::vector<std::string> inputs;
-  std::string format = "text";
+  std::string format = "text", svg_dir;
   int64_t batch_size = 32;
   po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
       "format", po::value(&format)->default_value(format),
       "text (one translation per line) or jsonl (n-best with scores, tokens and attention)")(
+      "attention-svg", po::value(&svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
       "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch");
   add_decoding(d, o);
   u.add_to(d);
@@ -158,11 +159,22 @@ int translate(int argc, char** argv) {
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  if (!svg_dir.empty()) std::filesystem::create_directories(svg_dir);
   int status = 0;
+  int64_t sentence = 0;
   auto flush = [&](std::vector<std::string>& lines) {
     if (lines.empty()) return;
     const auto out = model.translate(lines, o, batch_size);
     for (size_t i = 0; i < out.size(); ++i) {
+      ++sentence;
+      if (!svg_dir.empty()) {
+        const auto& h = out[i].hypotheses.front();
+        std::vector<std::string> pieces;
+        for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+        if (h.finished) pieces.push_back("</s>");
+        cs::atomic_write(svg_dir + "/" + std::to_string(sentence) + ".svg",
+                         cs::attention_svg(out[i].source_pieces, pieces, h.attention));
+      }
       if (format == "text") {
         std::cout << (lines[i].empty() ? "" : out[i].texts.front()) << "\n";
         continue;

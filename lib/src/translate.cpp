@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -48,7 +50,12 @@ std::vector<std::vector<Hypothesis>> translate_ids(Seq2Seq& model, const std::ve
     const auto batch = pad_batch(seqs);
     Seq2SeqStepper stepper(model, batch.ids, batch.lengths);
     auto hyps = decode(stepper, lens, options, Tokenizer::kBosId, Tokenizer::kEosId);
-    for (size_t k = 0; k < b.size(); ++k) out[static_cast<size_t>(b[k])] = std::move(hyps[k]);
+    for (size_t k = 0; k < b.size(); ++k) {
+      // Attention rows cover the padded batch; keep the sentence's own positions.
+      for (auto& h : hyps[k])
+        for (auto& row : h.attention) row.resize(static_cast<size_t>(lens[k]));
+      out[static_cast<size_t>(b[k])] = std::move(hyps[k]);
+    }
   }
   return out;
 }
@@ -282,6 +289,61 @@ TranslationScores evaluate_translation(TranslationModel& model, const std::strin
   s.chrf = corpus_chrf(hyps, refs);
   s.sentences = static_cast<int64_t>(pairs.size());
   return s;
+}
+
+namespace {
+
+std::string xml_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string attention_svg(const std::vector<std::string>& source, const std::vector<std::string>& target,
+                          const std::vector<std::vector<float>>& attention) {
+  if (attention.size() != target.size())
+    throw std::invalid_argument("attention_svg: " + std::to_string(attention.size()) + " attention rows for " +
+                                std::to_string(target.size()) + " target pieces");
+  constexpr int kCell = 28, kLeft = 120, kTop = 120;
+  const int width = kLeft + kCell * static_cast<int>(source.size()) + 10;
+  const int height = kTop + kCell * static_cast<int>(target.size()) + 10;
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  for (size_t s = 0; s < source.size(); ++s) {
+    const int x = kLeft + kCell * static_cast<int>(s) + kCell / 2;
+    svg << "<text transform=\"translate(" << x << "," << kTop - 6 << ") rotate(-60)\">" << xml_escape(source[s])
+        << "</text>\n";
+  }
+  for (size_t t = 0; t < target.size(); ++t) {
+    if (attention[t].size() != source.size())
+      throw std::invalid_argument("attention_svg: row " + std::to_string(t) + " has " +
+                                  std::to_string(attention[t].size()) + " weights for " +
+                                  std::to_string(source.size()) + " source pieces");
+    const int y = kTop + kCell * static_cast<int>(t);
+    svg << "<text x=\"" << kLeft - 6 << "\" y=\"" << y + kCell / 2 + 4 << "\" text-anchor=\"end\">"
+        << xml_escape(target[t]) << "</text>\n";
+    for (size_t s = 0; s < source.size(); ++s) {
+      const double w = std::clamp(static_cast<double>(attention[t][s]), 0.0, 1.0);
+      const int shade = static_cast<int>(std::lround(255 * (1 - w)));
+      svg << "<rect x=\"" << kLeft + kCell * static_cast<int>(s) << "\" y=\"" << y << "\" width=\"" << kCell
+          << "\" height=\"" << kCell << "\" fill=\"rgb(" << shade << "," << shade << ",255)\"><title>" << std::fixed
+          << std::setprecision(3) << w << "</title></rect>\n";
+    }
+  }
+  svg << "</svg>\n";
+  return svg.str();
 }
 
 }  // namespace cellstate

@@ -73,4 +73,11 @@ struct TranslationScores {
 TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
                                        const DecodingOptions& options, bool lowercase, int64_t batch_size = 32);
 
+/// An attention heatmap as a self-contained SVG document: source pieces as
+/// columns, target pieces as rows, each cell shaded by its weight (white 0,
+/// dark blue 1), pieces as labels (XML-escaped).
+/// attention[t][s]: weight of source piece s for target piece t.
+std::string attention_svg(const std::vector<std::string>& source, const std::vector<std::string>& target,
+                          const std::vector<std::vector<float>>& attention);
+
 }  // namespace cellstate
