@@ -43,6 +43,8 @@ check "attention svg" 0 bash -c "printf 'a dog is eating .\n<b> & \"x\"\n' | '$b
 [ -s "$tmp/svg/1.svg" ] && [ -s "$tmp/svg/2.svg" ] || fail "attention svg: files missing"
 contains "svg document" "$tmp/svg/1.svg" "<svg xmlns="
 contains "svg escapes" "$tmp/svg/2.svg" "&lt;"
+check "bench" 0 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --singles 2
+contains "bench output" "$tmp/out" "sentences/s"
 check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"
 contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
 

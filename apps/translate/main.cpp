@@ -213,11 +213,67 @@ int translate(int argc, char** argv) {
   return status;
 }
 
+int bench(int argc, char** argv) {
+  cs::UseOptions u(kShippedModel);
+  std::string src;
+  int64_t batch_size = 32, singles = 100;
+  bool json = false;
+  po::options_description d("Usage: cellstate-translate bench --src FILE [--model DIR] [options]\n\n"
+                            "Times translating every line of FILE in batches at beam 1 and beam 5\n"
+                            "(sentences/s), and one sentence at a time (median latency).\n\nOptions");
+  d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch")(
+      "singles", po::value(&singles)->default_value(singles), "sentences timed one at a time")(
+      "json", po::bool_switch(&json), "print the result as JSON");
+  u.add_to(d);
+  if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
+        u.validate();
+        if (batch_size < 1 || singles < 1) throw std::invalid_argument("--batch-size and --singles must be >= 1");
+      }))
+    return *s;
+  const int threads = u.runtime.apply();
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  std::vector<std::string> lines;
+  for (auto& [n, line] : cs::read_lines(src)) lines.push_back(line);
+  if (lines.empty()) throw cs::InputError(src, 0, "no sentences (empty input)");
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  nlohmann::json result = {{"impl", u.model.impl}, {"threads", threads}, {"sentences", lines.size()},
+                           {"batch_size", batch_size}};
+  for (int64_t beam : {1, 5}) {
+    cs::DecodingOptions o;
+    o.beam = beam;
+    const auto t = Clock::now();
+    model.translate(lines, o, batch_size);
+    result["sentences_per_s_beam" + std::to_string(beam)] = static_cast<double>(lines.size()) / seconds(t);
+    std::vector<double> latency;
+    for (int64_t i = 0; i < std::min<int64_t>(singles, static_cast<int64_t>(lines.size())); ++i) {
+      const auto s = Clock::now();
+      model.translate({lines[static_cast<size_t>(i)]}, o, 1);
+      latency.push_back(1000.0 * seconds(s));
+    }
+    std::sort(latency.begin(), latency.end());
+    result["latency_ms_beam" + std::to_string(beam)] = latency[latency.size() / 2];
+  }
+  if (json) {
+    std::cout << result.dump() << "\n";
+  } else {
+    std::cout << std::fixed << std::setprecision(1) << kProgram << " (" << u.model.impl << ", " << threads
+              << " threads), " << lines.size() << " sentences, batch " << batch_size << ": beam 1 "
+              << result["sentences_per_s_beam1"].get<double>() << " sentences/s, " << std::setprecision(2)
+              << result["latency_ms_beam1"].get<double>() << " ms one sentence; beam 5 " << std::setprecision(1)
+              << result["sentences_per_s_beam5"].get<double>() << " sentences/s, " << std::setprecision(2)
+              << result["latency_ms_beam5"].get<double>() << " ms one sentence\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   return cs::run_subcommands(argc, argv, kProgram, "attention encoder-decoder translator",
                              {{"train", "train a translator on parallel text", train},
                               {"eval", "BLEU (sacreBLEU's default) and chrF on a test set", eval},
-                              {"translate", "translate each line of text files", translate}});
+                              {"translate", "translate each line of text files", translate},
+                              {"bench", "time translation: sentences/s at beam 1 and 5, latency", bench}});
 }
