@@ -4,10 +4,10 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <iomanip>
 #include <iostream>
 
+#include "cellstate/bench.h"
 #include "cellstate/cli.h"
 #include "cellstate/io.h"
 #include "cellstate/ner.h"
@@ -183,25 +183,19 @@ int bench(int argc, char** argv) {
     sentences.push_back(std::move(s.tokens));
   }
   if (sentences.empty()) throw cs::InputError(data, 0, "no sentences (empty input)");
-  using Clock = std::chrono::steady_clock;
-  auto seconds = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
   std::vector<double> rates, latencies;
   for (int r = 0; r < repeat; ++r) {
-    const auto t = Clock::now();
+    const cs::Stopwatch watch;
     model.tag(sentences, true, batch_size);
-    rates.push_back(static_cast<double>(tokens) / seconds(t));
+    rates.push_back(static_cast<double>(tokens) / watch.seconds());
   }
   const size_t singles = std::min<size_t>(sentences.size(), 200);
   for (size_t i = 0; i < singles; ++i) {
-    const auto t = Clock::now();
+    const cs::Stopwatch watch;
     model.tag({sentences[i]}, true, 1);
-    latencies.push_back(1000.0 * seconds(t));
+    latencies.push_back(watch.ms());
   }
-  const double rate = median(rates), latency = median(latencies);
+  const double rate = cs::median(rates), latency = cs::median(latencies);
   if (json) {
     std::cout << nlohmann::json{{"impl", m.impl},         {"threads", threads},          {"sentences", sentences.size()},
                                 {"tokens", tokens},       {"tokens_per_s", rate},        {"batch_size", batch_size},

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/bench.h"
 #include "cellstate/cli.h"
 #include "cellstate/io.h"
 #include "cellstate/runtime.h"
@@ -293,11 +294,7 @@ int bench(int argc, char** argv) {
     first.push_back(g.first_token_ms);
     per_token.push_back((g.total_ms - g.first_token_ms) / static_cast<double>(std::max<size_t>(1, g.ids.size() - 1)));
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double ttft = median(first), ms = median(per_token);
+  const double ttft = cs::median(first), ms = cs::median(per_token);
   nlohmann::json result = {{"impl", m.impl},          {"threads", threads},        {"tokens", tokens},
                            {"first_token_ms", ttft}, {"ms_per_token", ms}, {"generated_tokens_per_s", 1000.0 / ms}};
   if (!train_data.empty()) {

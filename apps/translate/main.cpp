@@ -3,7 +3,6 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -11,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/bench.h"
 #include "cellstate/cli.h"
 #include "cellstate/io.h"
 #include "cellstate/runtime.h"
@@ -236,24 +236,21 @@ int bench(int argc, char** argv) {
   std::vector<std::string> lines;
   for (auto& [n, line] : cs::read_lines(src)) lines.push_back(line);
   if (lines.empty()) throw cs::InputError(src, 0, "no sentences (empty input)");
-  using Clock = std::chrono::steady_clock;
-  auto seconds = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   nlohmann::json result = {{"impl", u.model.impl}, {"threads", threads}, {"sentences", lines.size()},
                            {"batch_size", batch_size}};
   for (int64_t beam : {1, 5}) {
     cs::DecodingOptions o;
     o.beam = beam;
-    const auto t = Clock::now();
+    const cs::Stopwatch watch;
     model.translate(lines, o, batch_size);
-    result["sentences_per_s_beam" + std::to_string(beam)] = static_cast<double>(lines.size()) / seconds(t);
+    result["sentences_per_s_beam" + std::to_string(beam)] = static_cast<double>(lines.size()) / watch.seconds();
     std::vector<double> latency;
     for (int64_t i = 0; i < std::min<int64_t>(singles, static_cast<int64_t>(lines.size())); ++i) {
-      const auto s = Clock::now();
+      const cs::Stopwatch one;
       model.translate({lines[static_cast<size_t>(i)]}, o, 1);
-      latency.push_back(1000.0 * seconds(s));
+      latency.push_back(one.ms());
     }
-    std::sort(latency.begin(), latency.end());
-    result["latency_ms_beam" + std::to_string(beam)] = latency[latency.size() / 2];
+    result["latency_ms_beam" + std::to_string(beam)] = cs::median(latency);
   }
   if (json) {
     std::cout << result.dump() << "\n";

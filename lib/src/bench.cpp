@@ -22,12 +22,6 @@ double time_ms(F&& f) {
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /// Median ms of `repeat` runs after `warmup` runs.
 template <typename F>
 double median_ms(int warmup, int repeat, F&& f) {
@@ -239,6 +233,13 @@ nlohmann::json to_json(const BenchResult& r) {
     j["custom_train_fraction_of_gemm"] = r.custom_train.gflops / r.gemm_gflops;
   }
   return j;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) throw std::invalid_argument("median of no values");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 }  // namespace cellstate

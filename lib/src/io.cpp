@@ -1,5 +1,8 @@
 #include "cellstate/io.h"
 
+#include <iomanip>
+#include <sstream>
+
 #include <zlib.h>
 
 #include <cerrno>
@@ -75,6 +78,12 @@ std::vector<std::string> split_whitespace(std::string_view text) {
     if (i > start) out.emplace_back(text.substr(start, i - start));
   }
   return out;
+}
+
+std::string format_fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
 }
 
 int64_t utf8_length(std::string_view text) {

@@ -139,4 +139,15 @@ Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::
   return tokenizer;
 }
 
+Implementation model_implementation(const nlohmann::json& config, const std::string& file,
+                                    std::optional<Implementation> chosen) {
+  if (chosen) return *chosen;
+  const auto model = config_get<nlohmann::json>(config, "model", file);
+  try {
+    return parse_implementation(model.value("trained_impl", std::string("custom")));
+  } catch (const std::invalid_argument& e) {
+    throw_config_error(file, e.what());
+  }
+}
+
 }  // namespace cellstate

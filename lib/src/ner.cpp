@@ -26,12 +26,6 @@ constexpr const char* kTask = "ner";
 constexpr int64_t kPad = 0;
 constexpr int64_t kUnk = 1;
 
-std::string fmt(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
-
 /// The word embedding's key: ASCII lower-cased, digits as 0.
 std::string normalize_word(const std::string& word) {
   std::string out = word;
@@ -417,7 +411,7 @@ TrainResult train_ner(const NerTrainConfig& config) {
                      {"steps", result.steps},               {"training_seconds", result.seconds},
                      {"stop_reason", result.stop_reason}};
   write_model_config(dir, json);
-  log("dev F1 " + fmt(result.best_score, 2) + " at epoch " + std::to_string(result.best_epoch) + "; model in " + dir);
+  log("dev F1 " + format_fixed(result.best_score, 2) + " at epoch " + std::to_string(result.best_epoch) + "; model in " + dir);
   return result;
 }
 
@@ -434,9 +428,7 @@ NerModel::NerModel(nlohmann::json config, SequenceTagger tagger, std::vector<std
 NerModel NerModel::load(const std::string& dir, std::optional<Implementation> impl) {
   auto config = read_model_config(dir, kTask);
   const std::string file = dir + "/config.json";
-  const auto model_json = config_get<nlohmann::json>(config, "model", file);
-  const Implementation chosen =
-      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  const Implementation chosen = model_implementation(config, file, impl);
   const auto options = tagger_options(config, file, chosen);
   const auto tags = config_get<std::vector<std::string>>(config, "tags", file);
   TagScheme scheme;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cellstate/batching.h"
+#include "cellstate/bench.h"
 #include "cellstate/io.h"
 #include "cellstate/model_dir.h"
 
@@ -164,12 +165,6 @@ class SentimentTask : public TrainTask {
   std::vector<std::vector<int64_t>> batches_;
   int64_t truncated_ = 0;
 };
-
-std::string fmt(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
 
 }  // namespace
 
@@ -346,9 +341,9 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
       dev_y, std::vector<int64_t>(pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel()), labels.names());
   json["results"] = {{"dev_accuracy", report.accuracy}, {"dev_macro_f1", report.macro_f1}};
   write_model_config(dir, json);
-  log("dev accuracy " + fmt(100 * report.accuracy, 2) + "%" +
+  log("dev accuracy " + format_fixed(100 * report.accuracy, 2) + "%" +
       (config.ensemble > 1 ? " (ensemble of " + std::to_string(config.ensemble) + ")" : std::string()) +
-      ", macro-F1 " + fmt(100 * report.macro_f1, 2) + "%; model in " + dir);
+      ", macro-F1 " + format_fixed(100 * report.macro_f1, 2) + "%; model in " + dir);
   last.best_score = report.accuracy;
   return last;
 }
@@ -383,9 +378,7 @@ SentimentModel::SentimentModel(nlohmann::json config, Tokenizer tokenizer, Label
 SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implementation> impl) {
   auto config = read_model_config(dir, kTask);
   const std::string file = dir + "/config.json";
-  const auto model_json = config_get<nlohmann::json>(config, "model", file);
-  const Implementation chosen =
-      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  const Implementation chosen = model_implementation(config, file, impl);
   auto tokenizer = load_model_tokenizer(dir, config);
   LabelSet labels(config_get<std::vector<std::string>>(config, "labels", file));
   const auto options = classifier_options(config, file, chosen);
@@ -512,7 +505,7 @@ struct ResultWriter {
     const auto r = ranked(p);
     for (size_t k = 0; k < r.size(); ++k) {
       const std::string label = (k == 0 && r[k].second < options.threshold) ? "?" : model.labels().name(r[k].first);
-      out << (k ? "\t" : "") << label << "\t" << fmt(r[k].second, 4);
+      out << (k ? "\t" : "") << label << "\t" << format_fixed(r[k].second, 4);
     }
   }
 
@@ -649,28 +642,26 @@ int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inp
 
 SentimentBench benchmark_sentiment(SentimentModel& model, const std::vector<std::string>& texts,
                                   int64_t batch_size, int repeat) {
-  using Clock = std::chrono::steady_clock;
   SentimentBench r;
   r.sentences = static_cast<int64_t>(texts.size());
   model.probabilities(std::vector<std::string>(texts.begin(), texts.begin() + std::min<size_t>(texts.size(), 64)),
                       batch_size);  // warm-up
   std::vector<double> rates;
   for (int k = 0; k < repeat; ++k) {
-    const auto t0 = Clock::now();
+    const Stopwatch watch;
     model.probabilities(texts, batch_size);
-    rates.push_back(static_cast<double>(texts.size()) / std::chrono::duration<double>(Clock::now() - t0).count());
+    rates.push_back(static_cast<double>(texts.size()) / watch.seconds());
   }
-  std::sort(rates.begin(), rates.end());
-  r.sentences_per_s = rates[rates.size() / 2];
+  r.sentences_per_s = median(rates);
   std::vector<double> latencies;
   const size_t n = std::min<size_t>(texts.size(), 200);
   for (size_t i = 0; i < n; ++i) {
-    const auto t0 = Clock::now();
+    const Stopwatch watch;
     model.probabilities({texts[i]}, 1);
-    latencies.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    latencies.push_back(watch.ms());
   }
+  r.latency_ms_median = median(latencies);
   std::sort(latencies.begin(), latencies.end());
-  r.latency_ms_median = latencies[latencies.size() / 2];
   r.latency_ms_p90 = latencies[latencies.size() * 9 / 10];
   return r;
 }

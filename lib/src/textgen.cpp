@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -10,6 +9,7 @@
 #include <sstream>
 
 #include "cellstate/batching.h"
+#include "cellstate/bench.h"
 #include "cellstate/io.h"
 #include "cellstate/model_dir.h"
 
@@ -20,17 +20,6 @@ namespace {
 constexpr const char* kTask = "textgen";
 constexpr const char* kNewline = "<nl>";
 const std::string kSpaceMark = "\xE2\x96\x81";  // "▁", SentencePiece's word-start mark
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-std::string fmt(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
 
 // A text file's contents with "\r\n" read as "\n"; empty input is an error.
 std::string read_corpus(const std::string& path) {
@@ -51,7 +40,7 @@ size_t tail_start(const std::string& text, double fraction, const std::string& p
   const size_t cut = text.find('\n', target);
   if (cut == std::string::npos || cut + 1 >= text.size() || cut == 0)
     throw InputError(path, 0,
-                     "too short to hold out the last " + fmt(100 * fraction, 1) + "% of it on whole lines");
+                     "too short to hold out the last " + format_fixed(100 * fraction, 1) + "% of it on whole lines");
   return cut + 1;
 }
 
@@ -245,7 +234,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
     const size_t cut = tail_start(train_text, config.valid_fraction, config.train_path);
     valid_text = train_text.substr(cut);
     train_text.resize(cut);
-    valid_source = config.train_path + " (last " + fmt(100 * config.valid_fraction, 1) + "%)";
+    valid_source = config.train_path + " (last " + format_fixed(100 * config.valid_fraction, 1) + "%)";
   }
   const int64_t train_chars = utf8_length(train_text);
   const int64_t valid_chars = utf8_length(valid_text);
@@ -276,7 +265,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
   }
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces; " +
       std::to_string(train_ids.size()) + " training tokens (" +
-      fmt(static_cast<double>(train_chars) / static_cast<double>(train_ids.size()), 2) + " characters/token), " +
+      format_fixed(static_cast<double>(train_chars) / static_cast<double>(train_ids.size()), 2) + " characters/token), " +
       std::to_string(valid_ids.size()) + " valid tokens");
 
   LanguageModelOptions o(tokenizer.vocab_size());
@@ -331,7 +320,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
                      {"training_seconds", result.seconds},
                      {"stop_reason", result.stop_reason}};
   write_model_config(dir, json);
-  log("valid " + fmt(result.best_score, 4) + " nats/char (" + fmt(result.best_score / std::log(2.0), 4) +
+  log("valid " + format_fixed(result.best_score, 4) + " nats/char (" + format_fixed(result.best_score / std::log(2.0), 4) +
       " bits/char) at step " + std::to_string(result.best_step) + "; model in " + dir);
   return result;
 }
@@ -344,9 +333,7 @@ TextgenModel::TextgenModel(nlohmann::json config, Tokenizer tokenizer, LanguageM
 TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementation> impl) {
   auto config = read_model_config(dir, kTask);
   const std::string file = dir + "/config.json";
-  const auto model_json = config_get<nlohmann::json>(config, "model", file);
-  const Implementation chosen =
-      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  const Implementation chosen = model_implementation(config, file, impl);
   auto tokenizer = load_model_tokenizer(dir, config);
   const auto newline_id = config_get<int64_t>(config, "newline_id", file);
   if (tokenizer.id_to_piece(newline_id) != kNewline)
@@ -441,7 +428,7 @@ class StopFilter {
 
 Generation generate_text(TextgenModel& model, const std::string& prompt, const GenerateOptions& options,
                          uint64_t seed, const std::function<void(const std::string&)>& on_text) {
-  const auto started = Clock::now();
+  const Stopwatch started;
   if (const size_t bad = find_invalid_utf8(prompt); bad != std::string::npos)
     throw InputError("prompt", 0, "invalid UTF-8 at byte " + std::to_string(bad));
   Generation g;
@@ -478,7 +465,7 @@ Generation generate_text(TextgenModel& model, const std::string& prompt, const G
   g.stop_reason = "max-tokens";
   for (int64_t n = 0; n < options.max_tokens; ++n) {
     const int64_t id = sampler.next(logits, seen, banned);
-    if (n == 0) g.first_token_ms = ms_since(started);
+    if (n == 0) g.first_token_ms = started.ms();
     const double logprob = torch::log_softmax(logits.to(torch::kFloat64), 0)[id].item<double>();
     if (id == Tokenizer::kEosId) {
       g.stop_reason = "eos";
@@ -498,7 +485,7 @@ Generation generate_text(TextgenModel& model, const std::string& prompt, const G
   }
   if (g.stop_reason != "stop") filter.flush();
   g.text = filter.emitted();
-  g.total_ms = ms_since(started);
+  g.total_ms = started.ms();
   return g;
 }
 
@@ -517,9 +504,9 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
   RecurrentState state;
   int64_t t0 = 0;
   LmTrainBench r;
-  Clock::time_point start;
+  Stopwatch watch;
   for (int64_t i = 0; i < warmup + steps; ++i) {
-    if (i == warmup) start = Clock::now();
+    if (i == warmup) watch.restart();
     if (t0 + bptt > length) {  // wrap around: a new epoch
       t0 = 0;
       state = {};
@@ -532,7 +519,7 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
     t0 += bptt;
     if (i >= warmup) r.final_loss = loss;
   }
-  const double seconds = ms_since(start) / 1000.0;
+  const double seconds = watch.seconds();
   r.steps = steps;
   r.tokens = steps * bptt * training.batch_size;
   r.seconds = seconds;

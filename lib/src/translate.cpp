@@ -21,12 +21,6 @@ namespace {
 constexpr const char* kTask = "translate";
 constexpr int64_t kMaxSourceTokens = 256;
 
-std::string fmt(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
-
 std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int64_t max_tokens) {
   auto ids = t.encode(text);
   if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
@@ -225,7 +219,7 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   json["results"] = {{"dev_bleu", result.best_score}, {"best_epoch", result.best_epoch}, {"steps", result.steps},
                      {"training_seconds", result.seconds}, {"stop_reason", result.stop_reason}};
   write_model_config(dir, json);
-  log("dev BLEU " + fmt(result.best_score, 2) + " (beam " + std::to_string(config.dev_beam) + ") at epoch " +
+  log("dev BLEU " + format_fixed(result.best_score, 2) + " (beam " + std::to_string(config.dev_beam) + ") at epoch " +
       std::to_string(result.best_epoch) + "; model in " + dir);
   return result;
 }
@@ -238,9 +232,7 @@ TranslationModel::TranslationModel(nlohmann::json config, Seq2Seq model, std::sh
 TranslationModel TranslationModel::load(const std::string& dir, std::optional<Implementation> impl) {
   auto config = read_model_config(dir, kTask);
   const std::string file = dir + "/config.json";
-  const auto model_json = config_get<nlohmann::json>(config, "model", file);
-  const Implementation chosen =
-      impl ? *impl : parse_implementation(model_json.value("trained_impl", std::string("custom")));
+  const Implementation chosen = model_implementation(config, file, impl);
   const auto options = seq2seq_options(config, file, chosen);
   auto source = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "tokenizer.model")));
   std::shared_ptr<Tokenizer> target;

@@ -3,12 +3,29 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <iosfwd>
+#include <vector>
 #include <string>
 
 #include "cellstate/rnn.h"
 
 namespace cellstate {
+
+/// The median of `values` (the mean of the middle two for an even count).
+double median(std::vector<double> values);
+
+/// Wall-clock time since construction (or restart()).
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  void restart() { start_ = std::chrono::steady_clock::now(); }
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  double ms() const { return 1000.0 * seconds(); }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
 
 /// What to time. Defaults are the classic "medium" language-model LSTM.
 struct BenchConfig {

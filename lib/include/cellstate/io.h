@@ -33,6 +33,9 @@ size_t find_invalid_utf8(std::string_view text);
 /// on ASCII text).
 std::vector<std::string> split_whitespace(std::string_view text);
 
+/// `value` with `digits` digits after the point ("82.34").
+std::string format_fixed(double value, int digits);
+
 /// Number of code points of valid UTF-8 text.
 int64_t utf8_length(std::string_view text);
 

@@ -15,8 +15,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 
+#include "cellstate/rnn.h"
 #include "cellstate/tokenizer.h"
 
 namespace cellstate {
@@ -61,6 +63,11 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
 /// built from the same config: a missing file, a missing or extra tensor, or
 /// a shape that differs is an InputError naming the file and the tensor.
 void load_weights(torch::nn::Module& module, const std::string& path);
+
+/// The implementation to run a loaded model with: `chosen` if given, else the
+/// one it was trained with (config "model"."trained_impl", default custom).
+Implementation model_implementation(const nlohmann::json& config, const std::string& file,
+                                    std::optional<Implementation> chosen);
 
 /// DIR/tokenizer.model, checked against config.json's "vocab_size" (a
 /// mismatch is an InputError naming the files).
