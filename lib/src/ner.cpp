@@ -399,13 +399,7 @@ TrainResult train_ner(const NerTrainConfig& config) {
   std::vector<std::vector<std::string>> gold = dev_tags;
   NerTask task(config, tagger, std::move(train_in), std::move(train_y), std::move(rare), std::move(dev_in),
                std::move(gold), names, scheme, dir + "/weights.pt");
-  TrainerOptions t;
-  t.training = config.training;
-  t.model_dir = dir;
-  t.metric = "F1";
-  t.quiet = config.runtime.quiet;
-  t.unit = "tok";
-  const auto result = Trainer(t).fit(task);
+  const auto result = Trainer(TrainerOptions::of(config.training, dir, "F1", config.runtime.quiet)).fit(task);
   if (result.stop_reason == "interrupted") return result;
   json["results"] = {{"dev_f1", result.best_score},         {"best_epoch", result.best_epoch},
                      {"steps", result.steps},               {"training_seconds", result.seconds},

@@ -311,12 +311,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
         (config.model.bidirectional ? " x 2 directions" : "") + ", " + config.pooling + " pooling, seed " +
         std::to_string(seed));
 
-    TrainerOptions t;
-    t.training = member_config.training;
-    t.model_dir = dir;
-    t.metric = "accuracy";
-    t.quiet = config.runtime.quiet;
-    t.unit = "tok";
+    auto t = TrainerOptions::of(member_config.training, dir, "accuracy", config.runtime.quiet);
     t.checkpoint_name = member == 0 ? "checkpoint.pt" : "checkpoint." + std::to_string(member) + ".pt";
     t.log_fields = {{"member", member}};
     t.append_log = member > 0;

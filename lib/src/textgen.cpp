@@ -302,13 +302,8 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
       std::to_string(config.bptt) + ", batch " + std::to_string(config.training.batch_size));
   TextgenTask task(config, model, std::move(train_ids), valid_ids, valid_chars, dir + "/weights.pt");
 
-  TrainerOptions t;
-  t.training = config.training;
-  t.model_dir = dir;
-  t.metric = "nats/char";
+  auto t = TrainerOptions::of(config.training, dir, "nats/char", config.runtime.quiet);
   t.higher_is_better = false;
-  t.quiet = config.runtime.quiet;
-  t.unit = "tok";
   const auto result = Trainer(t).fit(task);
   if (result.stop_reason == "interrupted") return result;
 

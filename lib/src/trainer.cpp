@@ -224,6 +224,16 @@ void LrSchedule::load(torch::serialize::InputArchive& archive) {
   bad_evaluations_ = counters[1].item<int64_t>();
 }
 
+TrainerOptions TrainerOptions::of(const TrainingOptions& training, const std::string& model_dir,
+                                  const std::string& metric, bool quiet) {
+  TrainerOptions t;
+  t.training = training;
+  t.model_dir = model_dir;
+  t.metric = metric;
+  t.quiet = quiet;
+  return t;
+}
+
 Trainer::Trainer(TrainerOptions options) : options_(std::move(options)) {
   options_.training.validate();
   if (options_.model_dir.empty()) throw std::invalid_argument("Trainer: no model directory");

@@ -208,13 +208,7 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
       (config.joint_vocab ? " (joint)" : " / " + std::to_string(tt.vocab_size())));
   TranslateTask task(config, model, std::move(src_ids), std::move(tgt_ids), std::move(dev_src), std::move(dev_refs), tt,
                      dir + "/weights.pt");
-  TrainerOptions t;
-  t.training = config.training;
-  t.model_dir = dir;
-  t.metric = "BLEU";
-  t.quiet = config.runtime.quiet;
-  t.unit = "tok";
-  const auto result = Trainer(t).fit(task);
+  const auto result = Trainer(TrainerOptions::of(config.training, dir, "BLEU", config.runtime.quiet)).fit(task);
   if (result.stop_reason == "interrupted") return result;
   json["results"] = {{"dev_bleu", result.best_score}, {"best_epoch", result.best_epoch}, {"steps", result.steps},
                      {"training_seconds", result.seconds}, {"stop_reason", result.stop_reason}};

@@ -66,6 +66,10 @@ struct TrainerOptions {
   nlohmann::json log_fields = nlohmann::json::object();
   /// Keep what train_log.jsonl already holds when starting afresh.
   bool append_log = false;
+
+  /// The common case: `training` into `model_dir`, early stopping on `metric`.
+  static TrainerOptions of(const TrainingOptions& training, const std::string& model_dir, const std::string& metric,
+                           bool quiet);
 };
 
 struct TrainResult {
