@@ -9,7 +9,7 @@ source "$(dirname "$0")/cli_lib.sh"
 check "help" 0 "$bin" --help
 contains "help lists commands" "$tmp/out" "translate"
 check "train --help" 0 "$bin" train --help
-contains "train --help shows defaults" "$tmp/out" "--label-smoothing arg (=0.10000000000000001)"
+contains "train --help shows defaults" "$tmp/out" "--label-smoothing arg (=0.1)"
 check "bad beam" 2 "$bin" translate --beam 0
 contains "bad beam message" "$tmp/err" "--beam must be >= 1"
 check "nbest over beam" 2 "$bin" translate --beam 2 --nbest 3
@@ -19,6 +19,10 @@ contains "missing model message" "$tmp/err" "nowhere: no such model directory"
 check "mismatched line counts" 2 "$bin" train --src-train "$data/parallel_short.en" --tgt-train "$data/parallel.de" \
   --src-dev "$data/translate_tiny.en" --tgt-dev "$data/translate_tiny.de" --model "$tmp/x"
 contains "line count message" "$tmp/err" "has 2 lines but"
+check "every pair over --max-words" 2 "$bin" train --src-train "$data/translate_tiny.en" \
+  --tgt-train "$data/translate_tiny.de" --src-dev "$data/translate_tiny.en" --tgt-dev "$data/translate_tiny.de" \
+  --model "$tmp/x" --max-words 3
+contains "max-words message" "$tmp/err" "no sentence pairs left (8 dropped (too long); the limit is 3 words a side)"
 
 m="$tmp/model"
 check "train tiny" 0 "$bin" train --src-train "$data/translate_tiny.en" --tgt-train "$data/translate_tiny.de" \
@@ -43,6 +47,11 @@ check "attention svg" 0 bash -c "printf 'a dog is eating .\n<b> & \"x\"\n' | '$b
 [ -s "$tmp/svg/1.svg" ] && [ -s "$tmp/svg/2.svg" ] || fail "attention svg: files missing"
 contains "svg document" "$tmp/svg/1.svg" "<svg xmlns="
 contains "svg escapes" "$tmp/svg/2.svg" "&lt;"
+# An input far longer than anything trained on still gives one line, within
+# --max-length-ratio x its length + 10 pieces.
+long=$(for i in $(seq 100); do printf 'a dog is running . '; done)
+check "over-long input" 0 bash -c "printf '%s\nend\n' '$long' | '$bin' translate --model '$m' --beam 2"
+[ "$(wc -l < "$tmp/out")" = 2 ] || fail "over-long input: expected 2 lines"
 check "bench" 0 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --singles 2
 contains "bench output" "$tmp/out" "sentences/s"
 check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"

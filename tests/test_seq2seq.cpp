@@ -87,6 +87,13 @@ TEST(Seq2Seq, PaddingIsMaskedAndVariantsBuild) {
                            torch::tensor({5, 3}, torch::kInt64), torch::tensor({{2, 4, 4}, {2, 8, 9}}, torch::kInt64));
     EXPECT_EQ(alone.sizes(), (std::vector<int64_t>{1, 3, kVocab}));
     EXPECT_LT(max_abs_diff(alone[0], both[1]), 1e-5);
+    // Teacher forcing (the output layer run once over all steps) = the
+    // decoder stepped one token at a time, as the searches use it.
+    cs::Seq2SeqStepper stepper(m, torch::tensor({{5, 6, 7}}, torch::kInt64), torch::tensor({3}, torch::kInt64));
+    for (int64_t t = 0; t < 3; ++t) {
+      const auto stepped = stepper.log_probs(torch::tensor({std::vector<int64_t>{2, 8, 9}[t]}, torch::kInt64), nullptr);
+      EXPECT_LT(max_abs_diff(stepped[0], torch::log_softmax(alone[0][t], 0)), 1e-5) << t;
+    }
   }
   EXPECT_THROW(cs::parse_attention("dot"), std::invalid_argument);
 }

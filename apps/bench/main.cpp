@@ -18,20 +18,20 @@ int main(int argc, char** argv) {
   desc.add_options()
       ("help,h", "show this help")
       ("rnn", po::value(&rnn)->default_value("lstm"), "recurrence: lstm, gru or rnn")
-      ("layers", po::value(&config.layers)->default_value(config.layers), "stacked layers")
-      ("hidden", po::value(&config.hidden)->default_value(config.hidden), "hidden size")
-      ("input", po::value(&config.input)->default_value(config.input), "input feature size")
-      ("batch", po::value(&config.batch)->default_value(config.batch), "batch size")
-      ("seq", po::value(&config.seq)->default_value(config.seq), "sequence length (steps)")
+      ("layers", cellstate::defaulted(&config.layers), "stacked layers")
+      ("hidden", cellstate::defaulted(&config.hidden), "hidden size")
+      ("input", cellstate::defaulted(&config.input), "input feature size")
+      ("batch", cellstate::defaulted(&config.batch), "batch size")
+      ("seq", cellstate::defaulted(&config.seq), "sequence length (steps)")
       ("bidirectional", po::bool_switch(&config.bidirectional), "two directions")
       ("variable-lengths", po::bool_switch(&config.variable_lengths),
        "lengths spread over [seq/2, seq] (packed semantics)")
       ("step", po::bool_switch(&config.step),
        "time step-by-step inference (one call per step, as in generation)")
       ("threads", po::value(&config.threads)->default_value(0), "threads (0: every core)")
-      ("repeat", po::value(&config.repeat)->default_value(config.repeat), "timed repeats")
-      ("warmup", po::value(&config.warmup)->default_value(config.warmup), "untimed warm-up runs")
-      ("seed", po::value(&config.seed)->default_value(config.seed), "random seed")
+      ("repeat", cellstate::defaulted(&config.repeat), "timed repeats")
+      ("warmup", cellstate::defaulted(&config.warmup), "untimed warm-up runs")
+      ("seed", cellstate::defaulted(&config.seed), "random seed")
       ("json", po::bool_switch(&json), "print one JSON object instead of the table");
   if (auto status = cellstate::parse_command_line(argc, argv, desc, "cellstate-bench", [&] {
         config.kind = cellstate::parse_recurrent_kind(rnn);

@@ -35,14 +35,14 @@ int main(int argc, char** argv) {
   po::options_description desc("cellstate-demo: the recurrent library at work\n\nOptions");
   desc.add_options()("help,h", "show this help")(
       "threads", po::value(&o.threads)->default_value(0), "threads (0: every core)")(
-      "iterations", po::value(&o.task.iterations)->default_value(o.task.iterations),
+      "iterations", cellstate::defaulted(&o.task.iterations),
       "training steps per model")(
-      "hidden", po::value(&o.task.hidden)->default_value(o.task.hidden), "hidden size")(
-      "steps", po::value(&o.task.steps)->default_value(o.task.steps), "sequence length")(
-      "lr", po::value(&o.task.lr)->default_value(o.task.lr), "Adam learning rate")(
-      "forget-bias", po::value(&o.task.forget_bias)->default_value(o.task.forget_bias),
+      "hidden", cellstate::defaulted(&o.task.hidden), "hidden size")(
+      "steps", cellstate::defaulted(&o.task.steps), "sequence length")(
+      "lr", cellstate::defaulted(&o.task.lr), "Adam learning rate")(
+      "forget-bias", cellstate::defaulted(&o.task.forget_bias),
       "LSTM forget-gate bias at initialisation")(
-      "seed", po::value(&o.task.seed)->default_value(o.task.seed), "random seed");
+      "seed", cellstate::defaulted(&o.task.seed), "random seed");
   if (auto status = cellstate::parse_command_line(argc, argv, desc, "cellstate-demo", [&] {
         if (o.task.iterations <= 0 || o.task.hidden <= 0 || o.task.steps <= 0 || o.task.lr <= 0)
           throw std::invalid_argument("--iterations, --hidden, --steps and --lr must be positive");

@@ -22,9 +22,9 @@ const char* kProgram = "cellstate-ner";
 const char* kShippedModel = "ner-conll2003";
 
 void add_columns(po::options_description& d, cs::ConllOptions& c) {
-  d.add_options()("token-column", po::value(&c.token_column)->default_value(c.token_column),
+  d.add_options()("token-column", cellstate::defaulted(&c.token_column),
                   "CoNLL column of the tokens (0-based; negative counts from the end)")(
-      "tag-column", po::value(&c.tag_column)->default_value(c.tag_column),
+      "tag-column", cellstate::defaulted(&c.tag_column),
       "CoNLL column of the tags (0-based; negative counts from the end)");
 }
 
@@ -42,26 +42,26 @@ int train(int argc, char** argv) {
   cs::add_help_and_config(d, config);
   d.add_options()("train", po::value(&c.train_path)->required(), "training data (CoNLL columns)")(
       "dev", po::value(&c.dev_path)->required(), "dev data for early stopping on entity F1")(
-      "data-scheme", po::value(&c.data_scheme)->default_value(c.data_scheme),
+      "data-scheme", cellstate::defaulted(&c.data_scheme),
       "the files' tags: auto (detected), iob1, bio or iobes")(
-      "tag-scheme", po::value(&c.tag_scheme)->default_value(c.tag_scheme), "what the model predicts: bio or iobes");
+      "tag-scheme", cellstate::defaulted(&c.tag_scheme), "what the model predicts: bio or iobes");
   add_columns(d, c.conll);
   po::options_description model("Model"), training("Training"), runtime("Runtime");
   c.model.add_to(model);
-  model.add_options()("decoder", po::value(&c.decoder)->default_value(c.decoder), "crf or softmax")(
-      "char-embed", po::value(&c.char_embed)->default_value(c.char_embed),
+  model.add_options()("decoder", cellstate::defaulted(&c.decoder), "crf or softmax")(
+      "char-embed", cellstate::defaulted(&c.char_embed),
       "character embedding size (0: no character model)")(
-      "char-hidden", po::value(&c.char_hidden)->default_value(c.char_hidden), "character BiLSTM units per direction")(
-      "piece-vocab", po::value(&c.piece_vocab)->default_value(c.piece_vocab),
+      "char-hidden", cellstate::defaulted(&c.char_hidden), "character BiLSTM units per direction")(
+      "piece-vocab", cellstate::defaulted(&c.piece_vocab),
       "SentencePiece vocabulary of the pooled piece features (0: none)")(
-      "piece-embed", po::value(&c.piece_embed)->default_value(c.piece_embed), "piece embedding size")(
-      "casing-embed", po::value(&c.casing_embed)->default_value(c.casing_embed),
+      "piece-embed", cellstate::defaulted(&c.piece_embed), "piece embedding size")(
+      "casing-embed", cellstate::defaulted(&c.casing_embed),
       "casing feature embedding size (0: none)")(
-      "min-word-count", po::value(&c.min_word_count)->default_value(c.min_word_count),
+      "min-word-count", cellstate::defaulted(&c.min_word_count),
       "training words seen fewer times are unknown")(
-      "rare-word-dropout", po::value(&c.rare_word_dropout)->default_value(c.rare_word_dropout),
+      "rare-word-dropout", cellstate::defaulted(&c.rare_word_dropout),
       "training: a word seen once is read as unknown with this probability")(
-      "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
+      "word-dropout", cellstate::defaulted(&c.word_dropout),
       "training: any word is read as unknown with this probability")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
   c.training.add_to(training);
@@ -101,7 +101,7 @@ int eval(int argc, char** argv) {
                             "Entity precision, recall and F1 per type and overall, and token accuracy,\n"
                             "counted as conlleval counts them.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "tagged data (CoNLL columns)")(
-      "data-scheme", po::value(&scheme)->default_value(scheme), "the file's tags: auto, iob1, bio or iobes")(
+      "data-scheme", cellstate::defaulted(&scheme), "the file's tags: auto, iob1, bio or iobes")(
       "output", po::value(&output), "write 'token gold predicted' lines (conlleval's input) to this file")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
   add_columns(d, conll);
@@ -126,12 +126,12 @@ int predict(int argc, char** argv) {
   std::vector<std::string> inputs;
   po::options_description d("Usage: cellstate-ner predict [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "input", po::value(&p.input)->default_value(p.input),
+      "input", cellstate::defaulted(&p.input),
       "raw (text, split into sentences and tokens), conll (token column) or tokens (one tokenised sentence per line)")(
-      "output", po::value(&p.output)->default_value(p.output),
+      "output", cellstate::defaulted(&p.output),
       "json (entities with offsets and confidences), conll (token<TAB>tag) or inline ([TYPE words])")(
-      "batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "sentences per forward pass")(
-      "token-column", po::value(&p.conll.token_column)->default_value(p.conll.token_column),
+      "batch-size", cellstate::defaulted(&p.batch_size), "sentences per forward pass")(
+      "token-column", cellstate::defaulted(&p.conll.token_column),
       "--input conll: column of the tokens");
   u.add_to(d);
   po::positional_options_description pos;
@@ -163,8 +163,8 @@ int bench(int argc, char** argv) {
                             "Times tagging every sentence of a CoNLL file: tokens/s batched (with the\n"
                             "entity confidences predict computes) and the latency of one sentence.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "sentences to tag (CoNLL columns; tags ignored)")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per forward pass")(
-      "repeat", po::value(&repeat)->default_value(repeat), "timed passes (the median is reported)")(
+      "batch-size", cellstate::defaulted(&batch_size), "sentences per forward pass")(
+      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)")(
       "json", po::bool_switch(&json), "print the result as JSON");
   add_columns(d, conll);
   u.add_to(d);

@@ -35,31 +35,31 @@ int train(int argc, char** argv) {
   cs::add_help_and_config(d, config);
   d.add_options()("train", po::value(&c.train_path)->required(), "training data (TSV, SST style, or DIR/LABEL/FILE)")(
       "dev", po::value(&c.dev_path)->required(), "dev data for early stopping (same formats)")(
-      "format", po::value(&c.format)->default_value(c.format), "auto, tsv, sst or dir")(
+      "format", cellstate::defaulted(&c.format), "auto, tsv, sst or dir")(
       "label-names", po::value(&c.label_names), "rename the data's labels, e.g. 0=negative,1=positive")(
-      "max-length", po::value(&c.max_length)->default_value(c.max_length),
+      "max-length", cellstate::defaulted(&c.max_length),
       "tokens kept per text (longer texts are truncated and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
   c.model.add_to(model);
-  model.add_options()("pooling", po::value(&c.pooling)->default_value(c.pooling), "last, max, mean or attention")(
-      "embed-dropout", po::value(&c.embed_dropout)->default_value(c.embed_dropout), "dropout on embeddings")(
-      "word-dropout", po::value(&c.word_dropout)->default_value(c.word_dropout),
+  model.add_options()("pooling", cellstate::defaulted(&c.pooling), "last, max, mean or attention")(
+      "embed-dropout", cellstate::defaulted(&c.embed_dropout), "dropout on embeddings")(
+      "word-dropout", cellstate::defaulted(&c.word_dropout),
       "probability of replacing a training token by unk")(
-      "lm-weight", po::value(&c.lm_weight)->default_value(c.lm_weight),
+      "lm-weight", cellstate::defaulted(&c.lm_weight),
       "weight of an auxiliary language-model loss while training (0: off)")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)")(
       "teacher", po::value(&c.teacher), "distil from this model: it labels --augment-spans spans per text")(
-      "augment-spans", po::value(&c.augment_spans)->default_value(c.augment_spans),
+      "augment-spans", cellstate::defaulted(&c.augment_spans),
       "random word spans per training text, with the teacher's probabilities as targets")(
-      "ensemble", po::value(&c.ensemble)->default_value(c.ensemble),
+      "ensemble", cellstate::defaulted(&c.ensemble),
       "train N members (seeds seed..seed+N-1) whose probabilities are averaged");
-  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
-      "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char or word")(
-      "spm-normalization", po::value(&c.spm_normalization)->default_value(c.spm_normalization),
+  tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
+      "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char or word")(
+      "spm-normalization", cellstate::defaulted(&c.spm_normalization),
       "SentencePiece normalisation: nmt_nfkc_cf (folds case), nmt_nfkc, nfkc, nfkc_cf or identity")(
-      "sample-alpha", po::value(&c.sample_alpha)->default_value(c.sample_alpha),
+      "sample-alpha", cellstate::defaulted(&c.sample_alpha),
       "subword regularisation while training (0: off; 0.1-0.5 typical; unigram only)")(
-      "sample-nbest", po::value(&c.sample_nbest)->default_value(c.sample_nbest), "segmentations to sample from");
+      "sample-nbest", cellstate::defaulted(&c.sample_nbest), "segmentations to sample from");
   c.training.add_to(training);
   c.runtime.add_to(runtime);
   d.add(model).add(tok).add(training).add(runtime);
@@ -87,7 +87,7 @@ int eval(int argc, char** argv) {
   bool json = false;
   auto d = group("Usage: cellstate-sentiment eval --model DIR --data FILE [options]\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "labelled data (TSV, SST style, or DIR/LABEL/FILE)")(
-      "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
+      "format", cellstate::defaulted(&format), "auto, tsv, sst or dir")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
@@ -109,14 +109,14 @@ int predict(int argc, char** argv) {
   std::vector<std::string> inputs;
   auto d = group("Usage: cellstate-sentiment predict [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("input", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "unit", po::value(&p.unit)->default_value(p.unit),
+      "unit", cellstate::defaulted(&p.unit),
       "line: one result per line (empty lines marked); file: one per file plus a per-sentence breakdown")(
-      "format", po::value(&p.format)->default_value(p.format),
+      "format", cellstate::defaulted(&p.format),
       "tsv (file, line, label, probability) or jsonl (all class probabilities)")(
-      "top-k", po::value(&p.top_k)->default_value(p.top_k), "labels shown per result, most probable first")(
-      "threshold", po::value(&p.threshold)->default_value(p.threshold),
+      "top-k", cellstate::defaulted(&p.top_k), "labels shown per result, most probable first")(
+      "threshold", cellstate::defaulted(&p.threshold),
       "below this best probability the label is '?'")(
-      "batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "texts per forward pass");
+      "batch-size", cellstate::defaulted(&p.batch_size), "texts per forward pass");
   u.add_to(d);
   po::positional_options_description pos;
   pos.add("input", -1);
@@ -146,9 +146,9 @@ int bench(int argc, char** argv) {
                  "Times predict on every text of FILE: sentences/s batched (tokenisation included)\n"
                  "and the latency of one sentence at a time.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "texts to predict (labelled formats; labels ignored)")(
-      "format", po::value(&format)->default_value(format), "auto, tsv, sst or dir")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "texts per forward pass")(
-      "repeat", po::value(&repeat)->default_value(repeat), "timed passes (the median is reported)")(
+      "format", cellstate::defaulted(&format), "auto, tsv, sst or dir")(
+      "batch-size", cellstate::defaulted(&batch_size), "texts per forward pass")(
+      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)")(
       "json", po::bool_switch(&json), "print the result as JSON")(
       "dump-ids", po::value(&dump), "also write the token ids as JSON (for bench/sentiment_python.py)");
   u.add_to(d);

@@ -58,18 +58,18 @@ int train(int argc, char** argv) {
   cs::add_help_and_config(d, config);
   d.add_options()("train", po::value(&c.train_path)->required(), "training text (plain or .gz, UTF-8)")(
       "valid", po::value(&c.valid_path), "dev text for early stopping (default: hold out --valid-fraction)")(
-      "valid-fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction),
+      "valid-fraction", cellstate::defaulted(&c.valid_fraction),
       "share of the training text's end held out as dev text when there is no --valid (whole lines)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
   c.model.add_to(model);
   model.add_options()("tie", po::bool_switch(&c.tie), "share the embeddings with the output layer")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
-  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
-      "spm-type", po::value(&c.spm_type)->default_value(c.spm_type), "unigram, bpe, char (character level) or word")(
-      "spm-normalization", po::value(&c.spm_normalization)->default_value(c.spm_normalization),
+  tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
+      "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char (character level) or word")(
+      "spm-normalization", cellstate::defaulted(&c.spm_normalization),
       "SentencePiece normalisation: identity (text as written), nmt_nfkc, nfkc, nmt_nfkc_cf or nfkc_cf");
   c.training.add_to(training);
-  training.add_options()("bptt", po::value(&c.bptt)->default_value(c.bptt),
+  training.add_options()("bptt", cellstate::defaulted(&c.bptt),
                          "tokens per truncated backpropagation-through-time segment");
   c.runtime.add_to(runtime);
   d.add(model).add(tok).add(training).add(runtime);
@@ -100,7 +100,7 @@ int eval(int argc, char** argv) {
                             "Loss per token, perplexity, nats and bits per character over the whole text\n"
                             "(one stream, state carried).\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "text to evaluate on (plain or .gz, UTF-8)")(
-      "valid-fraction", po::value(&tail)->default_value(tail),
+      "valid-fraction", cellstate::defaulted(&tail),
       "evaluate only the last part of FILE that train --valid-fraction holds out (0: all of it)")(
       "json", po::bool_switch(&json), "print the metrics as JSON");
   u.add_to(d);
@@ -185,23 +185,23 @@ int generate(int argc, char** argv) {
       "--prompt-file every line of standard input is a prompt (the model stays loaded).\n\nOptions");
   d.add_options()("prompt", po::value(&prompt), "the text to continue (may be empty: unconditional)")(
       "prompt-file", po::value(&prompt_file), "read the prompt from a file (all of it, line breaks kept)")(
-      "max-tokens", po::value(&o.max_tokens)->default_value(o.max_tokens), "tokens to generate at most")(
-      "temperature", po::value(&o.sampling.temperature)->default_value(o.sampling.temperature),
+      "max-tokens", cellstate::defaulted(&o.max_tokens), "tokens to generate at most")(
+      "temperature", cellstate::defaulted(&o.sampling.temperature),
       "divide the logits by this (< 1: safer, > 1: wilder)")(
-      "top-k", po::value(&o.sampling.top_k)->default_value(o.sampling.top_k),
+      "top-k", cellstate::defaulted(&o.sampling.top_k),
       "sample among the k most probable tokens only (0: all)")(
-      "top-p", po::value(&o.sampling.top_p)->default_value(o.sampling.top_p),
+      "top-p", cellstate::defaulted(&o.sampling.top_p),
       "sample among the fewest most probable tokens holding this probability (1: all)")(
-      "repetition-penalty", po::value(&o.sampling.repetition_penalty)->default_value(o.sampling.repetition_penalty),
+      "repetition-penalty", cellstate::defaulted(&o.sampling.repetition_penalty),
       "penalise tokens already in the prompt or output (1: off; 1.1-1.3 typical)")(
       "greedy", po::bool_switch(&o.sampling.greedy), "always take the most probable token")(
-      "num-samples", po::value(&cmd.num_samples)->default_value(cmd.num_samples), "continuations per prompt")(
-      "seed", po::value(&cmd.seed)->default_value(cmd.seed), "sampling seed (sample k uses seed + k - 1)")(
+      "num-samples", cellstate::defaulted(&cmd.num_samples), "continuations per prompt")(
+      "seed", cellstate::defaulted(&cmd.seed), "sampling seed (sample k uses seed + k - 1)")(
       "stop", po::value(&stops)->composing(),
       "end a continuation where this string appears, without it (repeatable; \\n is a line break)")(
-      "max-prompt-tokens", po::value(&o.max_prompt_tokens)->default_value(o.max_prompt_tokens),
+      "max-prompt-tokens", cellstate::defaulted(&o.max_prompt_tokens),
       "longer prompts keep only their last tokens (with a warning)")(
-      "format", po::value(&cmd.format)->default_value(cmd.format),
+      "format", cellstate::defaulted(&cmd.format),
       "text (streamed) or jsonl (one record per sample, with tokens and log-probabilities)");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " generate", [&] {
@@ -269,11 +269,11 @@ int bench(int argc, char** argv) {
       "also training throughput at PyTorch's word-language-model recipe (embeddings 200,\n"
       "hidden 200, 2 LSTM layers, dropout 0.2, bptt 35, batch 20, SGD lr 20, clip 0.25)\n"
       "on FILE tokenised by the model's tokenizer (bench/word_lm.py runs the same in Python).\n\nOptions");
-  d.add_options()("prompt", po::value(&prompt)->default_value(prompt), "prompt to continue")(
-      "tokens", po::value(&tokens)->default_value(tokens), "tokens generated per run")(
-      "repeat", po::value(&repeat)->default_value(repeat), "timed runs (the median is reported)")(
+  d.add_options()("prompt", cellstate::defaulted(&prompt), "prompt to continue")(
+      "tokens", cellstate::defaulted(&tokens), "tokens generated per run")(
+      "repeat", cellstate::defaulted(&repeat), "timed runs (the median is reported)")(
       "train-data", po::value(&train_data), "also time training on this text")(
-      "steps", po::value(&steps)->default_value(steps), "timed training steps (after 10 warm-up steps)")(
+      "steps", cellstate::defaulted(&steps), "timed training steps (after 10 warm-up steps)")(
       "dump-ids", po::value(&dump), "write the training tokens as JSON (for bench/word_lm.py)")(
       "json", po::bool_switch(&json), "print the result as JSON");
   u.add_to(d);

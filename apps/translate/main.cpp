@@ -25,17 +25,17 @@ const char* kProgram = "cellstate-translate";
 const char* kShippedModel = "translate-multi30k-en-de";
 
 void add_decoding(po::options_description& d, cs::DecodingOptions& o) {
-  d.add_options()("beam", po::value(&o.beam)->default_value(o.beam), "beam size (1: greedy)")(
-      "length-penalty", po::value(&o.length_penalty)->default_value(o.length_penalty),
+  d.add_options()("beam", cellstate::defaulted(&o.beam), "beam size (1: greedy)")(
+      "length-penalty", cellstate::defaulted(&o.length_penalty),
       "GNMT length normalisation alpha (0: raw log-probability)")(
-      "max-length-ratio", po::value(&o.max_length_ratio)->default_value(o.max_length_ratio),
+      "max-length-ratio", cellstate::defaulted(&o.max_length_ratio),
       "at most ratio x source tokens + 10 output tokens")(
-      "min-length", po::value(&o.min_length)->default_value(o.min_length), "no eos before this many tokens")(
-      "nbest", po::value(&o.nbest)->default_value(o.nbest), "hypotheses per sentence (<= --beam)")(
-      "sample-topk", po::value(&o.sample_topk)->default_value(o.sample_topk),
+      "min-length", cellstate::defaulted(&o.min_length), "no eos before this many tokens")(
+      "nbest", cellstate::defaulted(&o.nbest), "hypotheses per sentence (<= --beam)")(
+      "sample-topk", cellstate::defaulted(&o.sample_topk),
       "> 0: sample among the k most probable tokens instead of searching")(
-      "temperature", po::value(&o.temperature)->default_value(o.temperature), "sampling temperature")(
-      "seed", po::value(&o.seed)->default_value(o.seed), "sampling seed");
+      "temperature", cellstate::defaulted(&o.temperature), "sampling temperature")(
+      "seed", cellstate::defaulted(&o.seed), "sampling seed");
 }
 
 int train(int argc, char** argv) {
@@ -58,23 +58,24 @@ int train(int argc, char** argv) {
       "tgt-train", po::value(&c.tgt_train)->required(), "training target sentences, line-aligned")(
       "src-dev", po::value(&c.src_dev)->required(), "dev source sentences")(
       "tgt-dev", po::value(&c.tgt_dev)->required(), "dev references, line-aligned")(
-      "max-words", po::value(&c.max_words)->default_value(c.max_words),
+      "max-words", cellstate::defaulted(&c.max_words),
       "training pairs with a longer side are dropped (and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
   c.model.add_to(model);
-  model.add_options()("attention", po::value(&c.attention)->default_value(c.attention), "general (Luong) or additive (Bahdanau)")(
-      "input-feeding", po::value(&c.input_feeding)->default_value(c.input_feeding),
+  model.add_options()("attention", cellstate::defaulted(&c.attention), "general (Luong) or additive (Bahdanau)")(
+      "input-feeding", cellstate::defaulted(&c.input_feeding),
       "feed the previous attentional state into the decoder (true/false)")(
-      "tie", po::bool_switch(&c.tie), "output layer shares the target embeddings")(
+      "tie", cellstate::defaulted(&c.tie)->implicit_value(true),
+      "output layer shares the target embeddings (--tie=false: a matrix of its own)")(
       "half", po::bool_switch(&c.half), "store weights as float16");
-  tok.add_options()("vocab-size", po::value(&c.vocab_size)->default_value(c.vocab_size), "SentencePiece vocabulary")(
+  tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
       "separate-vocab", po::bool_switch(&separate), "one tokenizer per language instead of a joint one");
   c.training.add_to(training);
-  training.add_options()("label-smoothing", po::value(&c.label_smoothing)->default_value(c.label_smoothing),
+  training.add_options()("label-smoothing", cellstate::defaulted(&c.label_smoothing),
                          "label smoothing of the cross-entropy")(
-      "max-tokens", po::value(&c.max_tokens)->default_value(c.max_tokens),
+      "max-tokens", cellstate::defaulted(&c.max_tokens),
       "> 0: batches of about this many padded tokens instead of --batch-size sentences")(
-      "dev-beam", po::value(&c.dev_beam)->default_value(c.dev_beam), "beam of the dev BLEU that early stopping follows");
+      "dev-beam", cellstate::defaulted(&c.dev_beam), "beam of the dev BLEU that early stopping follows");
   c.runtime.add_to(runtime);
   d.add(model).add(tok).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
@@ -109,7 +110,7 @@ int eval(int argc, char** argv) {
   d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
       "ref", po::value(&ref)->required(), "references, line-aligned")(
       "lowercase", po::bool_switch(&lowercase), "case-insensitive BLEU")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch")(
+      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch")(
       "json", po::bool_switch(&json), "print the scores as JSON");
   add_decoding(d, o);
   u.add_to(d);
@@ -141,10 +142,10 @@ int translate(int argc, char** argv) {
   int64_t batch_size = 32;
   po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "format", po::value(&format)->default_value(format),
+      "format", cellstate::defaulted(&format),
       "text (one translation per line) or jsonl (n-best with scores, tokens and attention)")(
       "attention-svg", po::value(&svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch");
+      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch");
   add_decoding(d, o);
   u.add_to(d);
   po::positional_options_description pos;
@@ -222,8 +223,8 @@ int bench(int argc, char** argv) {
                             "Times translating every line of FILE in batches at beam 1 and beam 5\n"
                             "(sentences/s), and one sentence at a time (median latency).\n\nOptions");
   d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "sentences per batch")(
-      "singles", po::value(&singles)->default_value(singles), "sentences timed one at a time")(
+      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch")(
+      "singles", cellstate::defaulted(&singles), "sentences timed one at a time")(
       "json", po::bool_switch(&json), "print the result as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {

@@ -13,16 +13,16 @@ namespace cellstate {
 namespace po = boost::program_options;
 
 void ModelOptions::add_to(po::options_description& options, bool architecture) {
-  options.add_options()("model", po::value(&dir)->default_value(dir), "model directory")(
-      "impl", po::value(&impl)->default_value(impl),
+  options.add_options()("model", defaulted(&dir), "model directory")(
+      "impl", defaulted(&impl),
       "recurrent implementation: custom (cellstate's fused kernels) or builtin (torch::nn)");
   if (!architecture) return;
-  options.add_options()("rnn", po::value(&rnn)->default_value(rnn), "recurrent cell: lstm, gru or rnn")(
-      "layers", po::value(&layers)->default_value(layers), "stacked recurrent layers")(
-      "hidden", po::value(&hidden)->default_value(hidden), "hidden units per direction")(
-      "embed", po::value(&embed)->default_value(embed), "embedding size")(
-      "dropout", po::value(&dropout)->default_value(dropout), "dropout probability")(
-      "bidirectional", po::value(&bidirectional)->default_value(bidirectional)->implicit_value(true),
+  options.add_options()("rnn", defaulted(&rnn), "recurrent cell: lstm, gru or rnn")(
+      "layers", defaulted(&layers), "stacked recurrent layers")(
+      "hidden", defaulted(&hidden), "hidden units per direction")(
+      "embed", defaulted(&embed), "embedding size")(
+      "dropout", defaulted(&dropout), "dropout probability")(
+      "bidirectional", defaulted(&bidirectional)->implicit_value(true),
       "bidirectional recurrent layers (--bidirectional or --bidirectional=false)");
 }
 
@@ -58,32 +58,32 @@ void ModelOptions::from_json(const nlohmann::json& j, const std::string& file) {
 }
 
 void TrainingOptions::add_to(po::options_description& options) {
-  options.add_options()("epochs", po::value(&epochs)->default_value(epochs), "maximum epochs")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "examples per batch")(
-      "lr", po::value(&lr)->default_value(lr), "learning rate")(
-      "optimizer", po::value(&optimizer)->default_value(optimizer), "adam, adamw or sgd")(
-      "weight-decay", po::value(&weight_decay)->default_value(weight_decay),
+  options.add_options()("epochs", defaulted(&epochs), "maximum epochs")(
+      "batch-size", defaulted(&batch_size), "examples per batch")(
+      "lr", defaulted(&lr), "learning rate")(
+      "optimizer", defaulted(&optimizer), "adam, adamw or sgd")(
+      "weight-decay", defaulted(&weight_decay),
       "weight decay (decoupled for adamw)")(
-      "momentum", po::value(&momentum)->default_value(momentum), "SGD momentum")(
-      "clip", po::value(&clip)->default_value(clip), "clip gradients to this global norm (0: off)")(
-      "lr-schedule", po::value(&lr_schedule)->default_value(lr_schedule),
+      "momentum", defaulted(&momentum), "SGD momentum")(
+      "clip", defaulted(&clip), "clip gradients to this global norm (0: off)")(
+      "lr-schedule", defaulted(&lr_schedule),
       "constant, step (x lr-decay every lr-step epochs), plateau (x lr-decay after lr-step "
       "evaluations without improvement) or warmup-linear (linear warm-up over --warmup steps, "
       "then linear decay to 0)")(
-      "lr-decay", po::value(&lr_decay)->default_value(lr_decay), "decay factor (step, plateau)")(
-      "lr-step", po::value(&lr_step)->default_value(lr_step), "epochs (step) or evaluations (plateau)")(
-      "warmup", po::value(&warmup)->default_value(warmup), "warm-up steps (warmup-linear)")(
-      "min-lr", po::value(&min_lr)->default_value(min_lr), "lowest learning rate (step, plateau)")(
-      "patience", po::value(&patience)->default_value(patience),
+      "lr-decay", defaulted(&lr_decay), "decay factor (step, plateau)")(
+      "lr-step", defaulted(&lr_step), "epochs (step) or evaluations (plateau)")(
+      "warmup", defaulted(&warmup), "warm-up steps (warmup-linear)")(
+      "min-lr", defaulted(&min_lr), "lowest learning rate (step, plateau)")(
+      "patience", defaulted(&patience),
       "early stopping: evaluations without improvement before stopping (0: never)")(
-      "eval-every", po::value(&eval_every)->default_value(eval_every),
+      "eval-every", defaulted(&eval_every),
       "evaluate every N steps (0: after each epoch)")(
-      "seed", po::value(&seed)->default_value(seed), "random seed (initialisation, data order, dropout)")(
-      "resume", po::value(&resume)->default_value(resume)->implicit_value(true),
+      "seed", defaulted(&seed), "random seed (initialisation, data order, dropout)")(
+      "resume", defaulted(&resume)->implicit_value(true),
       "continue from MODEL/checkpoint.pt")(
-      "max-time", po::value(&max_time)->default_value(max_time),
+      "max-time", defaulted(&max_time),
       "stop training after this many minutes (0: no limit)")(
-      "checkpoint-every", po::value(&checkpoint_every)->default_value(checkpoint_every),
+      "checkpoint-every", defaulted(&checkpoint_every),
       "also write a checkpoint every N minutes (0: only at evaluations)");
 }
 
@@ -127,8 +127,8 @@ nlohmann::json TrainingOptions::to_json() const {
 }
 
 void RuntimeOptions::add_to(po::options_description& options) {
-  options.add_options()("threads", po::value(&threads)->default_value(threads), "threads (0: every core)")(
-      "device", po::value(&device)->default_value(device), "cpu or cuda")(
+  options.add_options()("threads", defaulted(&threads), "threads (0: every core)")(
+      "device", defaulted(&device), "cpu or cuda")(
       "quiet,q", po::bool_switch(&quiet), "no progress output on stderr");
 }
 

@@ -379,7 +379,11 @@ std::vector<SentencePair> read_parallel(const std::string& source_path,
     }
     out.push_back({trim(s), trim(t), src.line_number()});
   }
-  if (out.empty()) throw InputError(source_path, 0, "no sentence pairs (empty input)");
+  if (out.empty()) {
+    std::string why = st.summary().empty() ? "empty input" : st.summary();
+    if (st.skipped_long) why += "; the limit is " + std::to_string(options.max_words) + " words a side";
+    throw InputError(source_path, 0, "no sentence pairs left (" + why + ")");
+  }
   st.examples += static_cast<int64_t>(out.size());
   return out;
 }

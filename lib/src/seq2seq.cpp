@@ -102,6 +102,10 @@ Encoded Seq2SeqImpl::encode(const torch::Tensor& source, const torch::Tensor& le
 }
 
 torch::Tensor Seq2SeqImpl::step(const torch::Tensor& previous, Encoded& s, torch::Tensor* attention) {
+  return logits(attend(previous, s, attention));
+}
+
+torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, torch::Tensor* attention) {
   TORCH_CHECK(previous.dim() == 1 && previous.size(0) == s.memory.size(0),
               "Seq2Seq::step: expected previous tokens [", s.memory.size(0), "], got ", previous.sizes());
   auto x = drop(target_embedding(previous));
@@ -125,6 +129,10 @@ torch::Tensor Seq2SeqImpl::step(const torch::Tensor& previous, Encoded& s, torch
   auto context = torch::bmm(a.unsqueeze(1), s.memory).squeeze(1);  // [B, 2H]
   auto attended = torch::tanh(combine(torch::cat({context, query}, 1)));
   s.feed = attended;
+  return attended;
+}
+
+torch::Tensor Seq2SeqImpl::logits(const torch::Tensor& attended) {
   auto y = drop(attended);
   if (options.tie()) {
     if (projection) y = projection(y);
@@ -133,12 +141,19 @@ torch::Tensor Seq2SeqImpl::step(const torch::Tensor& previous, Encoded& s, torch
   return output(y);
 }
 
+torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torch::Tensor& lengths,
+                                         const torch::Tensor& target_in) {
+  TORCH_CHECK(target_in.dim() == 2 && target_in.size(0) == source.size(0),
+              "Seq2Seq: expected target [", source.size(0), ", T], got ", target_in.sizes());
+  auto state = encode(source, lengths);
+  std::vector<torch::Tensor> states;
+  for (int64_t t = 0; t < target_in.size(1); ++t) states.push_back(attend(target_in.select(1, t), state));
+  return torch::stack(states, 1);
+}
+
 torch::Tensor Seq2SeqImpl::forward(const torch::Tensor& source, const torch::Tensor& lengths,
                                    const torch::Tensor& target_in) {
-  auto state = encode(source, lengths);
-  std::vector<torch::Tensor> logits;
-  for (int64_t t = 0; t < target_in.size(1); ++t) logits.push_back(step(target_in.select(1, t), state));
-  return torch::stack(logits, 1);
+  return logits(decode_states(source, lengths, target_in));
 }
 
 Seq2SeqStepper::Seq2SeqStepper(Seq2Seq model, const torch::Tensor& source, const torch::Tensor& lengths)

@@ -101,13 +101,16 @@ class TranslateTask : public TrainTask {
     }
     const auto src = pad_batch(s);
     const auto tgt = pad_batch(t).ids;
-    auto logits = model_->forward(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
+    auto states = model_->decode_states(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
+    // The output layer (the largest cost) runs once, over the real target positions only.
     auto gold = tgt.slice(1, 1).reshape(-1);
+    const auto real = gold.ne(0).nonzero().squeeze(1);
+    auto logits = model_->logits(states.reshape({-1, states.size(2)}).index_select(0, real));
     namespace F = torch::nn::functional;
-    auto loss = F::cross_entropy(logits.reshape({-1, logits.size(2)}), gold,
-                                 F::CrossEntropyFuncOptions().ignore_index(0).label_smoothing(config_.label_smoothing));
+    auto loss = F::cross_entropy(logits, gold.index_select(0, real),
+                                 F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
     loss.backward();
-    return {loss.item<double>(), gold.ne(0).sum().item<int64_t>()};
+    return {loss.item<double>(), real.size(0)};
   }
 
   Evaluation evaluate() override {

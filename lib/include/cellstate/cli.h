@@ -5,12 +5,27 @@
 
 #include <boost/program_options.hpp>
 
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace cellstate {
+
+/// po::value(variable) with the variable's current value as the default; a
+/// floating-point default is shown as written ("0.1", not 0.10000000000000001).
+template <class T>
+boost::program_options::typed_value<T>* defaulted(T* variable) {
+  if constexpr (std::is_floating_point_v<T>) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.6g", static_cast<double>(*variable));
+    return boost::program_options::value(variable)->default_value(*variable, text);
+  } else {
+    return boost::program_options::value(variable)->default_value(*variable);
+  }
+}
 
 /// Parses argv into the variables bound in `options` (which should offer
 /// --help; if it offers --config, that JSON file's keys are read as further

@@ -85,7 +85,15 @@ class Seq2SeqImpl : public torch::nn::Module {
   /// One decoder step: previous target tokens [B] -> logits [B, V];
   /// updates `state` and, if given, writes the attention [B, S].
   torch::Tensor step(const torch::Tensor& previous, Encoded& state, torch::Tensor* attention = nullptr);
-  /// Teacher forcing: target_in [B, T] (bos y_1 .. y_{T-1}) -> logits [B, T, V].
+  /// The recurrent part of a step: previous tokens [B] -> attentional
+  /// hidden state h~ = tanh(W_c [context; h]) [B, D]; updates `state`.
+  torch::Tensor attend(const torch::Tensor& previous, Encoded& state, torch::Tensor* attention = nullptr);
+  /// Output layer: h~ [..., D] -> logits [..., V] (dropout, then W_o or the tied embeddings).
+  torch::Tensor logits(const torch::Tensor& attended);
+  /// Teacher forcing: target_in [B, T] (bos y_1 .. y_{T-1}) -> h~ [B, T, D],
+  /// so the output layer can run once over the positions that count.
+  torch::Tensor decode_states(const torch::Tensor& source, const torch::Tensor& lengths, const torch::Tensor& target_in);
+  /// Teacher forcing: target_in [B, T] -> logits [B, T, V].
   torch::Tensor forward(const torch::Tensor& source, const torch::Tensor& lengths, const torch::Tensor& target_in);
 
   int64_t decoder_size() const { return 2 * options.hidden(); }

@@ -26,7 +26,7 @@ struct TranslateTrainConfig {
   int64_t max_words = 80;             // training pairs with a longer side are dropped
   std::string attention = "general";  // general | additive
   bool input_feeding = true;
-  bool tie = false;                   // output layer = target embeddings
+  bool tie = true;                    // output layer = target embeddings (three-way tied with a joint vocabulary)
   double label_smoothing = 0.1;
   int64_t max_tokens = 0;             // > 0: batches by padded target tokens instead of --batch-size
   int64_t dev_beam = 1;               // beam for the dev BLEU of early stopping
