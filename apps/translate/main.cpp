@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -185,8 +186,15 @@ int translate(int argc, char** argv) {
         const auto& h = out[i].hypotheses[k];
         std::vector<std::string> pieces;
         for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+        // Attention weights to 4 decimals: what a reader or a plot can use, a quarter of the bytes.
+        nlohmann::json attention = nlohmann::json::array();
+        for (const auto& row : h.attention) {
+          nlohmann::json r = nlohmann::json::array();
+          for (float w : row) r.push_back(std::round(static_cast<double>(w) * 1e4) / 1e4);
+          attention.push_back(std::move(r));
+        }
         n.push_back({{"text", out[i].texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
-                     {"tokens", pieces}, {"finished", h.finished}, {"attention", h.attention}});
+                     {"tokens", pieces}, {"finished", h.finished}, {"attention", std::move(attention)}});
       }
       std::cout << nlohmann::json{{"source", lines[i]}, {"source_tokens", out[i].source_pieces}, {"nbest", n}}.dump()
                 << "\n";
