@@ -47,11 +47,12 @@ check "attention svg" 0 bash -c "printf 'a dog is eating .\n<b> & \"x\"\n' | '$b
 [ -s "$tmp/svg/1.svg" ] && [ -s "$tmp/svg/2.svg" ] || fail "attention svg: files missing"
 contains "svg document" "$tmp/svg/1.svg" "<svg xmlns="
 contains "svg escapes" "$tmp/svg/2.svg" "&lt;"
-# An input far longer than anything trained on still gives one line, within
-# --max-length-ratio x its length + 10 pieces.
+# An input far longer than anything trained on still gives one line: its first
+# 256 pieces (the model's max_source_tokens) translated, with a warning.
 long=$(for i in $(seq 100); do printf 'a dog is running . '; done)
 check "over-long input" 0 bash -c "printf '%s\nend\n' '$long' | '$bin' translate --model '$m' --beam 2"
 [ "$(wc -l < "$tmp/out")" = 2 ] || fail "over-long input: expected 2 lines"
+contains "over-long input warning" "$tmp/err" "pieces; only the first 256 (the model's limit) are translated"
 check "bench" 0 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --singles 2
 contains "bench output" "$tmp/out" "sentences/s"
 check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"

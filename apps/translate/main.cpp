@@ -164,11 +164,18 @@ int translate(int argc, char** argv) {
   if (!svg_dir.empty()) std::filesystem::create_directories(svg_dir);
   int status = 0;
   int64_t sentence = 0;
-  auto flush = [&](std::vector<std::string>& lines) {
+  // `lines` are lines first_line.. of `path`.
+  auto flush = [&](std::vector<std::string>& lines, const std::string& path, int64_t first_line) {
     if (lines.empty()) return;
     const auto out = model.translate(lines, o, batch_size);
     for (size_t i = 0; i < out.size(); ++i) {
       ++sentence;
+      if (out[i].truncated()) {
+        std::cerr << kProgram << ": warning: " << (path == "-" ? "<stdin>" : path) << ":"
+                  << first_line + static_cast<int64_t>(i) << ": " << out[i].source_length
+                  << " pieces; only the first " << out[i].source_pieces.size()
+                  << " (the model's limit) are translated\n";
+      }
       if (!svg_dir.empty()) {
         const auto& h = out[i].hypotheses.front();
         std::vector<std::string> pieces;
@@ -196,7 +203,11 @@ int translate(int argc, char** argv) {
         n.push_back({{"text", out[i].texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
                      {"tokens", pieces}, {"finished", h.finished}, {"attention", std::move(attention)}});
       }
-      std::cout << nlohmann::json{{"source", lines[i]}, {"source_tokens", out[i].source_pieces}, {"nbest", n}}.dump()
+      std::cout << nlohmann::json{{"source", lines[i]},
+                                  {"source_tokens", out[i].source_pieces},
+                                  {"source_truncated", out[i].truncated()},
+                                  {"nbest", n}}
+                       .dump()
                 << "\n";
     }
     std::cout.flush();
@@ -204,17 +215,20 @@ int translate(int argc, char** argv) {
   };
   for (const auto& path : inputs) {
     std::vector<std::string> lines;
+    int64_t read = 0;  // lines read from `path`
     try {
       cs::LineReader reader(path);
       const bool interactive = path == "-" && isatty(STDIN_FILENO);
       std::string line;
       while (reader.next(line)) {
         lines.push_back(line);
-        if (interactive || static_cast<int64_t>(lines.size()) >= batch_size * 8) flush(lines);
+        ++read;
+        if (interactive || static_cast<int64_t>(lines.size()) >= batch_size * 8)
+          flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
       }
-      flush(lines);
+      flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
     } catch (const cs::InputError& e) {
-      flush(lines);
+      flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
       std::cerr << kProgram << ": " << e.what() << "\n";
       status = 2;
     }

@@ -21,9 +21,11 @@ namespace {
 constexpr const char* kTask = "translate";
 constexpr int64_t kMaxSourceTokens = 256;
 
-std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int64_t max_tokens) {
+std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int64_t max_tokens,
+                                int64_t* length = nullptr) {
   auto ids = t.encode(text);
   if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+  if (length) *length = static_cast<int64_t>(ids.size());
   truncate(ids, max_tokens);
   return ids;
 }
@@ -248,11 +250,14 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
 std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,
                                                      const DecodingOptions& options, int64_t batch_size) {
   std::vector<std::vector<int64_t>> ids;
-  for (const auto& s : sentences) ids.push_back(source_ids(*source_, s, max_source_tokens_));
+  std::vector<int64_t> lengths(sentences.size());
+  for (size_t i = 0; i < sentences.size(); ++i)
+    ids.push_back(source_ids(*source_, sentences[i], max_source_tokens_, &lengths[i]));
   const auto hyps = translate_ids(model_, ids, options, batch_size);
   std::vector<Translation> out;
   for (size_t i = 0; i < sentences.size(); ++i) {
     Translation t;
+    t.source_length = lengths[i];
     t.hypotheses = hyps[i];
     for (const auto& h : t.hypotheses) t.texts.push_back(target_tokenizer().decode(h.tokens));
     for (auto id : ids[i]) t.source_pieces.push_back(source_->id_to_piece(id));

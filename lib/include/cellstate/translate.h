@@ -39,7 +39,11 @@ TrainResult train_translation(const TranslateTrainConfig& config);
 struct Translation {
   std::vector<Hypothesis> hypotheses;  // best first
   std::vector<std::string> texts;      // detokenised, one per hypothesis
-  std::vector<std::string> source_pieces;
+  std::vector<std::string> source_pieces;  // what was translated
+  /// Source pieces before truncation: an input longer than the model's
+  /// max_source_tokens (256, in config.json) is translated up to that length.
+  int64_t source_length = 0;
+  bool truncated() const { return source_length > static_cast<int64_t>(source_pieces.size()); }
 };
 
 class TranslationModel {
@@ -49,6 +53,8 @@ class TranslationModel {
   Seq2Seq& model() { return model_; }
   const Tokenizer& source_tokenizer() const { return *source_; }
   const Tokenizer& target_tokenizer() const { return target_ ? *target_ : *source_; }
+  /// Longer inputs are translated up to this many source pieces.
+  int64_t max_source_tokens() const { return max_source_tokens_; }
 
   /// Translates sentences in batches (sorted by length; results in input order).
   std::vector<Translation> translate(const std::vector<std::string>& sentences, const DecodingOptions& options,
