@@ -164,9 +164,10 @@ int translate(int argc, char** argv) {
   if (!svg_dir.empty()) std::filesystem::create_directories(svg_dir);
   int status = 0;
   int64_t sentence = 0;
-  // `lines` are lines first_line.. of `path`.
-  auto flush = [&](std::vector<std::string>& lines, const std::string& path, int64_t first_line) {
+  // `lines` are the last lines of the `read` lines read from `path` so far.
+  auto flush = [&](std::vector<std::string>& lines, const std::string& path, int64_t read) {
     if (lines.empty()) return;
+    const int64_t first_line = read - static_cast<int64_t>(lines.size()) + 1;
     const auto out = model.translate(lines, o, batch_size);
     for (size_t i = 0; i < out.size(); ++i) {
       ++sentence;
@@ -224,11 +225,11 @@ int translate(int argc, char** argv) {
         lines.push_back(line);
         ++read;
         if (interactive || static_cast<int64_t>(lines.size()) >= batch_size * 8)
-          flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
+          flush(lines, path, read);
       }
-      flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
+      flush(lines, path, read);
     } catch (const cs::InputError& e) {
-      flush(lines, path, read - static_cast<int64_t>(lines.size()) + 1);
+      flush(lines, path, read);
       std::cerr << kProgram << ": " << e.what() << "\n";
       status = 2;
     }

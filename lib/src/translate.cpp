@@ -152,8 +152,6 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   po.max_words = config.max_words;
   const auto train = read_parallel(config.src_train, config.tgt_train, po, &train_stats);
   const auto dev = read_parallel(config.src_dev, config.tgt_dev, {}, &dev_stats);
-  if (train.empty()) throw InputError(config.src_train, 0, "no sentence pairs (empty input)");
-  if (dev.empty()) throw InputError(config.src_dev, 0, "no sentence pairs (empty input)");
   log("train: " + std::to_string(train.size()) + " pairs" +
       (train_stats.summary().empty() ? "" : " (" + train_stats.summary() + ")") + "; dev: " +
       std::to_string(dev.size()) + " pairs");
@@ -269,7 +267,6 @@ std::vector<Translation> TranslationModel::translate(const std::vector<std::stri
 TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
                                        const DecodingOptions& options, bool lowercase, int64_t batch_size) {
   const auto pairs = read_parallel(src, ref);
-  if (pairs.empty()) throw InputError(src, 0, "no sentence pairs (empty input)");
   std::vector<std::string> sources, refs, hyps;
   for (const auto& p : pairs) {
     sources.push_back(p.source);
