@@ -56,5 +56,7 @@ esac
 
 [ "$build" = 1 ] || exit 0
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+# Paths below the checkout are hashed relative to it, so a fresh clone reuses the cache.
+export CCACHE_BASEDIR="$PWD"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2

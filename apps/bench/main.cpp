@@ -3,8 +3,8 @@
 
 #include <iostream>
 
-#include "cellstate/bench.h"
-#include "cellstate/cli.h"
+#include "cellstate/bench/bench.h"
+#include "cellstate/cli/cli.h"
 
 namespace po = boost::program_options;
 

@@ -6,9 +6,9 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cellstate/cli.h"
-#include "cellstate/recall_task.h"
-#include "cellstate/runtime.h"
+#include "cellstate/cli/cli.h"
+#include "cellstate/bench/recall_task.h"
+#include "cellstate/util/runtime.h"
 
 namespace po = boost::program_options;
 

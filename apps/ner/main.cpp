@@ -7,11 +7,13 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cellstate/bench.h"
-#include "cellstate/cli.h"
-#include "cellstate/io.h"
-#include "cellstate/ner.h"
-#include "cellstate/runtime.h"
+#include "cellstate/util/timing.h"
+#include "cellstate/cli/cli.h"
+#include "cellstate/cli/options.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/util/io.h"
+#include "cellstate/tasks/ner.h"
+#include "cellstate/util/runtime.h"
 
 namespace po = boost::program_options;
 namespace cs = cellstate;
@@ -47,7 +49,7 @@ int train(int argc, char** argv) {
       "tag-scheme", cellstate::defaulted(&c.tag_scheme), "what the model predicts: bio or iobes");
   add_columns(d, c.conll);
   po::options_description model("Model"), training("Training"), runtime("Runtime");
-  c.model.add_to(model);
+  cs::add_model_options(model, c.model);
   model.add_options()("decoder", cellstate::defaulted(&c.decoder), "crf or softmax")(
       "char-embed", cellstate::defaulted(&c.char_embed),
       "character embedding size (0: no character model)")(
@@ -64,8 +66,8 @@ int train(int argc, char** argv) {
       "word-dropout", cellstate::defaulted(&c.word_dropout),
       "training: any word is read as unknown with this probability")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
-  c.training.add_to(training);
-  c.runtime.add_to(runtime);
+  cs::add_training_options(training, c.training);
+  cs::add_runtime_options(runtime, c.runtime);
   d.add(model).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
         c.model.validate();
@@ -88,7 +90,7 @@ int train(int argc, char** argv) {
     return *s;
   c.runtime.apply();
   const auto r = cs::train_ner(c);
-  return r.stop_reason == "interrupted" ? 130 : 0;
+  return cs::exit_status(r);
 }
 
 int eval(int argc, char** argv) {
@@ -148,6 +150,7 @@ int predict(int argc, char** argv) {
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::NerModel::load(m.dir, m.implementation());
+  p.error_prefix = kProgram;
   return cs::predict_ner(model, inputs, p, std::cout, std::cerr);
 }
 

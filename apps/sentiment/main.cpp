@@ -6,11 +6,13 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cellstate/cli.h"
-#include "cellstate/io.h"
-#include "cellstate/readers.h"
-#include "cellstate/runtime.h"
-#include "cellstate/sentiment.h"
+#include "cellstate/cli/cli.h"
+#include "cellstate/cli/options.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/util/io.h"
+#include "cellstate/data/readers.h"
+#include "cellstate/util/runtime.h"
+#include "cellstate/tasks/sentiment.h"
 
 namespace po = boost::program_options;
 namespace cs = cellstate;
@@ -40,7 +42,7 @@ int train(int argc, char** argv) {
       "max-length", cellstate::defaulted(&c.max_length),
       "tokens kept per text (longer texts are truncated and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
-  c.model.add_to(model);
+  cs::add_model_options(model, c.model);
   model.add_options()("pooling", cellstate::defaulted(&c.pooling), "last, max, mean or attention")(
       "embed-dropout", cellstate::defaulted(&c.embed_dropout), "dropout on embeddings")(
       "word-dropout", cellstate::defaulted(&c.word_dropout),
@@ -60,8 +62,8 @@ int train(int argc, char** argv) {
       "sample-alpha", cellstate::defaulted(&c.sample_alpha),
       "subword regularisation while training (0: off; 0.1-0.5 typical; unigram only)")(
       "sample-nbest", cellstate::defaulted(&c.sample_nbest), "segmentations to sample from");
-  c.training.add_to(training);
-  c.runtime.add_to(runtime);
+  cs::add_training_options(training, c.training);
+  cs::add_runtime_options(runtime, c.runtime);
   d.add(model).add(tok).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
         c.model.validate();
@@ -77,7 +79,7 @@ int train(int argc, char** argv) {
     return *s;
   c.runtime.apply();
   const auto r = cs::train_sentiment(c);
-  return r.stop_reason == "interrupted" ? 130 : 0;
+  return cs::exit_status(r);
 }
 
 int eval(int argc, char** argv) {
@@ -132,6 +134,7 @@ int predict(int argc, char** argv) {
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  p.error_prefix = std::string(kProgram) + " predict";
   return cs::predict_sentiment(model, inputs, p, std::cout, std::cerr);
 }
 

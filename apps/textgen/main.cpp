@@ -8,11 +8,13 @@
 
 #include <unistd.h>
 
-#include "cellstate/bench.h"
-#include "cellstate/cli.h"
-#include "cellstate/io.h"
-#include "cellstate/runtime.h"
-#include "cellstate/textgen.h"
+#include "cellstate/util/timing.h"
+#include "cellstate/cli/cli.h"
+#include "cellstate/cli/options.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/util/io.h"
+#include "cellstate/util/runtime.h"
+#include "cellstate/tasks/textgen.h"
 
 namespace po = boost::program_options;
 namespace cs = cellstate;
@@ -50,7 +52,7 @@ int train(int argc, char** argv) {
   c.training.batch_size = 32;
   c.training.lr = 2e-3;
   c.training.clip = 1.0;
-  c.training.lr_schedule = "plateau";
+  c.training.lr_schedule = cs::LrScheduleKind::kPlateau;
   c.training.patience = 4;
   std::string config;
   po::options_description d("Usage: cellstate-textgen train --train FILE [--valid FILE | --valid-fraction F] "
@@ -61,17 +63,17 @@ int train(int argc, char** argv) {
       "valid-fraction", cellstate::defaulted(&c.valid_fraction),
       "share of the training text's end held out as dev text when there is no --valid (whole lines)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
-  c.model.add_to(model);
+  cs::add_model_options(model, c.model);
   model.add_options()("tie", po::bool_switch(&c.tie), "share the embeddings with the output layer")(
       "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
   tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
       "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char (character level) or word")(
       "spm-normalization", cellstate::defaulted(&c.spm_normalization),
       "SentencePiece normalisation: identity (text as written), nmt_nfkc, nfkc, nmt_nfkc_cf or nfkc_cf");
-  c.training.add_to(training);
+  cs::add_training_options(training, c.training);
   training.add_options()("bptt", cellstate::defaulted(&c.bptt),
                          "tokens per truncated backpropagation-through-time segment");
-  c.runtime.add_to(runtime);
+  cs::add_runtime_options(runtime, c.runtime);
   d.add(model).add(tok).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
         c.model.validate();
@@ -87,7 +89,7 @@ int train(int argc, char** argv) {
     return *s;
   c.runtime.apply();
   const auto r = cs::train_textgen(c);
-  return r.stop_reason == "interrupted" ? 130 : 0;
+  return cs::exit_status(r);
 }
 
 int eval(int argc, char** argv) {
@@ -249,7 +251,7 @@ int generate(int argc, char** argv) {
 void word_lm_recipe(cs::LanguageModelOptions& lm, cs::TrainingOptions& t) {
   lm.embed(200).hidden(200).layers(2).dropout(0.2).tie(false);
   t.batch_size = 20;
-  t.optimizer = "sgd";
+  t.optimizer = cs::OptimizerKind::kSGD;
   t.lr = 20;
   t.clip = 0.25;
 }

@@ -2,20 +2,17 @@
 // score it with BLEU and chrF, and translate sentences with it.
 #include <boost/program_options.hpp>
 
-#include <algorithm>
-#include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 
-#include <unistd.h>
-
-#include "cellstate/bench.h"
-#include "cellstate/cli.h"
-#include "cellstate/io.h"
-#include "cellstate/runtime.h"
-#include "cellstate/translate.h"
+#include "cellstate/util/timing.h"
+#include "cellstate/cli/cli.h"
+#include "cellstate/cli/options.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/util/io.h"
+#include "cellstate/util/runtime.h"
+#include "cellstate/data/readers.h"
+#include "cellstate/tasks/translate.h"
 
 namespace po = boost::program_options;
 namespace cs = cellstate;
@@ -33,9 +30,9 @@ void add_decoding(po::options_description& d, cs::DecodingOptions& o) {
       "at most ratio x source tokens + 10 output tokens")(
       "min-length", cellstate::defaulted(&o.min_length), "no eos before this many tokens")(
       "nbest", cellstate::defaulted(&o.nbest), "hypotheses per sentence (<= --beam)")(
-      "sample-topk", cellstate::defaulted(&o.sample_topk),
+      "sample-topk", cellstate::defaulted(&o.sampling.top_k),
       "> 0: sample among the k most probable tokens instead of searching")(
-      "temperature", cellstate::defaulted(&o.temperature), "sampling temperature")(
+      "temperature", cellstate::defaulted(&o.sampling.temperature), "sampling temperature")(
       "seed", cellstate::defaulted(&o.seed), "sampling seed");
 }
 
@@ -49,7 +46,7 @@ int train(int argc, char** argv) {
   c.training.batch_size = 64;
   c.training.patience = 5;
   c.training.clip = 1.0;
-  c.training.lr_schedule = "plateau";
+  c.training.lr_schedule = cs::LrScheduleKind::kPlateau;
   std::string config;
   bool separate = false;
   po::options_description d("Usage: cellstate-translate train --src-train F --tgt-train F --src-dev F --tgt-dev F "
@@ -62,7 +59,7 @@ int train(int argc, char** argv) {
       "max-words", cellstate::defaulted(&c.max_words),
       "training pairs with a longer side are dropped (and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
-  c.model.add_to(model);
+  cs::add_model_options(model, c.model);
   model.add_options()("attention", cellstate::defaulted(&c.attention), "general (Luong) or additive (Bahdanau)")(
       "input-feeding", cellstate::defaulted(&c.input_feeding),
       "feed the previous attentional state into the decoder (true/false)")(
@@ -71,13 +68,13 @@ int train(int argc, char** argv) {
       "half", po::bool_switch(&c.half), "store weights as float16");
   tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
       "separate-vocab", po::bool_switch(&separate), "one tokenizer per language instead of a joint one");
-  c.training.add_to(training);
+  cs::add_training_options(training, c.training);
   training.add_options()("label-smoothing", cellstate::defaulted(&c.label_smoothing),
                          "label smoothing of the cross-entropy")(
       "max-tokens", cellstate::defaulted(&c.max_tokens),
       "> 0: batches of about this many padded tokens instead of --batch-size sentences")(
       "dev-beam", cellstate::defaulted(&c.dev_beam), "beam of the dev BLEU that early stopping follows");
-  c.runtime.add_to(runtime);
+  cs::add_runtime_options(runtime, c.runtime);
   d.add(model).add(tok).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
         c.model.validate();
@@ -96,7 +93,7 @@ int train(int argc, char** argv) {
   c.joint_vocab = !separate;
   c.runtime.apply();
   const auto r = cs::train_translation(c);
-  return r.stop_reason == "interrupted" ? 130 : 0;
+  return cs::exit_status(r);
 }
 
 int eval(int argc, char** argv) {
@@ -117,6 +114,7 @@ int eval(int argc, char** argv) {
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
         u.validate();
+        o.sample = o.sampling.top_k > 0;
         o.validate();
       }))
     return *s;
@@ -137,104 +135,32 @@ int eval(int argc, char** argv) {
 
 int translate(int argc, char** argv) {
   cs::UseOptions u(kShippedModel);
-  cs::DecodingOptions o;
+  cs::TranslateFilesOptions t;
+  auto& o = t.decoding;
   std::vector<std::string> inputs;
-  std::string format = "text", svg_dir;
-  int64_t batch_size = 32;
   po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "format", cellstate::defaulted(&format),
+      "format", cellstate::defaulted(&t.format),
       "text (one translation per line) or jsonl (n-best with scores, tokens and attention)")(
-      "attention-svg", po::value(&svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
-      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch");
+      "attention-svg", po::value(&t.svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
+      "batch-size", cellstate::defaulted(&t.batch_size), "sentences per batch");
   add_decoding(d, o);
   u.add_to(d);
   po::positional_options_description pos;
   pos.add("inputs", -1);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " translate", [&] {
         u.validate();
+        o.sample = o.sampling.top_k > 0;
         o.validate();
-        if (format != "text" && format != "jsonl") throw std::invalid_argument("--format must be text or jsonl");
-        if (batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
+        if (t.format != "text" && t.format != "jsonl") throw std::invalid_argument("--format must be text or jsonl");
+        if (t.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
       }, &pos))
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
-  if (!svg_dir.empty()) std::filesystem::create_directories(svg_dir);
-  int status = 0;
-  int64_t sentence = 0;
-  // `lines` are the last lines of the `read` lines read from `path` so far.
-  auto flush = [&](std::vector<std::string>& lines, const std::string& path, int64_t read) {
-    if (lines.empty()) return;
-    const int64_t first_line = read - static_cast<int64_t>(lines.size()) + 1;
-    const auto out = model.translate(lines, o, batch_size);
-    for (size_t i = 0; i < out.size(); ++i) {
-      ++sentence;
-      if (out[i].truncated()) {
-        std::cerr << kProgram << ": warning: " << (path == "-" ? "<stdin>" : path) << ":"
-                  << first_line + static_cast<int64_t>(i) << ": " << out[i].source_length
-                  << " pieces; only the first " << out[i].source_pieces.size()
-                  << " (the model's limit) are translated\n";
-      }
-      if (!svg_dir.empty()) {
-        const auto& h = out[i].hypotheses.front();
-        std::vector<std::string> pieces;
-        for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
-        if (h.finished) pieces.push_back("</s>");
-        cs::atomic_write(svg_dir + "/" + std::to_string(sentence) + ".svg",
-                         cs::attention_svg(out[i].source_pieces, pieces, h.attention));
-      }
-      if (format == "text") {
-        std::cout << (lines[i].empty() ? "" : out[i].texts.front()) << "\n";
-        continue;
-      }
-      nlohmann::json n = nlohmann::json::array();
-      for (size_t k = 0; k < out[i].hypotheses.size(); ++k) {
-        const auto& h = out[i].hypotheses[k];
-        std::vector<std::string> pieces;
-        for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
-        // Attention weights to 4 decimals: what a reader or a plot can use, a quarter of the bytes.
-        nlohmann::json attention = nlohmann::json::array();
-        for (const auto& row : h.attention) {
-          nlohmann::json r = nlohmann::json::array();
-          for (float w : row) r.push_back(std::round(static_cast<double>(w) * 1e4) / 1e4);
-          attention.push_back(std::move(r));
-        }
-        n.push_back({{"text", out[i].texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
-                     {"tokens", pieces}, {"finished", h.finished}, {"attention", std::move(attention)}});
-      }
-      std::cout << nlohmann::json{{"source", lines[i]},
-                                  {"source_tokens", out[i].source_pieces},
-                                  {"source_truncated", out[i].truncated()},
-                                  {"nbest", n}}
-                       .dump()
-                << "\n";
-    }
-    std::cout.flush();
-    lines.clear();
-  };
-  for (const auto& path : inputs) {
-    std::vector<std::string> lines;
-    int64_t read = 0;  // lines read from `path`
-    try {
-      cs::LineReader reader(path);
-      const bool interactive = path == "-" && isatty(STDIN_FILENO);
-      std::string line;
-      while (reader.next(line)) {
-        lines.push_back(line);
-        ++read;
-        if (interactive || static_cast<int64_t>(lines.size()) >= batch_size * 8)
-          flush(lines, path, read);
-      }
-      flush(lines, path, read);
-    } catch (const cs::InputError& e) {
-      flush(lines, path, read);
-      std::cerr << kProgram << ": " << e.what() << "\n";
-      status = 2;
-    }
-  }
-  return status;
+  t.error_prefix = kProgram;
+  return cs::translate_files(model, inputs, t, std::cout, std::cerr);
 }
 
 int bench(int argc, char** argv) {

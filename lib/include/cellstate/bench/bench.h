@@ -1,0 +1,60 @@
+#pragma once
+// Timing of the custom recurrent modules against LibTorch's built-in ones.
+
+#include <nlohmann/json.hpp>
+
+#include <iosfwd>
+#include <vector>
+#include <string>
+
+#include "cellstate/nn/rnn.h"
+#include "cellstate/util/timing.h"
+
+namespace cellstate {
+
+/// What to time. Defaults are the classic "medium" language-model LSTM.
+struct BenchConfig {
+  RecurrentKind kind = RecurrentKind::kLSTM;
+  int64_t layers = 2;
+  int64_t hidden = 650;
+  int64_t input = 650;
+  int64_t batch = 32;
+  int64_t seq = 35;
+  bool bidirectional = false;
+  /// Lengths spread evenly over [seq/2, seq] instead of all seq.
+  bool variable_lengths = false;
+  /// Time single-step inference (one call per step, as in generation)
+  /// instead of whole-sequence forward and forward+backward.
+  bool step = false;
+  int threads = 0;  ///< 0: every core
+  int repeat = 10;
+  int warmup = 2;
+  uint64_t seed = 1;
+};
+
+/// Median time of one measured operation and its arithmetic rate.
+struct Timing {
+  double ms = 0;
+  double gflops = 0;
+};
+
+struct BenchResult {
+  BenchConfig config;
+  int threads = 0;
+  double gemm_gflops = 0;  ///< one large float32 matmul on this machine, same run
+  Timing custom_forward, builtin_forward;
+  Timing custom_train, builtin_train;  ///< forward+backward (not in step mode)
+  Timing custom_step, builtin_step;    ///< whole step-by-step sequence (step mode)
+  double forward_ratio = 0;  ///< custom / builtin time
+  double train_ratio = 0;
+  double step_ratio = 0;
+};
+
+/// Throws std::invalid_argument naming the first bad field.
+void validate(const BenchConfig& config);
+/// Runs both implementations in one process, interleaved, and returns medians.
+BenchResult run_benchmark(const BenchConfig& config);
+void print_table(std::ostream& out, const BenchResult& result);
+nlohmann::json to_json(const BenchResult& result);
+
+}  // namespace cellstate

@@ -1,0 +1,44 @@
+#pragma once
+// The command-line spelling of the option groups every app shares (the
+// README's "Command line"), defined once: each binds the fields of a plain
+// library struct (tasks/options.h, train/options.h) to Boost.ProgramOptions,
+// with the struct's current values as the defaults --help shows. An app sets
+// its own defaults in the struct first.
+
+#include <boost/program_options.hpp>
+
+#include <string>
+
+#include "cellstate/tasks/options.h"
+#include "cellstate/train/options.h"
+
+namespace cellstate {
+
+/// --model DIR, --impl and, with `architecture`, --rnn, --layers, --hidden,
+/// --embed, --dropout, --bidirectional (use commands offer only the first
+/// two: the rest comes from the model's config).
+void add_model_options(boost::program_options::options_description& options, ModelOptions& model,
+                       bool architecture = true);
+
+/// --epochs, --batch-size, --lr, --optimizer, --weight-decay, --momentum,
+/// --clip, --lr-schedule (+ --lr-decay, --lr-step, --warmup, --min-lr),
+/// --patience, --eval-every, --seed, --resume, --max-time, --checkpoint-every.
+void add_training_options(boost::program_options::options_description& options, TrainingOptions& training);
+
+/// --threads, --device, --quiet.
+void add_runtime_options(boost::program_options::options_description& options, RuntimeOptions& runtime);
+
+/// What every command that uses a trained model offers: --help, --config,
+/// --model (default: the shipped model NAME), --impl, and the runtime group.
+struct UseOptions {
+  explicit UseOptions(const std::string& shipped_model);
+  ModelOptions model;
+  RuntimeOptions runtime;
+  std::string config;  // --config FILE.json
+
+  void add_to(boost::program_options::options_description& options);
+  /// Checks --impl and the runtime options (throws std::invalid_argument).
+  void validate() const;
+};
+
+}  // namespace cellstate

@@ -1,0 +1,92 @@
+#pragma once
+// A recurrent language model, laid out like PyTorch's word-language-model
+// example (modules `encoder`, `rnn`, `decoder`, so weights interchange):
+//
+//   ids -> embedding "encoder" -> dropout
+//       -> stacked unidirectional recurrent layers "rnn" from cellstate
+//          (LSTM/GRU/RNN, custom or built-in, dropout between layers)
+//       -> dropout -> [linear "projection" hidden->embed, when tied and the
+//          sizes differ] -> linear "decoder" -> logits over the vocabulary
+//
+// With `tie`, the decoder's weight is the embedding matrix (Press & Wolf
+// 2017; Inan et al. 2017).
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "cellstate/decode/step_model.h"
+#include "cellstate/nn/rnn.h"
+
+namespace cellstate {
+
+struct LanguageModelOptions {
+  explicit LanguageModelOptions(int64_t vocab_size) : vocab_size_(vocab_size) {}
+  /// Tokens in the vocabulary (no default).
+  TORCH_ARG(int64_t, vocab_size);
+  /// Embedding size (default 256).
+  TORCH_ARG(int64_t, embed) = 256;
+  /// Hidden units per layer (default 512).
+  TORCH_ARG(int64_t, hidden) = 512;
+  /// Stacked layers (default 2).
+  TORCH_ARG(int64_t, layers) = 2;
+  /// Recurrent cell (default LSTM).
+  TORCH_ARG(RecurrentKind, kind) = RecurrentKind::kLSTM;
+  /// cellstate's fused kernels or torch::nn (default custom).
+  TORCH_ARG(Implementation, impl) = Implementation::kCustom;
+  /// Dropout on the embeddings, between layers and on the last layer's
+  /// output, in training mode (default 0.2).
+  TORCH_ARG(double, dropout) = 0.2;
+  /// Decoder weight shared with the embeddings (default false).
+  TORCH_ARG(bool, tie) = false;
+};
+
+class LanguageModelImpl : public torch::nn::Module {
+ public:
+  explicit LanguageModelImpl(LanguageModelOptions options);
+  /// Registers the modules and initialises them: embeddings and decoder
+  /// U(−0.1, 0.1), decoder bias 0 (as the PyTorch example), recurrent
+  /// weights as the recurrent module does.
+  void reset();
+
+  /// ids [T, B] int64 and an optional state (undefined = zeros) ->
+  /// logits [T, B, V] and the state after the last step.
+  std::pair<torch::Tensor, RecurrentState> forward(const torch::Tensor& ids, const RecurrentState& state = {});
+
+  /// One step for generation, without autograd: ids [B] -> logits [B, V],
+  /// updating `state` (zeros when undefined).
+  torch::Tensor step(const torch::Tensor& ids, RecurrentState& state);
+
+  LanguageModelOptions options;
+  torch::nn::Embedding encoder{nullptr};
+  std::shared_ptr<RecurrentModuleImpl> rnn;
+  torch::nn::Linear projection{nullptr};  // tie with embed != hidden only
+  torch::Tensor decoder_weight;  // "decoder.weight"; undefined when tied
+  torch::Tensor decoder_bias;    // "decoder.bias"
+  torch::nn::Dropout drop{nullptr};
+
+ private:
+  /// Last layer's outputs [..., hidden] -> logits [..., V].
+  torch::Tensor decode(torch::Tensor y);
+};
+TORCH_MODULE(LanguageModel);
+
+/// A LanguageModel as a StepModel (decode/step_model.h), for generation:
+/// each row is a stream with its own recurrent state.
+class LanguageModelStepper : public StepModel {
+ public:
+  /// `state`: the state after the context read so far (undefined: zeros).
+  /// The model should be in eval mode.
+  LanguageModelStepper(LanguageModel model, RecurrentState state = {});
+  /// previous [N] -> logits [N, V] of the next token; advances the state.
+  torch::Tensor logits(const torch::Tensor& previous, torch::Tensor* attention) override;
+  void select(const torch::Tensor& rows) override;
+
+ private:
+  LanguageModel model_;
+  RecurrentState state_;
+};
+
+}  // namespace cellstate

@@ -1,0 +1,48 @@
+#pragma once
+// The option groups every app shares (see the README's "Command line"):
+// the model's architecture and the runtime, as plain values with their
+// defaults. An app sets its own defaults in the struct; cli/options.h gives
+// each field its command-line spelling.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "cellstate/nn/rnn.h"
+
+namespace cellstate {
+
+/// --model DIR, --rnn, --impl, --layers, --hidden, --embed, --dropout,
+/// --bidirectional.
+struct ModelOptions {
+  std::string dir;               // model directory
+  std::string rnn = "lstm";      // lstm | gru | rnn
+  std::string impl = "custom";   // custom | builtin
+  int64_t layers = 1;            // stacked recurrent layers
+  int64_t hidden = 256;          // hidden units per direction
+  int64_t embed = 128;           // embedding size
+  double dropout = 0.3;          // dropout probability
+  bool bidirectional = false;    // read both directions
+
+  /// Throws std::invalid_argument naming the option.
+  void validate() const;
+  RecurrentKind kind() const { return parse_recurrent_kind(rnn); }
+  Implementation implementation() const { return parse_implementation(impl); }
+  /// Architecture fields (not dir; impl as "trained_impl") for config.json, and back.
+  nlohmann::json to_json() const;
+  void from_json(const nlohmann::json& j, const std::string& file);
+};
+
+/// --threads, --device, --quiet.
+struct RuntimeOptions {
+  int threads = 0;               // 0: every core
+  std::string device = "cpu";    // cpu | cuda
+  bool quiet = false;            // no progress output
+
+  void validate() const;
+  /// Sets the thread count; returns the number of threads used.
+  int apply() const;
+};
+
+}  // namespace cellstate

@@ -1,0 +1,113 @@
+#pragma once
+// cellstate-sentiment's library side: training a TextClassifier on labelled
+// text, loading it, evaluating it, and predicting over files.
+
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cellstate/data/readers.h"
+#include "cellstate/data/tokenizer.h"
+#include "cellstate/eval/metrics.h"
+#include "cellstate/models/classifier.h"
+#include "cellstate/tasks/options.h"
+#include "cellstate/train/trainer.h"
+
+namespace cellstate {
+
+struct SentimentTrainConfig {
+  ModelOptions model;
+  TrainingOptions training;
+  RuntimeOptions runtime;
+  std::string train_path;
+  std::string dev_path;
+  std::string format = "auto";       // auto | tsv | sst | dir
+  int64_t vocab_size = 8000;         // SentencePiece vocabulary
+  std::string spm_type = "unigram";  // unigram | bpe | char | word
+  std::string spm_normalization = "nmt_nfkc_cf";  // SentencePiece rule; _cf folds case
+  std::string pooling = "max";       // last | max | mean | attention
+  double embed_dropout = 0.2;
+  double word_dropout = 0.0;
+  double lm_weight = 0.0;            // auxiliary language-model loss (see TextClassifierOptions)
+  double sample_alpha = 0.0;         // > 0: subword regularisation while training
+  int64_t sample_nbest = 64;
+  int64_t max_length = 256;          // tokens kept per text (longer ones are truncated)
+  bool half = false;                 // store weights as float16
+  std::string label_names;           // "0=negative,1=positive": names for the data's labels
+  std::string teacher;               // model directory whose probabilities label augmented spans
+  int64_t augment_spans = 0;         // random spans per training text, labelled by the teacher
+  int64_t ensemble = 1;              // members trained with seeds seed, seed+1, ...; probabilities averaged
+};
+
+/// "A=x,B=y" -> {A: x, B: y}; data labels are renamed on reading (and again
+/// by eval, through config.json's "label_aliases").
+std::map<std::string, std::string> parse_label_names(const std::string& spec);
+
+/// Weights file of ensemble member k: weights.pt, weights.1.pt, ...
+std::string sentiment_weights_name(int64_t member);
+
+/// Trains, writing the model directory; prints progress unless quiet.
+TrainResult train_sentiment(const SentimentTrainConfig& config);
+
+/// A trained classifier, ready to predict.
+class SentimentModel {
+ public:
+  /// Loads DIR; `impl` overrides the implementation the model was trained with.
+  static SentimentModel load(const std::string& dir, std::optional<Implementation> impl = {});
+
+  const LabelSet& labels() const { return labels_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const nlohmann::json& config() const { return config_; }
+  /// Ensemble members (one for a plain model); predictions average them.
+  std::vector<TextClassifier>& members() { return members_; }
+
+  /// Token ids of a text, truncated to the model's max length; never empty.
+  std::vector<int64_t> encode(const std::string& text) const;
+  /// Class probabilities [N, C] for the texts, in order (batched by length).
+  torch::Tensor probabilities(const std::vector<std::string>& texts, int64_t batch_size = 64);
+  torch::Tensor probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids, int64_t batch_size = 64);
+
+ private:
+  SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels,
+                 std::vector<TextClassifier> members);
+  nlohmann::json config_;
+  Tokenizer tokenizer_;
+  LabelSet labels_;
+  std::vector<TextClassifier> members_;
+  int64_t max_length_;
+};
+
+/// Evaluates on labelled data (labels must be among the model's).
+ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path,
+                                        const std::string& format = "auto");
+
+struct PredictOptions {
+  std::string unit = "line";    // line | file
+  std::string format = "tsv";   // tsv | jsonl
+  int64_t top_k = 1;            // labels shown per result
+  double threshold = 0.0;       // best probability below this: label "?"
+  int64_t batch_size = 64;      // lines per batch when streaming
+  std::string error_prefix;     // put before each bad input's message (the command's name)
+};
+
+/// Predicts over each input ("-" is standard input) and writes results to
+/// `out`. An unreadable input is reported on `err` and skipped; returns 2
+/// if any input failed, else 0.
+int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inputs,
+                      const PredictOptions& options, std::ostream& out, std::ostream& err);
+
+struct SentimentBench {
+  int64_t sentences = 0;
+  double sentences_per_s = 0;    // batched, tokenisation included (median of repeats)
+  double latency_ms_median = 0;  // one sentence at a time
+  double latency_ms_p90 = 0;
+};
+
+/// Times predict's work (tokenise, batch, forward, softmax) over `texts`.
+SentimentBench benchmark_sentiment(SentimentModel& model, const std::vector<std::string>& texts,
+                                   int64_t batch_size, int repeat);
+
+}  // namespace cellstate

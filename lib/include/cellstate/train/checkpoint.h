@@ -1,0 +1,51 @@
+#pragma once
+// Training checkpoints: everything needed to continue a run exactly where it
+// stopped (the module, the optimiser's moments, the schedule, the task's own
+// state, the run's counters and the global CPU random generator), written
+// atomically so an interrupted write never leaves a damaged checkpoint.
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cellstate/train/schedule.h"
+#include "cellstate/train/task.h"
+
+namespace cellstate {
+
+/// The run's position and bookkeeping.
+struct RunState {
+  int64_t epoch = 0;        // current epoch, 0-based
+  int64_t next_batch = 0;   // next batch of the current epoch
+  int64_t step = 0;         // optimisation steps done
+  int64_t best_epoch = 0;
+  int64_t best_step = 0;
+  int64_t bad_evaluations = 0;
+  bool has_best = false;
+  int64_t window_steps = 0;   // steps since the last evaluation
+  int64_t window_tokens = 0;
+  double best_score = 0;
+  double elapsed = 0;         // seconds of training before this process
+  double window_loss = 0;     // sum of step losses since the last evaluation
+  double window_seconds = 0;
+};
+
+/// What a checkpoint holds besides the RunState.
+struct CheckpointParts {
+  torch::nn::Module& module;
+  torch::optim::Optimizer& optimizer;
+  LrSchedule& schedule;
+  TrainTask& task;
+};
+
+/// Writes `parts`, `state` and the global CPU generator's state to `path`
+/// atomically.
+void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state);
+
+/// Restores what save_checkpoint wrote. A missing checkpoint, or one that
+/// does not fit the module and options, is an InputError naming `path`.
+RunState load_checkpoint(const std::string& path, const CheckpointParts& parts);
+
+}  // namespace cellstate

@@ -1,0 +1,54 @@
+#pragma once
+// What a training run is asked to do: the optimiser, the learning-rate
+// schedule, early stopping, checkpoints. Plain values with their defaults;
+// the command-line spelling of each field is in cli/options.h.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace cellstate {
+
+enum class OptimizerKind { kAdam, kAdamW, kSGD };
+/// "adam" | "adamw" | "sgd"; throws std::invalid_argument naming the accepted values.
+OptimizerKind parse_optimizer(const std::string& name);
+std::string to_string(OptimizerKind kind);
+
+enum class LrScheduleKind {
+  kConstant,      // lr throughout
+  kStep,          // × lr_decay every lr_step epochs
+  kPlateau,       // × lr_decay after lr_step evaluations without improvement
+  kWarmupLinear,  // linear warm-up over `warmup` steps, then linear decay to 0
+};
+/// "constant" | "step" | "plateau" | "warmup-linear".
+LrScheduleKind parse_lr_schedule(const std::string& name);
+std::string to_string(LrScheduleKind kind);
+
+struct TrainingOptions {
+  int64_t epochs = 10;               // passes over the training data
+  int64_t batch_size = 32;           // examples per batch
+  double lr = 1e-3;                  // learning rate
+  OptimizerKind optimizer = OptimizerKind::kAdam;
+  double weight_decay = 0.0;         // L2 (adam, sgd) or decoupled (adamw)
+  double momentum = 0.0;             // sgd momentum
+  double clip = 5.0;                 // clip gradients to this global norm (0: off)
+  LrScheduleKind lr_schedule = LrScheduleKind::kConstant;
+  double lr_decay = 0.5;             // factor for step and plateau
+  int64_t lr_step = 1;               // step: decay every N epochs; plateau: after N bad evals
+  int64_t warmup = 0;                // warmup-linear: warm-up steps
+  double min_lr = 0.0;               // lower bound for step and plateau
+  int64_t patience = 3;              // stop after N evaluations without improvement (0: never)
+  int64_t eval_every = 0;            // evaluate every N steps (0: each epoch)
+  uint64_t seed = 1;                 // seeds initialisation, data order, dropout
+  bool resume = false;               // continue from MODEL/checkpoint.pt
+  double max_time = 0;               // stop after this many minutes (0: no limit)
+  double checkpoint_every = 10;      // also checkpoint every N minutes (0: only at evaluations)
+
+  /// Throws std::invalid_argument naming the option (--epochs, ...).
+  void validate() const;
+  /// The options as config.json's "training" records them.
+  nlohmann::json to_json() const;
+};
+
+}  // namespace cellstate

@@ -1,0 +1,73 @@
+#pragma once
+// The training loop every app uses: optimiser, gradient clipping, learning
+// rate schedule, evaluation on dev with early stopping (the best model is the
+// one kept), progress on stderr, train_log.jsonl, atomic checkpoints with
+// everything needed to resume exactly, and SIGINT/SIGTERM handling.
+//
+//   Trainer::fit ── restore (checkpoint.h) or start the log
+//     └─ per epoch: TrainTask::begin_epoch, then per batch
+//          zero_grad → TrainTask::train_step → clip → LrSchedule → step
+//          → progress line → evaluate? (log record, save best, early stop)
+//          → interrupted? max-time? periodic checkpoint?
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "cellstate/train/options.h"
+#include "cellstate/train/task.h"
+
+namespace cellstate {
+
+struct TrainerOptions {
+  TrainingOptions training;
+  std::string model_dir;
+  std::string metric = "score";   // name of Evaluation::score in messages
+  bool higher_is_better = true;
+  bool quiet = false;
+  std::string unit = "tok";       // what StepResult::tokens counts
+  std::string checkpoint_name = "checkpoint.pt";  // in model_dir
+  /// Fields added to every train_log.jsonl record (e.g. an ensemble member).
+  nlohmann::json log_fields = nlohmann::json::object();
+  /// Keep what train_log.jsonl already holds when starting afresh.
+  bool append_log = false;
+
+  /// The common case: `training` into `model_dir`, early stopping on `metric`.
+  static TrainerOptions of(const TrainingOptions& training, const std::string& model_dir, const std::string& metric,
+                           bool quiet);
+};
+
+/// Why training stopped.
+enum class StopReason {
+  kEpochs,         // every epoch was trained
+  kEarlyStopping,  // --patience evaluations without improvement
+  kMaxTime,        // --max-time reached
+  kInterrupted,    // SIGINT or SIGTERM (a checkpoint was written)
+};
+/// "epochs", "early-stopping", "max-time", "interrupted" (as config.json records it).
+std::string to_string(StopReason reason);
+
+struct TrainResult {
+  double best_score = 0;
+  int64_t best_epoch = 0;   // 1-based epoch of the best evaluation
+  int64_t best_step = 0;
+  int64_t steps = 0;
+  double seconds = 0;
+  StopReason stop_reason = StopReason::kEpochs;
+  bool interrupted() const { return stop_reason == StopReason::kInterrupted; }
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerOptions options);
+  /// Trains until the epochs are done, early stopping, --max-time, or SIGINT
+  /// (which writes a checkpoint first). With training.resume, continues from
+  /// MODEL/checkpoint.pt.
+  TrainResult fit(TrainTask& task);
+
+ private:
+  TrainerOptions options_;
+};
+
+}  // namespace cellstate

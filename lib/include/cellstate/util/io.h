@@ -1,0 +1,91 @@
+#pragma once
+// Files: errors that name the file and line, UTF-8 checked line reading
+// (plain or gzip, transparently), atomic writes and temporary directories.
+// The UTF-8 and text helpers themselves are in util/text.h.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cellstate {
+
+/// Bad input from a user's file: what() is "FILE:LINE: MESSAGE" (or
+/// "FILE: MESSAGE" when no line applies, line == 0). Apps map it to exit 2.
+class InputError : public std::runtime_error {
+ public:
+  InputError(std::string file, int64_t line, const std::string& message);
+  const std::string& file() const { return file_; }
+  int64_t line() const { return line_; }
+
+ private:
+  std::string file_;
+  int64_t line_;
+};
+
+/// Reads a text file line by line; "-" is standard input. Gzip-compressed
+/// input (any name) is decompressed transparently. Each line has its "\n" or
+/// "\r\n" removed, and a UTF-8 byte-order mark at the start of the file is
+/// dropped. A line that is not valid UTF-8, contains a NUL byte, or is longer
+/// than `max_line_bytes` is an InputError naming file and line: cellstate never
+/// guesses an encoding or silently alters text.
+class LineReader {
+ public:
+  static constexpr size_t kDefaultMaxLineBytes = size_t{1} << 22;  // 4 MiB
+
+  explicit LineReader(const std::string& path, size_t max_line_bytes = kDefaultMaxLineBytes);
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+
+  /// Reads the next line into `line`; false at end of file.
+  bool next(std::string& line);
+  /// 1-based number of the line last returned (0 before the first).
+  int64_t line_number() const { return line_; }
+  const std::string& path() const { return path_; }
+  /// An InputError for the line last returned.
+  InputError error(const std::string& message) const { return InputError(path_, line_, message); }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string path_;
+  int64_t line_ = 0;
+  size_t max_line_bytes_;
+};
+
+/// Whole file as bytes (gzip decompressed); InputError when missing/unreadable.
+std::string read_file(const std::string& path);
+
+/// Whole text file, UTF-8 checked like LineReader (errors give the line).
+std::string read_text_file(const std::string& path);
+
+bool file_exists(const std::string& path);
+bool is_directory(const std::string& path);
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, flushed and fsync'ed, then renamed over `path`.
+void atomic_write(const std::string& path, std::string_view bytes);
+
+/// Same, for writers that need a path: `write(tmp)` writes the temporary file,
+/// which is then renamed over `path` (and removed if `write` throws).
+void atomic_write_with(const std::string& path, const std::function<void(const std::string&)>& write);
+
+/// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "cellstate");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace cellstate

@@ -1,0 +1,86 @@
+#include "cellstate/cli/options.h"
+
+#include <functional>
+
+#include "cellstate/cli/cli.h"
+#include "cellstate/tasks/model_dir.h"
+
+namespace cellstate {
+
+namespace po = boost::program_options;
+
+namespace {
+
+/// An enum option spelled as its name: the default shown is `to_name` of
+/// the current value; the value given is parsed when the options are
+/// notified (a bad name is a usage error naming the accepted ones).
+template <typename Enum>
+po::typed_value<std::string>* enum_value(Enum* variable, Enum (*parse)(const std::string&),
+                                         std::string (*to_name)(Enum)) {
+  return po::value<std::string>()
+      ->default_value(to_name(*variable))
+      ->notifier([variable, parse](const std::string& name) { *variable = parse(name); });
+}
+
+}  // namespace
+
+void add_model_options(po::options_description& options, ModelOptions& m, bool architecture) {
+  options.add_options()("model", defaulted(&m.dir), "model directory")(
+      "impl", defaulted(&m.impl),
+      "recurrent implementation: custom (cellstate's fused kernels) or builtin (torch::nn)");
+  if (!architecture) return;
+  options.add_options()("rnn", defaulted(&m.rnn), "recurrent cell: lstm, gru or rnn")(
+      "layers", defaulted(&m.layers), "stacked recurrent layers")(
+      "hidden", defaulted(&m.hidden), "hidden units per direction")(
+      "embed", defaulted(&m.embed), "embedding size")(
+      "dropout", defaulted(&m.dropout), "dropout probability")(
+      "bidirectional", defaulted(&m.bidirectional)->implicit_value(true),
+      "bidirectional recurrent layers (--bidirectional or --bidirectional=false)");
+}
+
+void add_training_options(po::options_description& options, TrainingOptions& t) {
+  options.add_options()("epochs", defaulted(&t.epochs), "maximum epochs")(
+      "batch-size", defaulted(&t.batch_size), "examples per batch")(
+      "lr", defaulted(&t.lr), "learning rate")(
+      "optimizer", enum_value(&t.optimizer, parse_optimizer, to_string), "adam, adamw or sgd")(
+      "weight-decay", defaulted(&t.weight_decay), "weight decay (decoupled for adamw)")(
+      "momentum", defaulted(&t.momentum), "SGD momentum")(
+      "clip", defaulted(&t.clip), "clip gradients to this global norm (0: off)")(
+      "lr-schedule", enum_value(&t.lr_schedule, parse_lr_schedule, to_string),
+      "constant, step (x lr-decay every lr-step epochs), plateau (x lr-decay after lr-step "
+      "evaluations without improvement) or warmup-linear (linear warm-up over --warmup steps, "
+      "then linear decay to 0)")(
+      "lr-decay", defaulted(&t.lr_decay), "decay factor (step, plateau)")(
+      "lr-step", defaulted(&t.lr_step), "epochs (step) or evaluations (plateau)")(
+      "warmup", defaulted(&t.warmup), "warm-up steps (warmup-linear)")(
+      "min-lr", defaulted(&t.min_lr), "lowest learning rate (step, plateau)")(
+      "patience", defaulted(&t.patience),
+      "early stopping: evaluations without improvement before stopping (0: never)")(
+      "eval-every", defaulted(&t.eval_every), "evaluate every N steps (0: after each epoch)")(
+      "seed", defaulted(&t.seed), "random seed (initialisation, data order, dropout)")(
+      "resume", defaulted(&t.resume)->implicit_value(true), "continue from MODEL/checkpoint.pt")(
+      "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
+      "checkpoint-every", defaulted(&t.checkpoint_every),
+      "also write a checkpoint every N minutes (0: only at evaluations)");
+}
+
+void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
+  options.add_options()("threads", defaulted(&r.threads), "threads (0: every core)")(
+      "device", defaulted(&r.device), "cpu or cuda")(
+      "quiet,q", po::bool_switch(&r.quiet), "no progress output on stderr");
+}
+
+UseOptions::UseOptions(const std::string& shipped_model) { model.dir = shipped_model_dir(shipped_model); }
+
+void UseOptions::add_to(po::options_description& options) {
+  add_help_and_config(options, config);
+  add_model_options(options, model, false);
+  add_runtime_options(options, runtime);
+}
+
+void UseOptions::validate() const {
+  runtime.validate();
+  parse_implementation(model.impl);
+}
+
+}  // namespace cellstate

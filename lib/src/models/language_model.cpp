@@ -1,0 +1,89 @@
+#include "cellstate/models/language_model.h"
+
+#include <torch/torch.h>
+
+namespace cellstate {
+
+LanguageModelImpl::LanguageModelImpl(LanguageModelOptions options_) : options(std::move(options_)) { reset(); }
+
+void LanguageModelImpl::reset() {
+  const auto& o = options;
+  TORCH_CHECK(o.vocab_size() > 4, "LanguageModel: vocab_size must be > 4, got ", o.vocab_size());
+  TORCH_CHECK(o.embed() > 0 && o.hidden() > 0 && o.layers() > 0,
+              "LanguageModel: embed, hidden and layers must be positive, got ", o.embed(), ", ", o.hidden(), ", ",
+              o.layers());
+  TORCH_CHECK(o.dropout() >= 0 && o.dropout() < 1, "LanguageModel: dropout must be in [0, 1), got ", o.dropout());
+  encoder = register_module("encoder", torch::nn::Embedding(o.vocab_size(), o.embed()));
+  rnn = make_recurrent(RecurrentOptions(o.embed(), o.hidden())
+                           .kind(o.kind())
+                           .impl(o.impl())
+                           .num_layers(o.layers())
+                           .dropout(o.layers() > 1 ? o.dropout() : 0.0));
+  register_module("rnn", rnn);
+  const int64_t out_features = o.tie() ? o.embed() : o.hidden();
+  projection = nullptr;
+  if (o.tie() && o.embed() != o.hidden())
+    projection = register_module("projection", torch::nn::Linear(o.hidden(), o.embed()));
+  // The decoder's weight is the embedding matrix when tied: then only its
+  // bias is a parameter of "decoder" (PyTorch's state dict also lists the
+  // shared weight as decoder.weight).
+  auto dec = register_module("decoder", std::make_shared<torch::nn::Module>("Decoder"));
+  if (!o.tie()) decoder_weight = dec->register_parameter("weight", torch::empty({o.vocab_size(), out_features}));
+  decoder_bias = dec->register_parameter("bias", torch::zeros({o.vocab_size()}));
+  drop = register_module("drop", torch::nn::Dropout(o.dropout()));
+  torch::NoGradGuard no_grad;
+  encoder->weight.uniform_(-0.1, 0.1);
+  if (!o.tie()) decoder_weight.uniform_(-0.1, 0.1);
+}
+
+torch::Tensor LanguageModelImpl::decode(torch::Tensor y) {
+  if (projection) y = projection(y);
+  return torch::linear(y, options.tie() ? encoder->weight : decoder_weight, decoder_bias);
+}
+
+std::pair<torch::Tensor, RecurrentState> LanguageModelImpl::forward(const torch::Tensor& ids,
+                                                                    const RecurrentState& state) {
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
+              "LanguageModel: expected int64 ids of shape [time, batch], got ", ids.scalar_type(), " ",
+              ids.sizes());
+  auto x = drop(encoder(ids));
+  auto out = rnn->forward(x, {}, state);
+  return {decode(drop(out.output)), out.state};
+}
+
+torch::Tensor LanguageModelImpl::step(const torch::Tensor& ids, RecurrentState& state) {
+  TORCH_CHECK(ids.dim() == 1, "LanguageModel::step: expected ids of shape [batch], got ", ids.sizes());
+  torch::NoGradGuard no_grad;
+  const bool lstm = options.kind() == RecurrentKind::kLSTM;
+  auto x = encoder(ids);
+  if (auto* custom = dynamic_cast<CustomRecurrentImpl*>(rnn.get()); custom && !is_training()) {
+    if (!state.h.defined()) {
+      state.h = torch::zeros({options.layers(), ids.size(0), options.hidden()});
+      if (lstm) state.c = torch::zeros_like(state.h);
+    }
+    custom->step_(x, state);
+    return decode(state.h[options.layers() - 1]);
+  }
+  auto out = rnn->forward(x.unsqueeze(0), {}, state);
+  state = out.state;
+  return decode(out.output[0]);
+}
+
+LanguageModelStepper::LanguageModelStepper(LanguageModel model, RecurrentState state)
+    : model_(std::move(model)), state_(std::move(state)) {
+  // The custom recurrence steps in place on contiguous state tensors.
+  if (state_.h.defined()) state_.h = state_.h.contiguous();
+  if (state_.c.defined()) state_.c = state_.c.contiguous();
+}
+
+torch::Tensor LanguageModelStepper::logits(const torch::Tensor& previous, torch::Tensor* /*attention*/) {
+  return model_->step(previous, state_);
+}
+
+void LanguageModelStepper::select(const torch::Tensor& rows) {
+  // States are [layers, N, H]: rows are the second dimension.
+  if (state_.h.defined()) state_.h = state_.h.index_select(1, rows).contiguous();
+  if (state_.c.defined()) state_.c = state_.c.index_select(1, rows).contiguous();
+}
+
+}  // namespace cellstate

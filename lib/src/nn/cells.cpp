@@ -1,0 +1,103 @@
+#include "cellstate/nn/cells.h"
+
+#include "init.h"
+
+namespace cellstate {
+
+CellOptions::CellOptions(int64_t input_size, int64_t hidden_size)
+    : input_size_(input_size), hidden_size_(hidden_size) {}
+
+CellBaseImpl::CellBaseImpl(CellOptions options, int64_t gates, const char* name)
+    : options_(std::move(options)), gates_(gates), name_(name) {
+  reset();
+}
+
+void CellBaseImpl::reset() {
+  TORCH_CHECK(options_.input_size() > 0, name_, ": input_size must be positive, got ",
+              options_.input_size());
+  TORCH_CHECK(options_.hidden_size() > 0, name_, ": hidden_size must be positive, got ",
+              options_.hidden_size());
+  const int64_t h = options_.hidden_size();
+  weight_ih = register_parameter("weight_ih", torch::empty({gates_ * h, options_.input_size()}));
+  weight_hh = register_parameter("weight_hh", torch::empty({gates_ * h, h}));
+  detail::init_uniform(weight_ih, h);
+  detail::init_uniform(weight_hh, h);
+  if (options_.bias()) {
+    bias_ih = register_parameter("bias_ih", torch::empty({gates_ * h}));
+    bias_hh = register_parameter("bias_hh", torch::empty({gates_ * h}));
+    detail::init_uniform(bias_ih, h);
+    detail::init_uniform(bias_hh, h);
+    if (options_.forget_bias() && gates_ == 4) {
+      detail::set_forget_bias(bias_ih, bias_hh, h, *options_.forget_bias());
+    }
+  } else {
+    bias_ih = register_parameter("bias_ih", torch::Tensor(), /*requires_grad=*/false);
+    bias_hh = register_parameter("bias_hh", torch::Tensor(), /*requires_grad=*/false);
+  }
+}
+
+void CellBaseImpl::pretty_print(std::ostream& stream) const {
+  stream << "cellstate::" << name_ << "(" << options_.input_size() << ", "
+         << options_.hidden_size() << ", bias=" << (options_.bias() ? "true" : "false") << ")";
+}
+
+torch::Tensor CellBaseImpl::checked_state(const torch::Tensor& x, const torch::Tensor& state,
+                                          const char* what) const {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options_.input_size(), name_,
+              ": expected input of shape [batch, ", options_.input_size(), "], got ",
+              x.sizes());
+  if (!state.defined()) {
+    return torch::zeros({x.size(0), options_.hidden_size()}, x.options());
+  }
+  TORCH_CHECK(state.dim() == 2 && state.size(0) == x.size(0) &&
+                  state.size(1) == options_.hidden_size(),
+              name_, ": expected ", what, " of shape [", x.size(0), ", ",
+              options_.hidden_size(), "], got ", state.sizes());
+  return state;
+}
+
+std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::Tensor& x,
+                                                                  const torch::Tensor& h) const {
+  return {torch::nn::functional::linear(x, weight_ih, bias_ih),
+          torch::nn::functional::linear(h, weight_hh, bias_hh)};
+}
+
+LSTMCellImpl::LSTMCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 4, "LSTMCell") {}
+
+std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
+    const torch::Tensor& x, const std::tuple<torch::Tensor, torch::Tensor>& hx) {
+  const auto h = checked_state(x, std::get<0>(hx), "h");
+  const auto c = checked_state(x, std::get<1>(hx), "c");
+  const auto [xi, hh] = projections(x, h);
+  const auto gates = (xi + hh).chunk(4, 1);
+  const auto i = torch::sigmoid(gates[0]);
+  const auto f = torch::sigmoid(gates[1]);
+  const auto g = torch::tanh(gates[2]);
+  const auto o = torch::sigmoid(gates[3]);
+  auto c_next = f * c + i * g;
+  auto h_next = o * torch::tanh(c_next);
+  return {h_next, c_next};
+}
+
+GRUCellImpl::GRUCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 3, "GRUCell") {}
+
+torch::Tensor GRUCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
+  const auto h = checked_state(x, h_in, "h");
+  const auto [xi, hh] = projections(x, h);
+  const auto xg = xi.chunk(3, 1);
+  const auto hg = hh.chunk(3, 1);
+  const auto r = torch::sigmoid(xg[0] + hg[0]);
+  const auto z = torch::sigmoid(xg[1] + hg[1]);
+  const auto n = torch::tanh(xg[2] + r * hg[2]);
+  return (1 - z) * n + z * h;
+}
+
+RNNCellImpl::RNNCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 1, "RNNCell") {}
+
+torch::Tensor RNNCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
+  const auto h = checked_state(x, h_in, "h");
+  const auto [xi, hh] = projections(x, h);
+  return torch::tanh(xi + hh);
+}
+
+}  // namespace cellstate

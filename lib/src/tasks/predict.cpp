@@ -1,0 +1,49 @@
+#include "cellstate/tasks/predict.h"
+
+#include <ostream>
+
+#include <unistd.h>
+
+#include "cellstate/util/io.h"
+
+namespace cellstate {
+
+int for_each_input(const std::vector<std::string>& inputs, const std::string& error_prefix, std::ostream& err,
+                   const std::function<void(const std::string& path)>& read) {
+  int status = 0;
+  for (const auto& path : inputs) {
+    try {
+      read(path);
+    } catch (const InputError& e) {
+      err << (error_prefix.empty() ? "" : error_prefix + ": ") << e.what() << "\n";
+      status = 2;
+    }
+  }
+  return status;
+}
+
+void stream_lines(const std::string& path, size_t batch_lines,
+                  const std::function<void(const std::vector<NumberedLine>& batch)>& process) {
+  LineReader reader(path);
+  const bool interactive = path == "-" && isatty(STDIN_FILENO);
+  const size_t limit = interactive ? 1 : std::max<size_t>(1, batch_lines);
+  std::vector<NumberedLine> pending;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    process(pending);
+    pending.clear();
+  };
+  std::string line;
+  try {
+    while (reader.next(line)) {
+      pending.push_back({reader.line_number(), line});
+      if (pending.size() >= limit) flush();
+    }
+  } catch (const InputError&) {
+    flush();  // the lines before the bad one still get their results
+    throw;
+  }
+  flush();
+}
+
+}  // namespace cellstate

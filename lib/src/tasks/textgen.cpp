@@ -1,0 +1,454 @@
+#include "cellstate/tasks/textgen.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cellstate/decode/stop_strings.h"
+#include "cellstate/tasks/model_dir.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/train/schedule.h"
+#include "cellstate/util/io.h"
+#include "cellstate/util/random.h"
+#include "cellstate/util/text.h"
+#include "cellstate/util/timing.h"
+
+namespace cellstate {
+
+namespace {
+
+constexpr const char* kTask = "textgen";
+constexpr const char* kNewline = "<nl>";
+const std::string kSpaceMark = "\xE2\x96\x81";  // "▁", SentencePiece's word-start mark
+
+// A text file's contents with "\r\n" read as "\n"; empty input is an error.
+std::string read_corpus(const std::string& path) {
+  std::string text = read_text_file(path);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i)
+    if (!(text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n')) out += text[i];
+  if (out.find_first_not_of(" \t\n") == std::string::npos)
+    throw InputError(path, 0, "empty input, expected text");
+  return out;
+}
+
+// Where the last `fraction` of a text starts: the first line start at or
+// after (1 - fraction) of its bytes.
+size_t tail_start(const std::string& text, double fraction, const std::string& path) {
+  const auto target = static_cast<size_t>(static_cast<double>(text.size()) * (1.0 - fraction));
+  const size_t cut = text.find('\n', target);
+  if (cut == std::string::npos || cut + 1 >= text.size() || cut == 0)
+    throw InputError(path, 0,
+                     "too short to hold out the last " + format_fixed(100 * fraction, 1) + "% of it on whole lines");
+  return cut + 1;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+RecurrentState detached(const RecurrentState& s) {
+  return {s.h.defined() ? s.h.detach() : torch::Tensor(), s.c.defined() ? s.c.detach() : torch::Tensor()};
+}
+
+LanguageModelOptions lm_options(const nlohmann::json& config, const std::string& file, Implementation impl) {
+  ModelOptions m;
+  m.from_json(config_get<nlohmann::json>(config, "model", file), file);
+  LanguageModelOptions o(config_get<int64_t>(config, "vocab_size", file));
+  o.embed(m.embed).hidden(m.hidden).layers(m.layers).kind(m.kind()).impl(impl).dropout(m.dropout);
+  o.tie(config_get<bool>(config, "tie", file));
+  return o;
+}
+
+/// `batch` contiguous streams of ids[offset:]: [length + 1, batch] with
+/// streams[t][b] = ids[offset + b * length + t] (inputs are rows 0..length-1,
+/// targets rows 1..length).
+torch::Tensor make_streams(const std::vector<int64_t>& ids, int64_t offset, int64_t batch) {
+  const int64_t length = (static_cast<int64_t>(ids.size()) - offset - 1) / batch;
+  TORCH_CHECK(length >= 1, "the training text (", ids.size(), " tokens) is too short for --batch-size ", batch);
+  auto all = torch::tensor(std::vector<int64_t>(ids.begin() + offset, ids.end()), torch::kInt64);
+  auto idx = torch::arange(length + 1).unsqueeze(1) + torch::arange(batch).unsqueeze(0) * length;
+  return all.index_select(0, idx.reshape(-1)).reshape({length + 1, batch});
+}
+
+/// One truncated-BPTT step on rows [t0, t0 + len) of `streams`: forward from
+/// `state`, mean cross-entropy, backward. Returns the loss and the next state.
+std::pair<double, RecurrentState> bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0,
+                                            int64_t len, const RecurrentState& state) {
+  auto x = streams.slice(0, t0, t0 + len);
+  auto y = streams.slice(0, t0 + 1, t0 + len + 1);
+  auto [logits, next] = model->forward(x, state);
+  auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(2)}), y.reshape(-1));
+  loss.backward();
+  return {loss.item<double>(), detached(next)};
+}
+
+/// Truncated BPTT over `batch` contiguous streams of the training tokens.
+class TextgenTask : public TrainTask {
+ public:
+  TextgenTask(const TextgenTrainConfig& config, LanguageModel model, std::vector<int64_t> train_ids,
+              std::vector<int64_t> valid_ids, int64_t valid_chars, std::string weights_path)
+      : config_(config), model_(std::move(model)), ids_(std::move(train_ids)), valid_ids_(std::move(valid_ids)),
+        valid_chars_(valid_chars), weights_path_(std::move(weights_path)) {}
+
+  torch::nn::Module& module() override { return *model_; }
+
+  int64_t begin_epoch(int64_t epoch) override {
+    const int64_t bptt = config_.bptt;
+    const int64_t batch = config_.training.batch_size;
+    // Each epoch after the first starts the streams at another offset, so
+    // segments do not always break at the same tokens.
+    const int64_t offset =
+        epoch == 0 ? 0
+                   : static_cast<int64_t>(DataRng(mix64(config_.training.seed * 1000003 + static_cast<uint64_t>(epoch)))
+                                              .below(static_cast<uint64_t>(bptt)));
+    streams_ = make_streams(ids_, offset, batch);
+    length_ = streams_.size(0) - 1;
+    state_ = {};
+    return (length_ + bptt - 1) / bptt;
+  }
+
+  StepResult train_step(int64_t index) override {
+    const int64_t t0 = index * config_.bptt;
+    const int64_t len = std::min(config_.bptt, length_ - t0);
+    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_);
+    state_ = std::move(state);
+    return {loss, len * streams_.size(1)};
+  }
+
+  Evaluation evaluate() override {
+    const auto e = evaluate_stream(model_, valid_ids_, valid_chars_, 512);
+    return {e.nats_per_char(), e.to_json()};
+  }
+
+  void save_best() override { save_weights(*model_, weights_path_, config_.half); }
+
+  void save_state(torch::serialize::OutputArchive& archive) override {
+    const bool has = state_.h.defined();
+    archive.write("has_state", torch::tensor(static_cast<int64_t>(has)));
+    archive.write("h", has ? state_.h : torch::zeros({1}));
+    archive.write("c", has && state_.c.defined() ? state_.c : torch::zeros({1}));
+  }
+  void load_state(torch::serialize::InputArchive& archive) override {
+    torch::Tensor has, h, c;
+    archive.read("has_state", has);
+    archive.read("h", h);
+    archive.read("c", c);
+    state_ = {};
+    if (has.item<int64_t>()) {
+      state_.h = h;
+      if (config_.model.kind() == RecurrentKind::kLSTM) state_.c = c;
+    }
+  }
+
+ private:
+  const TextgenTrainConfig& config_;
+  LanguageModel model_;
+  std::vector<int64_t> ids_;
+  std::vector<int64_t> valid_ids_;
+  int64_t valid_chars_;
+  std::string weights_path_;
+  torch::Tensor streams_;
+  int64_t length_ = 0;
+  RecurrentState state_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- streams
+
+std::vector<int64_t> encode_stream(const Tokenizer& tokenizer, int64_t newline_id, const std::string& text,
+                                   bool final_newline) {
+  std::vector<int64_t> ids;
+  const auto lines = split_lines(text);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto piece = tokenizer.encode(lines[i]);
+    ids.insert(ids.end(), piece.begin(), piece.end());
+    if (i + 1 < lines.size() || final_newline) ids.push_back(newline_id);
+  }
+  return ids;
+}
+
+double LmEvaluation::loss_per_token() const { return tokens ? nats / static_cast<double>(tokens) : 0.0; }
+double LmEvaluation::perplexity() const { return std::exp(loss_per_token()); }
+double LmEvaluation::nats_per_char() const { return characters ? nats / static_cast<double>(characters) : 0.0; }
+double LmEvaluation::bits_per_char() const { return nats_per_char() / std::log(2.0); }
+
+nlohmann::json LmEvaluation::to_json() const {
+  return {{"tokens", tokens},
+          {"characters", characters},
+          {"loss_per_token", loss_per_token()},
+          {"perplexity", perplexity()},
+          {"nats_per_char", nats_per_char()},
+          {"bits_per_char", bits_per_char()}};
+}
+
+LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& ids, int64_t characters,
+                             int64_t segment) {
+  TORCH_CHECK(segment > 0, "evaluate_stream: segment must be positive");
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  LmEvaluation e;
+  e.characters = characters;
+  RecurrentState state;
+  const auto n = static_cast<int64_t>(ids.size());
+  auto all = torch::tensor(ids, torch::kInt64);
+  for (int64_t t = 0; t + 1 < n; t += segment) {
+    const int64_t len = std::min(segment, n - 1 - t);
+    auto x = all.slice(0, t, t + len).unsqueeze(1);
+    auto y = all.slice(0, t + 1, t + len + 1);
+    auto [logits, next] = model->forward(x, state);
+    state = next;
+    e.nats += torch::nn::functional::cross_entropy(logits.squeeze(1), y,
+                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                  .item<double>();
+    e.tokens += len;
+  }
+  if (was_training) model->train();
+  return e;
+}
+
+// ---------------------------------------------------------------- training
+
+TrainResult train_textgen(const TextgenTrainConfig& config) {
+  const auto& dir = config.model.dir;
+  const TaskLog log(config.runtime.quiet);
+  std::string train_text = read_corpus(config.train_path);
+  std::string valid_text;
+  std::string valid_source = config.valid_path;
+  if (!config.valid_path.empty()) {
+    valid_text = read_corpus(config.valid_path);
+  } else {
+    const size_t cut = tail_start(train_text, config.valid_fraction, config.train_path);
+    valid_text = train_text.substr(cut);
+    train_text.resize(cut);
+    valid_source = config.train_path + " (last " + format_fixed(100 * config.valid_fraction, 1) + "%)";
+  }
+  const int64_t train_chars = utf8_length(train_text);
+  const int64_t valid_chars = utf8_length(valid_text);
+  log("train: " + std::to_string(train_chars) + " characters; valid: " + std::to_string(valid_chars) +
+      " characters from " + valid_source);
+
+  std::filesystem::create_directories(dir);
+  const std::string tokenizer_path = dir + "/tokenizer.model";
+  TokenizerTrainOptions spm;
+  spm.vocab_size = config.vocab_size;
+  spm.model_type = config.spm_type;
+  spm.normalization = config.spm_normalization;
+  spm.control_symbols = {kNewline};
+  std::vector<std::string> lines;
+  for (auto& l : split_lines(train_text))
+    if (!l.empty()) lines.push_back(std::move(l));
+  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, lines, spm);
+  const int64_t newline_id = tokenizer.piece_to_id(kNewline);
+  if (newline_id == Tokenizer::kUnkId)
+    throw InputError(tokenizer_path, 0, "has no line-break piece \"<nl>\" (not a textgen tokenizer)");
+
+  std::vector<int64_t> train_ids{Tokenizer::kBosId}, valid_ids{Tokenizer::kBosId};
+  {
+    const auto t = encode_stream(tokenizer, newline_id, train_text, !train_text.empty() && train_text.back() == '\n');
+    train_ids.insert(train_ids.end(), t.begin(), t.end());
+    const auto v = encode_stream(tokenizer, newline_id, valid_text, !valid_text.empty() && valid_text.back() == '\n');
+    valid_ids.insert(valid_ids.end(), v.begin(), v.end());
+  }
+  log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces; " +
+      std::to_string(train_ids.size()) + " training tokens (" +
+      format_fixed(static_cast<double>(train_chars) / static_cast<double>(train_ids.size()), 2) + " characters/token), " +
+      std::to_string(valid_ids.size()) + " valid tokens");
+
+  auto json = new_model_config(kTask);
+  json["model"] = config.model.to_json();
+  json["tie"] = config.tie;
+  json["vocab_size"] = tokenizer.vocab_size();
+  json["newline_id"] = newline_id;
+  json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size},
+                       {"normalization", config.spm_normalization}};
+  json["weights"] = weights_entry(config.half);
+  json["training"] = config.training.to_json();
+  json["training"]["bptt"] = config.bptt;
+  json["data"] = {{"train", config.train_path},     {"valid", valid_source},
+                  {"train_characters", train_chars}, {"valid_characters", valid_chars},
+                  {"train_tokens", train_ids.size()}, {"valid_tokens", valid_ids.size()}};
+  write_model_config(dir, json);
+
+  torch::manual_seed(config.training.seed);
+  LanguageModel model(lm_options(json, dir + "/config.json", config.model.implementation()));
+  log("model with " + std::to_string(count_parameters(*model)) + " parameters: " + config.model.rnn + " (" + config.model.impl +
+      "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
+      ", embeddings " + std::to_string(config.model.embed) + (config.tie ? " (tied)" : "") + ", bptt " +
+      std::to_string(config.bptt) + ", batch " + std::to_string(config.training.batch_size));
+  TextgenTask task(config, model, std::move(train_ids), valid_ids, valid_chars, dir + "/weights.pt");
+
+  auto t = TrainerOptions::of(config.training, dir, "nats/char", config.runtime.quiet);
+  t.higher_is_better = false;
+  const auto result = Trainer(t).fit(task);
+  if (result.interrupted()) return result;
+
+  json["results"] = training_results(result, "valid_nats_per_char");
+  json["results"]["valid_bits_per_char"] = result.best_score / std::log(2.0);
+  write_model_config(dir, json);
+  log("valid " + format_fixed(result.best_score, 4) + " nats/char (" + format_fixed(result.best_score / std::log(2.0), 4) +
+      " bits/char) at step " + std::to_string(result.best_step) + "; model in " + dir);
+  return result;
+}
+
+// ---------------------------------------------------------------- loading
+
+TextgenModel::TextgenModel(nlohmann::json config, Tokenizer tokenizer, LanguageModel model, int64_t newline_id)
+    : config_(std::move(config)), tokenizer_(std::move(tokenizer)), model_(std::move(model)), newline_id_(newline_id) {}
+
+TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementation> impl) {
+  auto config = read_model_config(dir, kTask);
+  const std::string file = dir + "/config.json";
+  const Implementation chosen = model_implementation(config, file, impl);
+  auto tokenizer = load_model_tokenizer(dir, config);
+  const auto newline_id = config_get<int64_t>(config, "newline_id", file);
+  if (tokenizer.id_to_piece(newline_id) != kNewline)
+    throw InputError(dir + "/tokenizer.model", 0,
+                     "piece " + std::to_string(newline_id) + " is not the line break \"<nl>\" config.json names");
+  LanguageModel model(lm_options(config, file, chosen));
+  load_weights(*model, model_file(dir, "weights.pt"));
+  model->eval();
+  return TextgenModel(std::move(config), std::move(tokenizer), std::move(model), newline_id);
+}
+
+std::string TextgenModel::token_text(int64_t id, bool line_start) const {
+  if (id == newline_id_) return "\n";
+  if (id == Tokenizer::kUnkId) return "\xE2\x81\x87";  // "⁇", as SentencePiece decodes unk
+  if (id == Tokenizer::kPadId || id == Tokenizer::kBosId || id == Tokenizer::kEosId) return "";
+  std::string piece = tokenizer_.id_to_piece(id);
+  std::string out;
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, kSpaceMark.size(), kSpaceMark) == 0) {
+      if (!(line_start && out.empty() && i == 0)) out += ' ';
+      i += kSpaceMark.size();
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
+}
+
+LmEvaluation evaluate_textgen(TextgenModel& model, const std::string& path, double tail_fraction) {
+  std::string text = read_corpus(path);
+  if (tail_fraction > 0) text.erase(0, tail_start(text, tail_fraction, path));
+  std::vector<int64_t> ids{Tokenizer::kBosId};
+  const auto s = encode_stream(model.tokenizer(), model.newline_id(), text, text.back() == '\n');
+  ids.insert(ids.end(), s.begin(), s.end());
+  return evaluate_stream(model.model(), ids, utf8_length(text), 512);
+}
+
+// ---------------------------------------------------------------- generation
+
+Generation generate_text(TextgenModel& model, const std::string& prompt, const GenerateOptions& options,
+                         uint64_t seed, const std::function<void(const std::string&)>& on_text) {
+  const Stopwatch started;
+  if (const size_t bad = find_invalid_utf8(prompt); bad != std::string::npos)
+    throw InputError("prompt", 0, "invalid UTF-8 at byte " + std::to_string(bad));
+  Generation g;
+  auto& lm = model.model();
+  lm->eval();
+  std::vector<int64_t> context = encode_stream(model.tokenizer(), model.newline_id(), prompt, false);
+  for (auto id : context) g.unknown_characters += id == Tokenizer::kUnkId;
+  if (options.max_prompt_tokens > 0 && static_cast<int64_t>(context.size()) > options.max_prompt_tokens) {
+    context.erase(context.begin(), context.end() - options.max_prompt_tokens);
+    g.prompt_truncated = true;
+  }
+  context.insert(context.begin(), Tokenizer::kBosId);
+  g.prompt_tokens = static_cast<int64_t>(context.size());
+
+  torch::NoGradGuard no_grad;
+  // The prompt in one pass, then one step at a time (the custom recurrence
+  // steps in place, keeping its workspace).
+  RecurrentState state;
+  {
+    auto ids = torch::tensor(std::vector<int64_t>(context.begin(), context.end() - 1), torch::kInt64).unsqueeze(1);
+    if (ids.size(0) > 0) state = lm->forward(ids, {}).second;
+  }
+  LanguageModelStepper stepper(lm, state);
+  torch::Tensor logits = stepper.logits(torch::tensor({context.back()}, torch::kInt64), nullptr)[0];
+  Sampler sampler(options.sampling, seed);
+  const std::vector<int64_t> banned{Tokenizer::kPadId, Tokenizer::kBosId};
+  std::vector<int64_t> seen(context.begin() + 1, context.end());
+  StopFilter filter(options.stop, on_text);
+  bool line_start = context.back() == model.newline_id() || context.back() == Tokenizer::kBosId;
+  g.stop_reason = "max-tokens";
+  for (int64_t n = 0; n < options.max_tokens; ++n) {
+    const int64_t id = sampler.next(logits, seen, banned);
+    if (n == 0) g.first_token_ms = started.ms();
+    const double logprob = torch::log_softmax(logits.to(torch::kFloat64), 0)[id].item<double>();
+    if (id == Tokenizer::kEosId) {
+      g.stop_reason = "eos";
+      break;
+    }
+    const std::string text = model.token_text(id, line_start);
+    line_start = id == model.newline_id();
+    g.ids.push_back(id);
+    g.tokens.push_back(text);
+    g.logprobs.push_back(logprob);
+    seen.push_back(id);
+    if (filter.add(text)) {
+      g.stop_reason = "stop";
+      break;
+    }
+    if (n + 1 < options.max_tokens) logits = stepper.logits(torch::tensor({id}, torch::kInt64), nullptr)[0];
+  }
+  if (g.stop_reason != "stop") filter.flush();
+  g.text = filter.emitted();
+  g.total_ms = started.ms();
+  return g;
+}
+
+// ---------------------------------------------------------------- benchmark
+
+LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const LanguageModelOptions& options,
+                                   const TrainingOptions& training, int64_t bptt, int64_t steps, int64_t warmup) {
+  TORCH_CHECK(bptt > 0 && steps > 0 && warmup >= 0, "benchmark_lm_training: bptt and steps must be positive");
+  torch::manual_seed(training.seed);
+  LanguageModel model(options);
+  model->train();
+  auto parameters = model->parameters();
+  auto optimizer = make_optimizer(parameters, training);
+  const auto streams = make_streams(ids, 0, training.batch_size);
+  const int64_t length = streams.size(0) - 1;
+  RecurrentState state;
+  int64_t t0 = 0;
+  LmTrainBench r;
+  Stopwatch watch;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    if (i == warmup) watch.restart();
+    if (t0 + bptt > length) {  // wrap around: a new epoch
+      t0 = 0;
+      state = {};
+    }
+    optimizer->zero_grad();
+    auto [loss, next] = bptt_step(model, streams, t0, bptt, state);
+    state = std::move(next);
+    if (training.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, training.clip);
+    optimizer->step();
+    t0 += bptt;
+    if (i >= warmup) r.final_loss = loss;
+  }
+  const double seconds = watch.seconds();
+  r.steps = steps;
+  r.tokens = steps * bptt * training.batch_size;
+  r.seconds = seconds;
+  r.tokens_per_s = static_cast<double>(r.tokens) / seconds;
+  return r;
+}
+
+}  // namespace cellstate

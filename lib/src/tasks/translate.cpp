@@ -1,0 +1,398 @@
+#include "cellstate/tasks/translate.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cellstate/data/batching.h"
+#include "cellstate/data/readers.h"
+#include "cellstate/tasks/model_dir.h"
+#include "cellstate/tasks/predict.h"
+#include "cellstate/tasks/task.h"
+#include "cellstate/util/io.h"
+#include "cellstate/util/text.h"
+
+namespace cellstate {
+
+namespace {
+
+constexpr const char* kTask = "translate";
+constexpr int64_t kMaxSourceTokens = 256;
+
+std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int64_t max_tokens,
+                                int64_t* length = nullptr) {
+  auto ids = t.encode(text);
+  if (ids.empty()) ids.push_back(Tokenizer::kUnkId);
+  if (length) *length = static_cast<int64_t>(ids.size());
+  truncate(ids, max_tokens);
+  return ids;
+}
+
+/// Decodes source id sequences in length-sorted batches; results in input order.
+std::vector<std::vector<Hypothesis>> translate_ids(Seq2Seq& model, const std::vector<std::vector<int64_t>>& sources,
+                                                   const DecodingOptions& options, int64_t batch_size) {
+  std::vector<std::vector<Hypothesis>> out(sources.size());
+  std::vector<int64_t> lengths;
+  for (const auto& s : sources) lengths.push_back(static_cast<int64_t>(s.size()));
+  for (const auto& b : sorted_batches(lengths, batch_size)) {
+    std::vector<std::vector<int64_t>> seqs;
+    std::vector<int64_t> lens;
+    for (auto i : b) {
+      seqs.push_back(sources[static_cast<size_t>(i)]);
+      lens.push_back(lengths[static_cast<size_t>(i)]);
+    }
+    const auto batch = pad_batch(seqs);
+    Seq2SeqStepper stepper(model, batch.ids, batch.lengths);
+    auto hyps = decode(stepper, lens, options, Tokenizer::kBosId, Tokenizer::kEosId);
+    for (size_t k = 0; k < b.size(); ++k) {
+      // Attention rows cover the padded batch; keep the sentence's own positions.
+      for (auto& h : hyps[k])
+        for (auto& row : h.attention) row.resize(static_cast<size_t>(lens[k]));
+      out[static_cast<size_t>(b[k])] = std::move(hyps[k]);
+    }
+  }
+  return out;
+}
+
+Seq2SeqOptions seq2seq_options(const nlohmann::json& config, const std::string& file, Implementation impl) {
+  ModelOptions m;
+  m.from_json(config_get<nlohmann::json>(config, "model", file), file);
+  const auto s = config_get<nlohmann::json>(config, "seq2seq", file);
+  Seq2SeqOptions o(config_get<int64_t>(s, "source_vocab", file), config_get<int64_t>(s, "target_vocab", file));
+  o.embed(m.embed).hidden(m.hidden).layers(m.layers).impl(impl).dropout(m.dropout);
+  try {
+    o.attention(parse_attention(config_get<std::string>(s, "attention", file)));
+  } catch (const std::invalid_argument& e) {
+    throw_config_error(file, e.what());
+  }
+  o.input_feeding(config_get<bool>(s, "input_feeding", file))
+      .tie(config_get<bool>(s, "tie", file))
+      .share_embeddings(config_get<bool>(s, "share_embeddings", file));
+  return o;
+}
+
+class TranslateTask : public TrainTask {
+ public:
+  TranslateTask(const TranslateTrainConfig& config, Seq2Seq model, std::vector<std::vector<int64_t>> src,
+                std::vector<std::vector<int64_t>> tgt, std::vector<std::vector<int64_t>> dev_src,
+                std::vector<std::string> dev_refs, const Tokenizer& target_tokenizer, std::string weights_path)
+      : config_(config), model_(std::move(model)), src_(std::move(src)), tgt_(std::move(tgt)),
+        dev_src_(std::move(dev_src)), dev_refs_(std::move(dev_refs)), target_(target_tokenizer),
+        weights_path_(std::move(weights_path)) {}
+
+  torch::nn::Module& module() override { return *model_; }
+
+  int64_t begin_epoch(int64_t epoch) override {
+    std::vector<int64_t> lengths;
+    for (size_t i = 0; i < tgt_.size(); ++i)
+      lengths.push_back(static_cast<int64_t>(std::max(tgt_[i].size(), src_[i].size())));
+    BucketOptions b;
+    b.batch_size = config_.training.batch_size;
+    b.max_tokens = config_.max_tokens;
+    batches_ = bucket_batches(lengths, b, config_.training.seed, epoch);
+    return static_cast<int64_t>(batches_.size());
+  }
+
+  StepResult train_step(int64_t index) override {
+    std::vector<std::vector<int64_t>> s, t;
+    for (auto i : batches_[static_cast<size_t>(index)]) {
+      s.push_back(src_[static_cast<size_t>(i)]);
+      t.push_back(tgt_[static_cast<size_t>(i)]);
+    }
+    const auto src = pad_batch(s);
+    const auto tgt = pad_batch(t).ids;
+    auto states = model_->decode_states(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
+    // The output layer (the largest cost) runs once, over the real target positions only.
+    auto gold = tgt.slice(1, 1).reshape(-1);
+    const auto real = gold.ne(0).nonzero().squeeze(1);
+    auto logits = model_->logits(states.reshape({-1, states.size(2)}).index_select(0, real));
+    namespace F = torch::nn::functional;
+    auto loss = F::cross_entropy(logits, gold.index_select(0, real),
+                                 F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
+    loss.backward();
+    return {loss.item<double>(), real.size(0)};
+  }
+
+  Evaluation evaluate() override {
+    DecodingOptions o;
+    o.beam = config_.dev_beam;
+    const auto hyps = translate_ids(model_, dev_src_, o, 64);
+    std::vector<std::string> out;
+    for (const auto& h : hyps) out.push_back(target_.decode(h.front().tokens));
+    const auto bleu = corpus_bleu(out, dev_refs_);
+    BleuOptions lower;
+    lower.lowercase = true;
+    const auto bleu_lc = corpus_bleu(out, dev_refs_, lower);
+    return {bleu.score, {{"bleu", bleu.score}, {"bleu_lowercase", bleu_lc.score}, {"chrf", corpus_chrf(out, dev_refs_)}}};
+  }
+
+  void save_best() override { save_weights(*model_, weights_path_, config_.half); }
+
+ private:
+  const TranslateTrainConfig& config_;
+  Seq2Seq model_;
+  std::vector<std::vector<int64_t>> src_, tgt_, dev_src_;
+  std::vector<std::string> dev_refs_;
+  const Tokenizer& target_;
+  std::string weights_path_;
+  std::vector<std::vector<int64_t>> batches_;
+};
+
+}  // namespace
+
+TrainResult train_translation(const TranslateTrainConfig& config) {
+  const auto& dir = config.model.dir;
+  const TaskLog log(config.runtime.quiet);
+  ReadStats train_stats, dev_stats;
+  ParallelOptions po;
+  po.max_words = config.max_words;
+  const auto train = read_parallel(config.src_train, config.tgt_train, po, &train_stats);
+  const auto dev = read_parallel(config.src_dev, config.tgt_dev, {}, &dev_stats);
+  log("train: " + std::to_string(train.size()) + " pairs" +
+      (train_stats.summary().empty() ? "" : " (" + train_stats.summary() + ")") + "; dev: " +
+      std::to_string(dev.size()) + " pairs");
+  std::filesystem::create_directories(dir);
+  TokenizerTrainOptions spm;
+  spm.vocab_size = config.vocab_size;
+  std::vector<std::string> src_texts, tgt_texts;
+  for (const auto& p : train) {
+    src_texts.push_back(p.source);
+    tgt_texts.push_back(p.target);
+  }
+  std::shared_ptr<Tokenizer> source, target;
+  if (config.joint_vocab) {
+    std::vector<std::string> both = src_texts;
+    both.insert(both.end(), tgt_texts.begin(), tgt_texts.end());
+    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, both, spm));
+  } else {
+    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, src_texts, spm));
+    target = std::make_shared<Tokenizer>(
+        train_model_tokenizer(dir, config.training.resume, tgt_texts, spm, "target_tokenizer.model"));
+  }
+  const Tokenizer& tt = target ? *target : *source;
+  std::vector<std::vector<int64_t>> src_ids, tgt_ids, dev_src;
+  std::vector<std::string> dev_refs;
+  for (const auto& p : train) {
+    src_ids.push_back(source_ids(*source, p.source, kMaxSourceTokens));
+    auto t = tt.encode(p.target);
+    truncate(t, kMaxSourceTokens);
+    t.insert(t.begin(), Tokenizer::kBosId);
+    t.push_back(Tokenizer::kEosId);
+    tgt_ids.push_back(std::move(t));
+  }
+  for (const auto& p : dev) {
+    dev_src.push_back(source_ids(*source, p.source, kMaxSourceTokens));
+    dev_refs.push_back(p.target);
+  }
+  auto json = new_model_config(kTask);
+  json["model"] = config.model.to_json();
+  json["seq2seq"] = {{"source_vocab", source->vocab_size()}, {"target_vocab", tt.vocab_size()},
+                     {"attention", config.attention},     {"input_feeding", config.input_feeding},
+                     {"tie", config.tie},                 {"share_embeddings", config.joint_vocab}};
+  json["tokenizer"] = {{"joint", config.joint_vocab}, {"vocab_size", config.vocab_size}};
+  json["max_source_tokens"] = kMaxSourceTokens;
+  json["weights"] = weights_entry(config.half);
+  json["training"] = config.training.to_json();
+  json["training"]["label_smoothing"] = config.label_smoothing;
+  json["training"]["max_tokens"] = config.max_tokens;
+  json["training"]["dev_beam"] = config.dev_beam;
+  json["data"] = {{"src_train", config.src_train}, {"tgt_train", config.tgt_train}, {"src_dev", config.src_dev},
+                  {"tgt_dev", config.tgt_dev},     {"train_pairs", train.size()},    {"dev_pairs", dev.size()}};
+  write_model_config(dir, json);
+  torch::manual_seed(config.training.seed);
+  Seq2Seq model(seq2seq_options(json, dir + "/config.json", config.model.implementation()));
+  log("model with " + std::to_string(count_parameters(*model)) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +
+      (config.joint_vocab ? " (joint)" : " / " + std::to_string(tt.vocab_size())));
+  TranslateTask task(config, model, std::move(src_ids), std::move(tgt_ids), std::move(dev_src), std::move(dev_refs), tt,
+                     dir + "/weights.pt");
+  const auto result = Trainer(TrainerOptions::of(config.training, dir, "BLEU", config.runtime.quiet)).fit(task);
+  if (result.interrupted()) return result;
+  json["results"] = training_results(result, "dev_bleu");
+  write_model_config(dir, json);
+  log("dev BLEU " + format_fixed(result.best_score, 2) + " (beam " + std::to_string(config.dev_beam) + ") at epoch " +
+      std::to_string(result.best_epoch) + "; model in " + dir);
+  return result;
+}
+
+TranslationModel::TranslationModel(nlohmann::json config, Seq2Seq model, std::shared_ptr<Tokenizer> source,
+                                   std::shared_ptr<Tokenizer> target, int64_t max_source_tokens)
+    : config_(std::move(config)), model_(std::move(model)), source_(std::move(source)), target_(std::move(target)),
+      max_source_tokens_(max_source_tokens) {}
+
+TranslationModel TranslationModel::load(const std::string& dir, std::optional<Implementation> impl) {
+  auto config = read_model_config(dir, kTask);
+  const std::string file = dir + "/config.json";
+  const Implementation chosen = model_implementation(config, file, impl);
+  const auto options = seq2seq_options(config, file, chosen);
+  auto source = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "tokenizer.model")));
+  std::shared_ptr<Tokenizer> target;
+  if (!config_get<nlohmann::json>(config, "tokenizer", file).value("joint", true))
+    target = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "target_tokenizer.model")));
+  if (source->vocab_size() != options.source_vocab() ||
+      (target ? target->vocab_size() : source->vocab_size()) != options.target_vocab())
+    throw InputError(dir, 0, "the tokenizers' vocabularies differ from config.json's (mismatched model files)");
+  Seq2Seq model(options);
+  load_weights(*model, model_file(dir, "weights.pt"));
+  model->eval();
+  return TranslationModel(std::move(config), std::move(model), std::move(source), std::move(target),
+                          config.value("max_source_tokens", kMaxSourceTokens));
+}
+
+std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,
+                                                     const DecodingOptions& options, int64_t batch_size) {
+  std::vector<std::vector<int64_t>> ids;
+  std::vector<int64_t> lengths(sentences.size());
+  for (size_t i = 0; i < sentences.size(); ++i)
+    ids.push_back(source_ids(*source_, sentences[i], max_source_tokens_, &lengths[i]));
+  const auto hyps = translate_ids(model_, ids, options, batch_size);
+  std::vector<Translation> out;
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    Translation t;
+    t.source_length = lengths[i];
+    t.hypotheses = hyps[i];
+    for (const auto& h : t.hypotheses) t.texts.push_back(target_tokenizer().decode(h.tokens));
+    for (auto id : ids[i]) t.source_pieces.push_back(source_->id_to_piece(id));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
+                                       const DecodingOptions& options, bool lowercase, int64_t batch_size) {
+  const auto pairs = read_parallel(src, ref);
+  std::vector<std::string> sources, refs, hyps;
+  for (const auto& p : pairs) {
+    sources.push_back(p.source);
+    refs.push_back(p.target);
+  }
+  for (const auto& t : model.translate(sources, options, batch_size)) hyps.push_back(t.texts.front());
+  TranslationScores s;
+  BleuOptions b;
+  b.lowercase = lowercase;
+  s.bleu = corpus_bleu(hyps, refs, b);
+  s.chrf = corpus_chrf(hyps, refs);
+  s.sentences = static_cast<int64_t>(pairs.size());
+  return s;
+}
+
+namespace {
+
+std::string xml_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string attention_svg(const std::vector<std::string>& source, const std::vector<std::string>& target,
+                          const std::vector<std::vector<float>>& attention) {
+  if (attention.size() != target.size())
+    throw std::invalid_argument("attention_svg: " + std::to_string(attention.size()) + " attention rows for " +
+                                std::to_string(target.size()) + " target pieces");
+  constexpr int kCell = 28, kLeft = 120, kTop = 120;
+  const int width = kLeft + kCell * static_cast<int>(source.size()) + 10;
+  const int height = kTop + kCell * static_cast<int>(target.size()) + 10;
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  for (size_t s = 0; s < source.size(); ++s) {
+    const int x = kLeft + kCell * static_cast<int>(s) + kCell / 2;
+    svg << "<text transform=\"translate(" << x << "," << kTop - 6 << ") rotate(-60)\">" << xml_escape(source[s])
+        << "</text>\n";
+  }
+  for (size_t t = 0; t < target.size(); ++t) {
+    if (attention[t].size() != source.size())
+      throw std::invalid_argument("attention_svg: row " + std::to_string(t) + " has " +
+                                  std::to_string(attention[t].size()) + " weights for " +
+                                  std::to_string(source.size()) + " source pieces");
+    const int y = kTop + kCell * static_cast<int>(t);
+    svg << "<text x=\"" << kLeft - 6 << "\" y=\"" << y + kCell / 2 + 4 << "\" text-anchor=\"end\">"
+        << xml_escape(target[t]) << "</text>\n";
+    for (size_t s = 0; s < source.size(); ++s) {
+      const double w = std::clamp(static_cast<double>(attention[t][s]), 0.0, 1.0);
+      const int shade = static_cast<int>(std::lround(255 * (1 - w)));
+      svg << "<rect x=\"" << kLeft + kCell * static_cast<int>(s) << "\" y=\"" << y << "\" width=\"" << kCell
+          << "\" height=\"" << kCell << "\" fill=\"rgb(" << shade << "," << shade << ",255)\"><title>" << std::fixed
+          << std::setprecision(3) << w << "</title></rect>\n";
+    }
+  }
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+// ---------------------------------------------------------------- translating files
+
+namespace {
+
+/// The JSON record of one translation: n-best with scores, pieces and attention.
+nlohmann::json translation_json(const TranslationModel& model, const std::string& source, const Translation& t) {
+  nlohmann::json n = nlohmann::json::array();
+  for (size_t k = 0; k < t.hypotheses.size(); ++k) {
+    const auto& h = t.hypotheses[k];
+    std::vector<std::string> pieces;
+    for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+    // Attention weights to 4 decimals: what a reader or a plot can use, a quarter of the bytes.
+    nlohmann::json attention = nlohmann::json::array();
+    for (const auto& row : h.attention) {
+      nlohmann::json r = nlohmann::json::array();
+      for (float w : row) r.push_back(std::round(static_cast<double>(w) * 1e4) / 1e4);
+      attention.push_back(std::move(r));
+    }
+    n.push_back({{"text", t.texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
+                 {"tokens", pieces}, {"finished", h.finished}, {"attention", std::move(attention)}});
+  }
+  return {{"source", source}, {"source_tokens", t.source_pieces}, {"source_truncated", t.truncated()}, {"nbest", n}};
+}
+
+}  // namespace
+
+int translate_files(TranslationModel& model, const std::vector<std::string>& inputs,
+                    const TranslateFilesOptions& options, std::ostream& out, std::ostream& err) {
+  if (!options.svg_dir.empty()) std::filesystem::create_directories(options.svg_dir);
+  const std::string prefix = options.error_prefix.empty() ? "" : options.error_prefix + ": ";
+  int64_t sentence = 0;  // numbers the attention heatmaps across all inputs
+  return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
+    const auto batch_lines = static_cast<size_t>(options.batch_size * 8);
+    stream_lines(path, batch_lines, [&](const std::vector<NumberedLine>& lines) {
+      std::vector<std::string> texts;
+      for (const auto& l : lines) texts.push_back(l.text);
+      const auto translations = model.translate(texts, options.decoding, options.batch_size);
+      for (size_t i = 0; i < translations.size(); ++i) {
+        const auto& t = translations[i];
+        ++sentence;
+        if (t.truncated())
+          err << prefix << "warning: " << (path == "-" ? "<stdin>" : path) << ":" << lines[i].number << ": "
+              << t.source_length << " pieces; only the first " << t.source_pieces.size()
+              << " (the model's limit) are translated\n";
+        if (!options.svg_dir.empty()) {
+          const auto& h = t.hypotheses.front();
+          std::vector<std::string> pieces;
+          for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+          if (h.finished) pieces.push_back("</s>");
+          atomic_write(options.svg_dir + "/" + std::to_string(sentence) + ".svg",
+                       attention_svg(t.source_pieces, pieces, h.attention));
+        }
+        if (options.format == "text") out << (texts[i].empty() ? "" : t.texts.front()) << "\n";
+        else out << translation_json(model, texts[i], t).dump() << "\n";
+      }
+      out.flush();
+    });
+  });
+}
+
+}  // namespace cellstate

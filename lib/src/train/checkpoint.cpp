@@ -1,0 +1,87 @@
+#include "cellstate/train/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/serialize.h>
+
+#include <mutex>
+
+#include "cellstate/util/io.h"
+
+namespace cellstate {
+
+namespace {
+
+torch::Tensor integers(const RunState& s) {
+  return torch::tensor({s.epoch, s.next_batch, s.step, s.best_epoch, s.best_step, s.bad_evaluations,
+                        static_cast<int64_t>(s.has_best), s.window_steps, s.window_tokens},
+                       torch::kInt64);
+}
+
+torch::Tensor reals(const RunState& s) {
+  return torch::tensor({s.best_score, s.elapsed, s.window_loss, s.window_seconds}, torch::kDouble);
+}
+
+RunState run_state_of(const torch::Tensor& i, const torch::Tensor& d) {
+  TORCH_CHECK(i.numel() == 9 && d.numel() == 4, "checkpoint state of an unexpected size");
+  RunState s;
+  const auto* p = i.data_ptr<int64_t>();
+  s.epoch = p[0], s.next_batch = p[1], s.step = p[2], s.best_epoch = p[3], s.best_step = p[4];
+  s.bad_evaluations = p[5], s.has_best = p[6] != 0, s.window_steps = p[7], s.window_tokens = p[8];
+  const auto* q = d.data_ptr<double>();
+  s.best_score = q[0], s.elapsed = q[1], s.window_loss = q[2], s.window_seconds = q[3];
+  return s;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state) {
+  torch::serialize::OutputArchive root, model, opt, sched, task_state;
+  parts.module.save(model);
+  parts.optimizer.save(opt);
+  parts.schedule.save(sched);
+  parts.task.save_state(task_state);
+  root.write("model", model);
+  root.write("optimizer", opt);
+  root.write("schedule", sched);
+  root.write("task", task_state);
+  root.write("state_i", integers(state));
+  root.write("state_f", reals(state));
+  auto generator = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    root.write("rng", generator.get_state());
+  }
+  atomic_write_with(path, [&](const std::string& tmp) { root.save_to(tmp); });
+}
+
+RunState load_checkpoint(const std::string& path, const CheckpointParts& parts) {
+  if (!file_exists(path)) throw InputError(path, 0, "no checkpoint to resume from");
+  torch::serialize::InputArchive root, model, opt, sched, task_state;
+  RunState state;
+  try {
+    root.load_from(path);
+    root.read("model", model);
+    root.read("optimizer", opt);
+    root.read("schedule", sched);
+    root.read("task", task_state);
+    parts.module.load(model);
+    parts.optimizer.load(opt);
+    parts.schedule.load(sched);
+    torch::Tensor ints, doubles, rng;
+    root.read("state_i", ints);
+    root.read("state_f", doubles);
+    root.read("rng", rng);
+    state = run_state_of(ints, doubles);
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng);
+  } catch (const c10::Error& e) {
+    throw InputError(path, 0,
+                     "cannot resume: the checkpoint does not match this model and options (" +
+                         std::string(e.what_without_backtrace()).substr(0, 160) + ")");
+  }
+  parts.task.load_state(task_state);
+  return state;
+}
+
+}  // namespace cellstate
