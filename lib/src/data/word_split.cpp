@@ -165,8 +165,10 @@ std::vector<TokenizedSentence> split_words(std::string_view text, const WordSpli
       const std::string_view prev = sentence.size() >= 2 ? std::string_view(sentence[sentence.size() - 2].text) : "";
       const bool final_punct = ends_sentence(cur) || (is_closer(cur) && ends_sentence(prev));
       const std::string_view next = text.substr(pieces[k + 1].begin, pieces[k + 1].end - pieces[k + 1].begin);
-      // Closing quotes right after the punctuation stay in this sentence.
-      if (final_punct && !is_closer(next) && may_start_sentence(next, options)) {
+      // Closing quotes right after the punctuation (no space between) stay in
+      // this sentence; a quote after a space opens the next one.
+      const bool attached_closer = is_closer(next) && pieces[k + 1].begin == p.end;
+      if (final_punct && !attached_closer && may_start_sentence(next, options)) {
         sentences.push_back(std::move(sentence));
         sentence.clear();
       }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cellstate/data/batching.h"
 #include "cellstate/nn/rnn.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/io.h"

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "cellstate/data/batching.h"
+#include "cellstate/tasks/model_dir.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/train/trainer.h"
 #include "cellstate/util/io.h"
