@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     if (json) {
       std::cout << cellstate::to_json(result).dump() << "\n";
     } else {
-      cellstate::print_table(std::cout, result);
+      cellstate::print_table(std::cout, result, "cellstate-bench");
     }
   } catch (const std::exception& e) {
     std::cerr << "cellstate-bench: " << e.what() << "\n";

@@ -18,3 +18,30 @@ contains() {  # DESCRIPTION FILE TEXT
 fail() {  # MESSAGE
   echo "FAIL: $1"; fails=$((fails + 1))
 }
+answers_each_line() {  # DESCRIPTION FIRST_LINE SECOND_LINE COMMAND...
+  # Drives COMMAND through a pipe that stays open: the answer to the first
+  # line must come out before the second line is written (so another program
+  # can use the command as a subprocess, one line at a time).
+  local what=$1 first=$2 second=$3
+  shift 3
+  local fifo="$tmp/stdin.fifo"
+  rm -f "$fifo" && mkfifo "$fifo"
+  "$@" < "$fifo" > "$tmp/stream.out" 2> "$tmp/stream.err" &
+  local pid=$!
+  exec 7> "$fifo"
+  printf '%s\n' "$first" >&7
+  local tries=0
+  while [ "$(wc -l < "$tmp/stream.out")" -lt 1 ] && [ "$tries" -lt 300 ] && kill -0 "$pid" 2> /dev/null; do
+    sleep 0.1
+    tries=$((tries + 1))
+  done
+  local answered
+  answered=$(wc -l < "$tmp/stream.out")
+  printf '%s\n' "$second" >&7
+  exec 7>&-
+  wait "$pid"
+  local status=$?
+  [ "$answered" -ge 1 ] || fail "$what: no answer to the first line within 30 s while the input stayed open"
+  [ "$status" = 0 ] || { fail "$what: exit $status"; sed 's/^/  stderr: /' "$tmp/stream.err" | head -5; }
+  [ "$(wc -l < "$tmp/stream.out")" -gt "$answered" ] || fail "$what: no answer to the second line"
+}

@@ -71,5 +71,7 @@ if [ -d "$src/models/ner-conll2003" ]; then
   contains "shipped model finds entities" "$tmp/out" '"type":'
 fi
 
+answers_each_line "predict answers each line of a pipe at once" "EU rejects German call." "Peter Blackburn spoke in Brussels." \
+  "$bin" predict --threads 1
 [ "$fails" = 0 ] && echo "all cellstate-ner CLI checks passed"
 exit "$fails"

@@ -75,5 +75,7 @@ if [ -d "$src/models/sentiment-sst2" ]; then
   [ "$(wc -l < "$tmp/out")" = 5 ] || { echo "FAIL: shipped model: expected 5 lines"; fails=$((fails + 1)); }
 fi
 
+answers_each_line "predict answers each line of a pipe at once" "a fine film ." "a bad film ." \
+  "$bin" predict --threads 1 --batch-size 64
 [ "$fails" = 0 ] && echo "all cellstate-sentiment CLI checks passed"
 exit "$fails"

@@ -86,5 +86,7 @@ if [ -d "$src/models/textgen-shakespeare" ]; then
   [ -s "$tmp/out" ] || fail "shipped model: no output"
 fi
 
+answers_each_line "generate answers each prompt of a pipe at once" "ROMEO:" "JULIET:" \
+  "$bin" generate --threads 1 --format jsonl --max-tokens 5
 [ "$fails" = 0 ] && echo "all cellstate-textgen CLI checks passed"
 exit "$fails"

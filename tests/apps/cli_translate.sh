@@ -65,5 +65,7 @@ if [ -f "$src/models/translate-multi30k-en-de/weights.pt" ]; then
   [ "$(wc -l < "$tmp/out")" = 6 ] || fail "shipped model: expected 6 lines"
   contains "shipped model translates" "$tmp/out" "Hund"
 fi
+answers_each_line "translate answers each line of a pipe at once" "A man is riding a bike." "Two dogs play in the snow." \
+  "$bin" translate --threads 1
 [ "$fails" = 0 ] && echo "all cellstate-translate CLI checks passed"
 exit "$fails"

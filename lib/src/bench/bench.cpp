@@ -174,9 +174,9 @@ BenchResult run_benchmark(const BenchConfig& c) {
   return r;
 }
 
-void print_table(std::ostream& out, const BenchResult& r) {
+void print_table(std::ostream& out, const BenchResult& r, const std::string& title) {
   const auto& c = r.config;
-  out << "cellstate-bench: " << to_string(c.kind) << ", " << c.layers << " layer(s), hidden "
+  out << title << ": " << to_string(c.kind) << ", " << c.layers << " layer(s), hidden "
       << c.hidden << ", input " << c.input << ", batch " << c.batch << ", seq " << c.seq << ", "
       << (c.bidirectional ? "bidirectional" : "unidirectional") << ", "
       << (c.variable_lengths ? "variable lengths" : "equal lengths") << ", " << r.threads

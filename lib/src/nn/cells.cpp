@@ -8,27 +8,27 @@ CellOptions::CellOptions(int64_t input_size, int64_t hidden_size)
     : input_size_(input_size), hidden_size_(hidden_size) {}
 
 CellBaseImpl::CellBaseImpl(CellOptions options, int64_t gates, const char* name)
-    : options_(std::move(options)), gates_(gates), name_(name) {
+    : options(std::move(options)), gates_(gates), name_(name) {
   reset();
 }
 
 void CellBaseImpl::reset() {
-  TORCH_CHECK(options_.input_size() > 0, name_, ": input_size must be positive, got ",
-              options_.input_size());
-  TORCH_CHECK(options_.hidden_size() > 0, name_, ": hidden_size must be positive, got ",
-              options_.hidden_size());
-  const int64_t h = options_.hidden_size();
-  weight_ih = register_parameter("weight_ih", torch::empty({gates_ * h, options_.input_size()}));
+  TORCH_CHECK(options.input_size() > 0, name_, ": input_size must be positive, got ",
+              options.input_size());
+  TORCH_CHECK(options.hidden_size() > 0, name_, ": hidden_size must be positive, got ",
+              options.hidden_size());
+  const int64_t h = options.hidden_size();
+  weight_ih = register_parameter("weight_ih", torch::empty({gates_ * h, options.input_size()}));
   weight_hh = register_parameter("weight_hh", torch::empty({gates_ * h, h}));
   detail::init_uniform(weight_ih, h);
   detail::init_uniform(weight_hh, h);
-  if (options_.bias()) {
+  if (options.bias()) {
     bias_ih = register_parameter("bias_ih", torch::empty({gates_ * h}));
     bias_hh = register_parameter("bias_hh", torch::empty({gates_ * h}));
     detail::init_uniform(bias_ih, h);
     detail::init_uniform(bias_hh, h);
-    if (options_.forget_bias() && gates_ == 4) {
-      detail::set_forget_bias(bias_ih, bias_hh, h, *options_.forget_bias());
+    if (options.forget_bias() && gates_ == 4) {
+      detail::set_forget_bias(bias_ih, bias_hh, h, *options.forget_bias());
     }
   } else {
     bias_ih = register_parameter("bias_ih", torch::Tensor(), /*requires_grad=*/false);
@@ -37,22 +37,22 @@ void CellBaseImpl::reset() {
 }
 
 void CellBaseImpl::pretty_print(std::ostream& stream) const {
-  stream << "cellstate::" << name_ << "(" << options_.input_size() << ", "
-         << options_.hidden_size() << ", bias=" << (options_.bias() ? "true" : "false") << ")";
+  stream << "cellstate::" << name_ << "(" << options.input_size() << ", "
+         << options.hidden_size() << ", bias=" << (options.bias() ? "true" : "false") << ")";
 }
 
 torch::Tensor CellBaseImpl::checked_state(const torch::Tensor& x, const torch::Tensor& state,
                                           const char* what) const {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options_.input_size(), name_,
-              ": expected input of shape [batch, ", options_.input_size(), "], got ",
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_size(), name_,
+              ": expected input of shape [batch, ", options.input_size(), "], got ",
               x.sizes());
   if (!state.defined()) {
-    return torch::zeros({x.size(0), options_.hidden_size()}, x.options());
+    return torch::zeros({x.size(0), options.hidden_size()}, x.options());
   }
   TORCH_CHECK(state.dim() == 2 && state.size(0) == x.size(0) &&
-                  state.size(1) == options_.hidden_size(),
+                  state.size(1) == options.hidden_size(),
               name_, ": expected ", what, " of shape [", x.size(0), ", ",
-              options_.hidden_size(), "], got ", state.sizes());
+              options.hidden_size(), "], got ", state.sizes());
   return state;
 }
 
@@ -62,7 +62,7 @@ std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::T
           torch::nn::functional::linear(h, weight_hh, bias_hh)};
 }
 
-LSTMCellImpl::LSTMCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 4, "LSTMCell") {}
+LSTMCellImpl::LSTMCellImpl(CellOptions options) : CloneableFrom(std::move(options), 4, "LSTMCell") {}
 
 std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
     const torch::Tensor& x, const std::tuple<torch::Tensor, torch::Tensor>& hx) {
@@ -79,7 +79,7 @@ std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
   return {h_next, c_next};
 }
 
-GRUCellImpl::GRUCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 3, "GRUCell") {}
+GRUCellImpl::GRUCellImpl(CellOptions options) : CloneableFrom(std::move(options), 3, "GRUCell") {}
 
 torch::Tensor GRUCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
   const auto h = checked_state(x, h_in, "h");
@@ -92,7 +92,7 @@ torch::Tensor GRUCellImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   return (1 - z) * n + z * h;
 }
 
-RNNCellImpl::RNNCellImpl(CellOptions options) : CellBaseImpl(std::move(options), 1, "RNNCell") {}
+RNNCellImpl::RNNCellImpl(CellOptions options) : CloneableFrom(std::move(options), 1, "RNNCell") {}
 
 torch::Tensor RNNCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
   const auto h = checked_state(x, h_in, "h");

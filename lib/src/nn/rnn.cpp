@@ -51,10 +51,10 @@ RecurrentOptions::RecurrentOptions(int64_t input_size, int64_t hidden_size)
 // ---------------------------------------------------------------------------
 // RecurrentModuleImpl
 
-RecurrentModuleImpl::RecurrentModuleImpl(RecurrentOptions options) : options_(std::move(options)) {}
+RecurrentModuleImpl::RecurrentModuleImpl(RecurrentOptions options) : options(std::move(options)) {}
 
 void RecurrentModuleImpl::validate_options() const {
-  const auto& o = options_;
+  const auto& o = options;
   TORCH_CHECK(o.input_size() > 0, "recurrent module: input_size must be positive, got ",
               o.input_size());
   TORCH_CHECK(o.hidden_size() > 0, "recurrent module: hidden_size must be positive, got ",
@@ -71,7 +71,7 @@ std::string RecurrentModuleImpl::parameter_name(const std::string& base, int64_t
 }
 
 void RecurrentModuleImpl::register_layer_parameters() {
-  const auto& o = options_;
+  const auto& o = options;
   const int64_t gh = gate_count(o.kind()) * o.hidden_size();
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     const int64_t in = layer == 0 ? o.input_size() : output_size();
@@ -97,7 +97,7 @@ void RecurrentModuleImpl::register_layer_parameters() {
 
 std::pair<int64_t, int64_t> RecurrentModuleImpl::check_forward_args(
     const Tensor& input, const Tensor& lengths, const RecurrentState& state) const {
-  const auto& o = options_;
+  const auto& o = options;
   const char* layout = o.batch_first() ? "[batch, time, features]" : "[time, batch, features]";
   TORCH_CHECK(input.defined(), "recurrent module: input is undefined");
   TORCH_CHECK(input.dim() == 3, "recurrent module: expected input of rank 3 ", layout,
@@ -201,7 +201,7 @@ detail::LayerParams layer_params(const torch::OrderedDict<std::string, Tensor>& 
 }  // namespace
 
 CustomRecurrentImpl::CustomRecurrentImpl(RecurrentOptions options)
-    : RecurrentModuleImpl(std::move(options)) {
+    : CloneableFrom(std::move(options)) {
   reset();
 }
 
@@ -211,13 +211,13 @@ void CustomRecurrentImpl::reset() {
 }
 
 void CustomRecurrentImpl::pretty_print(std::ostream& stream) const {
-  print_options(stream, "Custom", options_);
+  print_options(stream, "Custom", options);
 }
 
 RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& lengths,
                                              const RecurrentState& state) {
   const auto [T, B] = check_forward_args(input, lengths, state);
-  const auto& o = options_;
+  const auto& o = options;
   const int64_t H = o.hidden_size();
   const int64_t D = num_directions();
   const bool lstm = o.kind() == RecurrentKind::kLSTM;
@@ -265,7 +265,7 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
 }
 
 RecurrentState CustomRecurrentImpl::step(const Tensor& input, const RecurrentState& state) {
-  const auto& o = options_;
+  const auto& o = options;
   TORCH_CHECK(input.dim() == 2, "step: expected input of shape [batch, ", o.input_size(),
               "], got ", input.sizes());
   const std::vector<int64_t> shape{o.num_layers(), input.size(0), o.hidden_size()};
@@ -280,7 +280,7 @@ RecurrentState CustomRecurrentImpl::step(const Tensor& input, const RecurrentSta
 }
 
 void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
-  const auto& o = options_;
+  const auto& o = options;
   TORCH_CHECK(!o.bidirectional(), "step: a bidirectional module cannot run step by step");
   TORCH_CHECK(input.dim() == 2 && input.size(1) == o.input_size(),
               "step: expected input of shape [batch, ", o.input_size(), "], got ", input.sizes());
@@ -307,13 +307,13 @@ void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
 // BuiltinRecurrentImpl
 
 BuiltinRecurrentImpl::BuiltinRecurrentImpl(RecurrentOptions options)
-    : RecurrentModuleImpl(std::move(options)) {
+    : CloneableFrom(std::move(options)) {
   reset();
 }
 
 void BuiltinRecurrentImpl::reset() {
   validate_options();
-  const auto& o = options_;
+  const auto& o = options;
   torch::nn::Module* inner = nullptr;
   switch (o.kind()) {
     case RecurrentKind::kLSTM:
@@ -359,14 +359,14 @@ void BuiltinRecurrentImpl::reset() {
 }
 
 void BuiltinRecurrentImpl::pretty_print(std::ostream& stream) const {
-  print_options(stream, "Builtin", options_);
+  print_options(stream, "Builtin", options);
 }
 
 RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor& lengths,
                                               const RecurrentState& state) {
   const auto [T, B] = check_forward_args(input, lengths, state);
   (void)B;
-  const auto& o = options_;
+  const auto& o = options;
   const bool varlen = lengths.defined() && lengths.min().item<int64_t>() < T;
   Tensor x = o.batch_first() ? input.transpose(0, 1) : input;
   const Tensor h0 = state.h.defined() ? state.h : Tensor();
@@ -433,7 +433,7 @@ std::shared_ptr<RecurrentModuleImpl> make_recurrent(const RecurrentOptions& opti
 // LSTM, GRU and RNN: the custom module with torch::nn's call shapes.
 
 LSTMImpl::LSTMImpl(RecurrentOptions options)
-    : CustomRecurrentImpl(std::move(options.kind(RecurrentKind::kLSTM))) {}
+    : CloneableFrom(std::move(options.kind(RecurrentKind::kLSTM))) {}
 
 std::tuple<Tensor, std::tuple<Tensor, Tensor>> LSTMImpl::forward(
     const Tensor& input, const std::tuple<Tensor, Tensor>& hx, const Tensor& lengths) {
@@ -442,7 +442,7 @@ std::tuple<Tensor, std::tuple<Tensor, Tensor>> LSTMImpl::forward(
 }
 
 GRUImpl::GRUImpl(RecurrentOptions options)
-    : CustomRecurrentImpl(std::move(options.kind(RecurrentKind::kGRU))) {}
+    : CloneableFrom(std::move(options.kind(RecurrentKind::kGRU))) {}
 
 std::tuple<Tensor, Tensor> GRUImpl::forward(const Tensor& input, const Tensor& hx,
                                             const Tensor& lengths) {
@@ -451,7 +451,7 @@ std::tuple<Tensor, Tensor> GRUImpl::forward(const Tensor& input, const Tensor& h
 }
 
 RNNImpl::RNNImpl(RecurrentOptions options)
-    : CustomRecurrentImpl(std::move(options.kind(RecurrentKind::kRNN))) {}
+    : CloneableFrom(std::move(options.kind(RecurrentKind::kRNN))) {}
 
 std::tuple<Tensor, Tensor> RNNImpl::forward(const Tensor& input, const Tensor& hx,
                                             const Tensor& lengths) {

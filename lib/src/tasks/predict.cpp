@@ -2,8 +2,6 @@
 
 #include <ostream>
 
-#include <unistd.h>
-
 #include "cellstate/util/io.h"
 
 namespace cellstate {
@@ -25,8 +23,7 @@ int for_each_input(const std::vector<std::string>& inputs, const std::string& er
 void stream_lines(const std::string& path, size_t batch_lines,
                   const std::function<void(const std::vector<NumberedLine>& batch)>& process) {
   LineReader reader(path);
-  const bool interactive = path == "-" && isatty(STDIN_FILENO);
-  const size_t limit = interactive ? 1 : std::max<size_t>(1, batch_lines);
+  const size_t limit = std::max<size_t>(1, batch_lines);
   std::vector<NumberedLine> pending;
   auto flush = [&] {
     if (pending.empty()) return;
@@ -37,7 +34,8 @@ void stream_lines(const std::string& path, size_t batch_lines,
   try {
     while (reader.next(line)) {
       pending.push_back({reader.line_number(), line});
-      if (pending.size() >= limit) flush();
+      // A full batch, or nothing more there yet: answer what was read.
+      if (pending.size() >= limit || !reader.ready()) flush();
     }
   } catch (const InputError&) {
     flush();  // the lines before the bad one still get their results

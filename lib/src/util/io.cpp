@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <fstream>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,8 +32,115 @@ std::string format_error(const std::string& file, int64_t line, const std::strin
 InputError::InputError(std::string file, int64_t line, const std::string& message)
     : std::runtime_error(format_error(file, line, message)), file_(std::move(file)), line_(line) {}
 
+namespace {
+
+/// Standard input read as it arrives: read(2) returns what is there, so a
+/// line typed in a terminal or written by another program is seen at once
+/// (zlib's gzread would wait until its buffer is full or the input ends).
+/// Gzip input (recognised by its magic bytes) is inflated as it comes.
+class StdinSource {
+ public:
+  explicit StdinSource(int fd) : fd_(fd) {}
+  ~StdinSource() {
+    if (inflating_) inflateEnd(&z_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  StdinSource(const StdinSource&) = delete;
+  StdinSource& operator=(const StdinSource&) = delete;
+
+  /// Up to `n` bytes into `out`: the count, 0 at the end of the input.
+  /// Throws std::runtime_error (the reason) on a read or gzip error.
+  size_t read(char* out, size_t n) {
+    if (!started_) start();
+    if (!inflating_) {
+      if (raw_pos_ < raw_.size()) {
+        const size_t k = std::min(n, raw_.size() - raw_pos_);
+        std::memcpy(out, raw_.data() + raw_pos_, k);
+        raw_pos_ += k;
+        return k;
+      }
+      return raw_eof_ ? 0 : read_fd(out, n);
+    }
+    for (;;) {
+      if (z_.avail_in == 0 && !raw_eof_) {
+        raw_.resize(1 << 16);
+        raw_.resize(read_fd(raw_.data(), raw_.size()));
+        raw_pos_ = raw_.size();
+        z_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+        z_.avail_in = static_cast<uInt>(raw_.size());
+      }
+      if (z_.avail_in == 0 && raw_eof_) {
+        if (!member_ended_) throw std::runtime_error("truncated gzip data");
+        return 0;
+      }
+      if (member_ended_) {  // another gzip member follows (as gzip -c a b does)
+        inflateReset(&z_);
+        member_ended_ = false;
+      }
+      z_.next_out = reinterpret_cast<Bytef*>(out);
+      z_.avail_out = static_cast<uInt>(n);
+      const int ret = inflate(&z_, Z_NO_FLUSH);
+      if (ret == Z_STREAM_END) member_ended_ = true;
+      else if (ret != Z_OK && ret != Z_BUF_ERROR) throw std::runtime_error(z_.msg ? z_.msg : "corrupt gzip data");
+      const size_t produced = n - z_.avail_out;
+      if (produced > 0) return produced;
+    }
+  }
+
+  /// Whether read() would return without waiting for more input.
+  bool ready() const {
+    if (!started_ || raw_eof_) return true;
+    if (inflating_ ? z_.avail_in > 0 : raw_pos_ < raw_.size()) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
+ private:
+  /// Reads what is there (waiting for at least one byte); sets raw_eof_ at the end.
+  size_t read_fd(char* out, size_t n) {
+    for (;;) {
+      const ssize_t got = ::read(fd_, out, n);
+      if (got > 0) return static_cast<size_t>(got);
+      if (got == 0) {
+        raw_eof_ = true;
+        return 0;
+      }
+      if (errno != EINTR) throw std::runtime_error(std::strerror(errno));
+    }
+  }
+
+  /// Reads the first bytes and decides: gzip or plain.
+  void start() {
+    started_ = true;
+    char head[2];
+    size_t have = 0;
+    while (have < 2 && !raw_eof_) have += read_fd(head + have, 2 - have);
+    raw_.assign(head, have);
+    raw_pos_ = 0;
+    if (have == 2 && static_cast<unsigned char>(head[0]) == 0x1f && static_cast<unsigned char>(head[1]) == 0x8b) {
+      if (inflateInit2(&z_, 15 + 16) != Z_OK) throw std::runtime_error("cannot start gzip decompression");
+      inflating_ = true;
+      z_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+      z_.avail_in = static_cast<uInt>(raw_.size());
+      raw_pos_ = raw_.size();
+    }
+  }
+
+  int fd_;
+  std::string raw_;  // bytes read from fd_ and not yet handed on (plain) or inflated (gzip)
+  size_t raw_pos_ = 0;
+  bool raw_eof_ = false;
+  bool started_ = false;
+  bool inflating_ = false;
+  bool member_ended_ = false;
+  z_stream z_{};
+};
+
+}  // namespace
+
 struct LineReader::Impl {
-  gzFile file = nullptr;
+  gzFile file = nullptr;                // a named file (plain or gzip)
+  std::unique_ptr<StdinSource> stdin_;  // or standard input
   std::string buffer;  // bytes read but not yet returned
   size_t pos = 0;
   bool eof = false;
@@ -42,11 +151,12 @@ LineReader::LineReader(const std::string& path, size_t max_line_bytes)
       max_line_bytes_(max_line_bytes) {
   if (path == "-") {
     const int fd = dup(STDIN_FILENO);
-    impl_->file = fd >= 0 ? gzdopen(fd, "rb") : nullptr;
-  } else {
-    if (is_directory(path)) throw InputError(path_, 0, "is a directory, expected a text file");
-    impl_->file = gzopen(path.c_str(), "rb");
+    if (fd < 0) throw InputError(path_, 0, std::string("cannot open: ") + std::strerror(errno));
+    impl_->stdin_ = std::make_unique<StdinSource>(fd);
+    return;
   }
+  if (is_directory(path)) throw InputError(path_, 0, "is a directory, expected a text file");
+  impl_->file = gzopen(path.c_str(), "rb");
   if (impl_->file == nullptr)
     throw InputError(path_, 0, std::string("cannot open: ") + std::strerror(errno));
   gzbuffer(impl_->file, 1 << 17);
@@ -54,6 +164,12 @@ LineReader::LineReader(const std::string& path, size_t max_line_bytes)
 
 LineReader::~LineReader() {
   if (impl_ && impl_->file) gzclose(impl_->file);
+}
+
+bool LineReader::ready() const {
+  const auto& im = *impl_;
+  if (im.eof || !im.stdin_ || im.buffer.find('\n', im.pos) != std::string::npos) return true;
+  return im.stdin_->ready();
 }
 
 bool LineReader::next(std::string& line) {
@@ -79,15 +195,26 @@ bool LineReader::next(std::string& line) {
       break;
     }
     im.buffer.resize(1 << 16);
-    const int got = gzread(im.file, im.buffer.data(), static_cast<unsigned>(im.buffer.size()));
-    if (got < 0) {
-      int code = 0;
-      const char* msg = gzerror(im.file, &code);
-      ++line_;
-      throw error(std::string("read error (") + (msg ? msg : "unknown") +
-                  "; corrupt or truncated gzip data?)");
+    size_t got = 0;
+    if (im.stdin_) {
+      try {
+        got = im.stdin_->read(im.buffer.data(), im.buffer.size());
+      } catch (const std::runtime_error& e) {
+        ++line_;
+        throw error(std::string("read error (") + e.what() + ")");
+      }
+    } else {
+      const int n = gzread(im.file, im.buffer.data(), static_cast<unsigned>(im.buffer.size()));
+      if (n < 0) {
+        int code = 0;
+        const char* msg = gzerror(im.file, &code);
+        ++line_;
+        throw error(std::string("read error (") + (msg ? msg : "unknown") +
+                    "; corrupt or truncated gzip data?)");
+      }
+      got = static_cast<size_t>(n);
     }
-    im.buffer.resize(static_cast<size_t>(got));
+    im.buffer.resize(got);
     if (got == 0) im.eof = true;
   }
   ++line_;

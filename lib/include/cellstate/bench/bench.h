@@ -54,7 +54,8 @@ struct BenchResult {
 void validate(const BenchConfig& config);
 /// Runs both implementations in one process, interleaved, and returns medians.
 BenchResult run_benchmark(const BenchConfig& config);
-void print_table(std::ostream& out, const BenchResult& result);
+/// The result as a table headed "TITLE: what was timed".
+void print_table(std::ostream& out, const BenchResult& result, const std::string& title);
 nlohmann::json to_json(const BenchResult& result);
 
 }  // namespace cellstate

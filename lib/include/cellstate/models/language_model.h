@@ -11,7 +11,7 @@
 // With `tie`, the decoder's weight is the embedding matrix (Press & Wolf
 // 2017; Inan et al. 2017).
 
-#include <torch/nn/module.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -43,13 +43,13 @@ struct LanguageModelOptions {
   TORCH_ARG(bool, tie) = false;
 };
 
-class LanguageModelImpl : public torch::nn::Module {
+class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
  public:
   explicit LanguageModelImpl(LanguageModelOptions options);
   /// Registers the modules and initialises them: embeddings and decoder
   /// U(−0.1, 0.1), decoder bias 0 (as the PyTorch example), recurrent
   /// weights as the recurrent module does.
-  void reset();
+  void reset() override;
 
   /// ids [T, B] int64 and an optional state (undefined = zeros) ->
   /// logits [T, B, V] and the state after the last step.

@@ -19,7 +19,7 @@
 // Decoding (greedy, beam, sampling) lives in decode/decoding.h; this module
 // offers the encoder and one decoder step.
 
-#include <torch/nn/module.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -75,10 +75,10 @@ struct Encoded {
   Encoded select(const torch::Tensor& rows) const;
 };
 
-class Seq2SeqImpl : public torch::nn::Module {
+class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
  public:
   explicit Seq2SeqImpl(Seq2SeqOptions options);
-  void reset();
+  void reset() override;
 
   /// source [B, S] int64 padded with 0, lengths [B] -> initial decoder state.
   Encoded encode(const torch::Tensor& source, const torch::Tensor& lengths);

@@ -12,7 +12,7 @@
 //
 // Every part but the word embedding can be switched off by a size of 0.
 
-#include <torch/nn/module.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
@@ -86,10 +86,10 @@ struct TaggerInput {
 /// Pads sentences (each at least one word) into a batch.
 TaggerBatch make_tagger_batch(const std::vector<const TaggerInput*>& sentences);
 
-class SequenceTaggerImpl : public torch::nn::Module {
+class SequenceTaggerImpl : public torch::nn::Cloneable<SequenceTaggerImpl> {
  public:
   explicit SequenceTaggerImpl(SequenceTaggerOptions options);
-  void reset();
+  void reset() override;
 
   /// Emission scores [B, T, K] (zero where the mask is false).
   torch::Tensor emissions(const TaggerBatch& batch);

@@ -8,6 +8,8 @@
 
 #include <tuple>
 
+#include "cellstate/nn/cloneable.h"
+
 namespace cellstate {
 
 /// Options of a single recurrent cell.
@@ -29,9 +31,11 @@ class CellBaseImpl : public torch::nn::Module {
  public:
   CellBaseImpl(CellOptions options, int64_t gates, const char* name);
   /// Registers weight_ih, weight_hh, bias_ih, bias_hh; U(−1/√H, 1/√H).
-  void reset();
+  virtual void reset();
   void pretty_print(std::ostream& stream) const override;
-  const CellOptions& options() const { return options_; }
+
+  /// The cell's sizes (as LibTorch's modules, a public member).
+  CellOptions options;
 
   torch::Tensor weight_ih, weight_hh, bias_ih, bias_hh;
 
@@ -44,7 +48,6 @@ class CellBaseImpl : public torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> projections(const torch::Tensor& x,
                                                       const torch::Tensor& h) const;
 
-  CellOptions options_;
   int64_t gates_;
   const char* name_;
 };
@@ -54,7 +57,7 @@ class CellBaseImpl : public torch::nn::Module {
 ///   g = tanh(W_ig x + b_ig + W_hg h + b_hg) o = σ(W_io x + b_io + W_ho h + b_ho)
 ///   c' = f ⊙ c + i ⊙ g                      h' = o ⊙ tanh(c')
 /// forward(x [B, I], (h, c) each [B, H], undefined = zeros) → (h', c').
-class LSTMCellImpl : public CellBaseImpl {
+class LSTMCellImpl : public CloneableFrom<LSTMCellImpl, CellBaseImpl> {
  public:
   explicit LSTMCellImpl(CellOptions options);
   LSTMCellImpl(int64_t input_size, int64_t hidden_size)
@@ -69,7 +72,7 @@ TORCH_MODULE(LSTMCell);
 ///   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
 ///   h' = (1 − z) ⊙ n + z ⊙ h
 /// forward(x [B, I], h [B, H], undefined = zeros) → h'.
-class GRUCellImpl : public CellBaseImpl {
+class GRUCellImpl : public CloneableFrom<GRUCellImpl, CellBaseImpl> {
  public:
   explicit GRUCellImpl(CellOptions options);
   GRUCellImpl(int64_t input_size, int64_t hidden_size)
@@ -80,7 +83,7 @@ TORCH_MODULE(GRUCell);
 
 /// Elman RNN cell: h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
 /// forward(x [B, I], h [B, H], undefined = zeros) → h'.
-class RNNCellImpl : public CellBaseImpl {
+class RNNCellImpl : public CloneableFrom<RNNCellImpl, CellBaseImpl> {
  public:
   explicit RNNCellImpl(CellOptions options);
   RNNCellImpl(int64_t input_size, int64_t hidden_size)

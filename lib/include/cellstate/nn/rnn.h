@@ -34,6 +34,8 @@
 #include <string>
 #include <tuple>
 
+#include "cellstate/nn/cloneable.h"
+
 namespace cellstate {
 
 /// The recurrence a module computes.
@@ -112,11 +114,12 @@ class RecurrentModuleImpl : public torch::nn::Module {
   virtual RecurrentOutput forward(const torch::Tensor& input,
                                   const torch::Tensor& lengths = {},
                                   const RecurrentState& state = {}) = 0;
+  /// Validates the options, registers the parameters and initialises them.
+  virtual void reset() = 0;
 
-  const RecurrentOptions& options() const { return options_; }
-  int64_t num_directions() const { return options_.bidirectional() ? 2 : 1; }
+  int64_t num_directions() const { return options.bidirectional() ? 2 : 1; }
   /// Features of each output step: directions * hidden_size.
-  int64_t output_size() const { return num_directions() * options_.hidden_size(); }
+  int64_t output_size() const { return num_directions() * options.hidden_size(); }
   /// PyTorch's name of one parameter: "weight_ih", layer 1, reverse →
   /// "weight_ih_l1_reverse".
   static std::string parameter_name(const std::string& base, int64_t layer, bool reverse);
@@ -131,7 +134,9 @@ class RecurrentModuleImpl : public torch::nn::Module {
   /// Registers weight_ih_l{k}{_reverse}, … for the layers, in PyTorch's order.
   void register_layer_parameters();
 
-  RecurrentOptions options_;
+ public:
+  /// What the module computes (as LibTorch's modules, a public member).
+  RecurrentOptions options;
 };
 
 /// The custom implementation: fused forward kernels and a hand-written
@@ -139,7 +144,7 @@ class RecurrentModuleImpl : public torch::nn::Module {
 /// one GEMM per step for the recurrence, the gate nonlinearities and state
 /// update in one pass over memory; weight gradients as one GEMM each after
 /// the loop).
-class CustomRecurrentImpl : public RecurrentModuleImpl {
+class CustomRecurrentImpl : public CloneableFrom<CustomRecurrentImpl, RecurrentModuleImpl> {
  public:
   explicit CustomRecurrentImpl(RecurrentOptions options);
   CustomRecurrentImpl(int64_t input_size, int64_t hidden_size)
@@ -147,7 +152,7 @@ class CustomRecurrentImpl : public RecurrentModuleImpl {
 
   /// Registers and initialises the parameters: U(−1/√H, 1/√H) like PyTorch,
   /// and the forget bias if asked.
-  void reset();
+  void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
   RecurrentOutput forward(const torch::Tensor& input, const torch::Tensor& lengths = {},
@@ -172,11 +177,11 @@ TORCH_MODULE(CustomRecurrent);
 /// LibTorch's torch::nn::LSTM/GRU/RNN behind the same interface. Its
 /// parameters are registered on this module under PyTorch's names, so one
 /// state dict loads into either implementation.
-class BuiltinRecurrentImpl : public RecurrentModuleImpl {
+class BuiltinRecurrentImpl : public CloneableFrom<BuiltinRecurrentImpl, RecurrentModuleImpl> {
  public:
   explicit BuiltinRecurrentImpl(RecurrentOptions options);
 
-  void reset();
+  void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
   RecurrentOutput forward(const torch::Tensor& input, const torch::Tensor& lengths = {},
@@ -194,7 +199,7 @@ std::shared_ptr<RecurrentModuleImpl> make_recurrent(const RecurrentOptions& opti
 
 /// Custom LSTM with torch::nn::LSTM's call shape:
 /// forward(input, (h0, c0), lengths) → (output, (h_n, c_n)).
-class LSTMImpl : public CustomRecurrentImpl {
+class LSTMImpl : public CloneableFrom<LSTMImpl, CustomRecurrentImpl> {
  public:
   explicit LSTMImpl(RecurrentOptions options);
   LSTMImpl(int64_t input_size, int64_t hidden_size)
@@ -206,7 +211,7 @@ class LSTMImpl : public CustomRecurrentImpl {
 TORCH_MODULE(LSTM);
 
 /// Custom GRU with torch::nn::GRU's call shape: forward(input, h0, lengths) → (output, h_n).
-class GRUImpl : public CustomRecurrentImpl {
+class GRUImpl : public CloneableFrom<GRUImpl, CustomRecurrentImpl> {
  public:
   explicit GRUImpl(RecurrentOptions options);
   GRUImpl(int64_t input_size, int64_t hidden_size)
@@ -218,7 +223,7 @@ class GRUImpl : public CustomRecurrentImpl {
 TORCH_MODULE(GRU);
 
 /// Custom tanh RNN with torch::nn::RNN's call shape: forward(input, h0, lengths) → (output, h_n).
-class RNNImpl : public CustomRecurrentImpl {
+class RNNImpl : public CloneableFrom<RNNImpl, CustomRecurrentImpl> {
  public:
   explicit RNNImpl(RecurrentOptions options);
   RNNImpl(int64_t input_size, int64_t hidden_size)

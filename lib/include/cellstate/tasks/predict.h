@@ -26,10 +26,11 @@ int for_each_input(const std::vector<std::string>& inputs, const std::string& er
                    const std::function<void(const std::string& path)>& read);
 
 /// Streams the lines of `path` to `process` in batches of at most
-/// `batch_lines` (one line at a time when `path` is "-" and standard input is
-/// a terminal, so each answer comes as soon as its line is typed). When a
-/// line is bad, the lines before it are processed first, then the InputError
-/// propagates.
+/// `batch_lines`. A batch also ends where the input has nothing more to give
+/// yet (standard input from a terminal or another program), so each line is
+/// answered as soon as it arrives, while a large file or a fast pipe is still
+/// read in full batches. When a line is bad, the lines before it are
+/// processed first, then the InputError propagates.
 void stream_lines(const std::string& path, size_t batch_lines,
                   const std::function<void(const std::vector<NumberedLine>& batch)>& process);
 

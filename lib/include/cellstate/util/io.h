@@ -27,7 +27,7 @@ class InputError : public std::runtime_error {
 };
 
 /// Reads a text file line by line; "-" is standard input. Gzip-compressed
-/// input (any name) is decompressed transparently. Each line has its "\n" or
+/// input (any name, standard input too) is decompressed transparently. Each line has its "\n" or
 /// "\r\n" removed, and a UTF-8 byte-order mark at the start of the file is
 /// dropped. A line that is not valid UTF-8, contains a NUL byte, or is longer
 /// than `max_line_bytes` is an InputError naming file and line: cellstate never
@@ -41,8 +41,15 @@ class LineReader {
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
 
-  /// Reads the next line into `line`; false at end of file.
+  /// Reads the next line into `line`; false at end of file. Standard input
+  /// is read as it arrives, so a complete line is returned as soon as it is
+  /// there (a terminal, or another program writing a line at a time).
   bool next(std::string& line);
+  /// Whether next() would return without waiting for input: a complete line
+  /// is buffered, the input has ended, more input is already there, or the
+  /// input is a file. Lets a reader batch what is available and answer the
+  /// rest at once.
+  bool ready() const;
   /// 1-based number of the line last returned (0 before the first).
   int64_t line_number() const { return line_; }
   const std::string& path() const { return path_; }
