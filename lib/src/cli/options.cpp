@@ -65,7 +65,7 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
 }
 
 void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
-  options.add_options()("threads", defaulted(&r.threads), "threads (0: every core)")(
+  options.add_options()("threads", defaulted(&r.threads), "intra-op threads (0: the cores idle at start, so a busy machine gets fewer)")(
       "device", defaulted(&r.device), "cpu or cuda")(
       "quiet,q", po::bool_switch(&r.quiet), "no progress output on stderr");
 }

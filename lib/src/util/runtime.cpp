@@ -2,18 +2,51 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <thread>
 
 namespace cellstate {
 
+namespace {
+
+/// Idle and total jiffies of all CPUs (the first line of /proc/stat); false
+/// when it cannot be read.
+bool cpu_times(uint64_t& idle, uint64_t& total) {
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  if (!(stat >> cpu) || cpu != "cpu") return false;
+  uint64_t v = 0;
+  idle = total = 0;
+  for (int field = 0; field < 8 && (stat >> v); ++field) {
+    total += v;
+    if (field == 3 || field == 4) idle += v;  // idle, iowait
+  }
+  return total > 0;
+}
+
+}  // namespace
+
+int idle_cores(int sample_ms) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  uint64_t idle0 = 0, total0 = 0, idle1 = 0, total1 = 0;
+  if (!cpu_times(idle0, total0)) return cores;
+  std::this_thread::sleep_for(std::chrono::milliseconds(sample_ms));
+  if (!cpu_times(idle1, total1) || total1 <= total0) return cores;
+  const double idle_share = static_cast<double>(idle1 - idle0) / static_cast<double>(total1 - total0);
+  return std::clamp(static_cast<int>(std::lround(idle_share * cores)), 1, cores);
+}
+
 int configure_threads(int requested) {
-  int n = requested;
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n = requested > 0 ? requested : idle_cores();
   torch::set_num_threads(n);
   return n;
 }
+
 
 std::string blas_info() {
   // Debian's LibTorch reports "generic" and links libblas.so.3, which the
