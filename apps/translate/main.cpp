@@ -141,7 +141,10 @@ int translate(int argc, char** argv) {
   po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
   d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
       "format", cellstate::defaulted(&t.format),
-      "text (one translation per line) or jsonl (n-best with scores, tokens and attention)")(
+      "text (one translation per line; with --nbest K, K lines 'SCORE<TAB>TEXT' per line) or jsonl "
+      "(per line: each sentence's n-best with scores and tokens)")(
+      "attention-weights", po::bool_switch(&t.attention_weights),
+      "jsonl: also each hypothesis's attention weights over the source pieces")(
       "attention-svg", po::value(&t.svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
       "batch-size", cellstate::defaulted(&t.batch_size), "sentences per batch");
   add_decoding(d, o);

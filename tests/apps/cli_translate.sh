@@ -42,16 +42,25 @@ check "translate beam" 0 "$bin" translate --model "$m" --beam 4 "$data/translate
 contains "beam translation" "$tmp/out" "ein hund isst ."
 check "stdin with an empty line" 0 bash -c "printf 'a dog is eating .\n\na man is running .\n' | '$bin' translate --model '$m'"
 [ "$(cat "$tmp/out")" = "$(printf 'ein hund isst .\n\nein mann rennt .')" ] || fail "stdin: got '$(cat "$tmp/out")'"
-check "jsonl nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --format jsonl --beam 3 --nbest 2"
+check "jsonl nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --format jsonl --beam 3 --nbest 2 --attention-weights"
 contains "jsonl has attention" "$tmp/out" '"attention":[['
 contains "jsonl best text" "$tmp/out" '"text":"ein hund isst ."'
+check "jsonl without attention" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --format jsonl"
+grep -q '"attention"' "$tmp/out" && fail "jsonl: attention without --attention-weights"
+contains "jsonl joined translation" "$tmp/out" '"translation":"ein hund isst ."'
+check "several sentences, blank and whitespace lines" 0 bash -c "printf 'a dog is eating . a dog is eating .\n\n   \n' | '$bin' translate --model '$m'"
+[ "$(sed -n 1p "$tmp/out")" = "ein hund isst . ein hund isst ." ] || fail "two sentences on a line: got '$(sed -n 1p "$tmp/out")'"
+[ "$(wc -l < "$tmp/out")" = 3 ] && [ -z "$(sed -n 2,3p "$tmp/out" | tr -d '\n')" ] || fail "blank and whitespace-only lines must give empty lines"
+check "text nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --beam 3 --nbest 2"
+[ "$(wc -l < "$tmp/out")" = 2 ] || fail "--nbest 2 in text mode: 2 lines per input"
+grep -qP '^-?[0-9]+\.[0-9]{4}\tein hund isst \.$' "$tmp/out" || fail "text nbest: SCORE<TAB>TEXT lines"
 check "attention svg" 0 bash -c "printf 'a dog is eating .\n<b> & \"x\"\n' | '$bin' translate --model '$m' --attention-svg '$tmp/svg'"
 [ -s "$tmp/svg/1.svg" ] && [ -s "$tmp/svg/2.svg" ] || fail "attention svg: files missing"
 contains "svg document" "$tmp/svg/1.svg" "<svg xmlns="
 contains "svg escapes" "$tmp/svg/2.svg" "&lt;"
-# An input far longer than anything trained on still gives one line: its first
-# 256 pieces (the model's max_source_tokens) translated, with a warning.
-long=$(for i in $(seq 100); do printf 'a dog is running . '; done)
+# A sentence far longer than anything trained on still gives one line: its
+# first 256 pieces (the model's max_source_tokens) translated, with a warning.
+long=$(for i in $(seq 100); do printf 'a dog is running '; done)
 check "over-long input" 0 bash -c "printf '%s\nend\n' '$long' | '$bin' translate --model '$m' --beam 2"
 [ "$(wc -l < "$tmp/out")" = 2 ] || fail "over-long input: expected 2 lines"
 contains "over-long input warning" "$tmp/err" "pieces; only the first 256 (the model's limit) are translated"

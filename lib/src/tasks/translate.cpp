@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cellstate/data/batching.h"
+#include "cellstate/data/word_split.h"
 #include "cellstate/data/readers.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/tasks/predict.h"
@@ -339,24 +340,46 @@ std::string attention_svg(const std::vector<std::string>& source, const std::vec
 
 namespace {
 
-/// The JSON record of one translation: n-best with scores, pieces and attention.
-nlohmann::json translation_json(const TranslationModel& model, const std::string& source, const Translation& t) {
+double rounded(double x) { return std::round(x * 1e4) / 1e4; }
+
+/// The JSON record of one sentence's translation: n-best with scores and
+/// pieces, and the attention weights when asked.
+nlohmann::json sentence_json(const TranslationModel& model, const std::string& source, const Translation& t,
+                             bool attention_weights) {
   nlohmann::json n = nlohmann::json::array();
   for (size_t k = 0; k < t.hypotheses.size(); ++k) {
     const auto& h = t.hypotheses[k];
     std::vector<std::string> pieces;
     for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
-    // Attention weights to 4 decimals: what a reader or a plot can use, a quarter of the bytes.
-    nlohmann::json attention = nlohmann::json::array();
-    for (const auto& row : h.attention) {
-      nlohmann::json r = nlohmann::json::array();
-      for (float w : row) r.push_back(std::round(static_cast<double>(w) * 1e4) / 1e4);
-      attention.push_back(std::move(r));
+    nlohmann::json hyp = {{"text", t.texts[k]}, {"score", rounded(h.score)}, {"log_prob", rounded(h.log_prob)},
+                          {"tokens", pieces},   {"finished", h.finished}};
+    if (attention_weights) {
+      // Attention weights to 4 decimals: what a reader or a plot can use, a quarter of the bytes.
+      nlohmann::json attention = nlohmann::json::array();
+      for (const auto& row : h.attention) {
+        nlohmann::json r = nlohmann::json::array();
+        for (float w : row) r.push_back(rounded(static_cast<double>(w)));
+        attention.push_back(std::move(r));
+      }
+      hyp["attention"] = std::move(attention);
     }
-    n.push_back({{"text", t.texts[k]}, {"score", h.score}, {"log_prob", h.log_prob},
-                 {"tokens", pieces}, {"finished", h.finished}, {"attention", std::move(attention)}});
+    n.push_back(std::move(hyp));
   }
   return {{"source", source}, {"source_tokens", t.source_pieces}, {"source_truncated", t.truncated()}, {"nbest", n}};
+}
+
+/// The k-th hypothesis of each sentence of a line (the last one where a
+/// sentence has fewer), joined, and the sum of their scores.
+std::pair<std::string, double> joined_hypothesis(const std::vector<const Translation*>& sentences, size_t k) {
+  std::string text;
+  double score = 0;
+  for (const auto* t : sentences) {
+    const size_t i = std::min(k, t->texts.size() - 1);
+    if (!text.empty() && !t->texts[i].empty()) text += ' ';
+    text += t->texts[i];
+    score += t->hypotheses[i].score;
+  }
+  return {text, score};
 }
 
 }  // namespace
@@ -369,26 +392,50 @@ int translate_files(TranslationModel& model, const std::vector<std::string>& inp
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     const auto batch_lines = static_cast<size_t>(options.batch_size * 8);
     stream_lines(path, batch_lines, [&](const std::vector<NumberedLine>& lines) {
-      std::vector<std::string> texts;
-      for (const auto& l : lines) texts.push_back(l.text);
-      const auto translations = model.translate(texts, options.decoding, options.batch_size);
-      for (size_t i = 0; i < translations.size(); ++i) {
-        const auto& t = translations[i];
-        ++sentence;
-        if (t.truncated())
-          err << prefix << "warning: " << (path == "-" ? "<stdin>" : path) << ":" << lines[i].number << ": "
-              << t.source_length << " pieces; only the first " << t.source_pieces.size()
-              << " (the model's limit) are translated\n";
-        if (!options.svg_dir.empty()) {
-          const auto& h = t.hypotheses.front();
-          std::vector<std::string> pieces;
-          for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
-          if (h.finished) pieces.push_back("</s>");
-          atomic_write(options.svg_dir + "/" + std::to_string(sentence) + ".svg",
-                       attention_svg(t.source_pieces, pieces, h.attention));
+      // Every line's sentences (the model was trained on one sentence at a
+      // time), translated together; a blank line has none.
+      std::vector<std::vector<std::string>> parts;
+      std::vector<std::string> all;
+      for (const auto& l : lines) {
+        parts.push_back(split_sentences(l.text));
+        all.insert(all.end(), parts.back().begin(), parts.back().end());
+      }
+      const auto translations = model.translate(all, options.decoding, options.batch_size);
+      size_t next = 0;
+      for (size_t i = 0; i < lines.size(); ++i) {
+        std::vector<const Translation*> mine;
+        for (size_t s = 0; s < parts[i].size(); ++s, ++next) {
+          const auto& t = translations[next];
+          mine.push_back(&t);
+          ++sentence;
+          if (t.truncated())
+            err << prefix << "warning: " << (path == "-" ? "<stdin>" : path) << ":" << lines[i].number << ": "
+                << t.source_length << " pieces; only the first " << t.source_pieces.size()
+                << " (the model's limit) are translated\n";
+          if (!options.svg_dir.empty()) {
+            const auto& h = t.hypotheses.front();
+            std::vector<std::string> pieces;
+            for (auto id : h.tokens) pieces.push_back(model.target_tokenizer().id_to_piece(id));
+            if (h.finished) pieces.push_back("</s>");
+            atomic_write(options.svg_dir + "/" + std::to_string(sentence) + ".svg",
+                         attention_svg(t.source_pieces, pieces, h.attention));
+          }
         }
-        if (options.format == "text") out << (texts[i].empty() ? "" : t.texts.front()) << "\n";
-        else out << translation_json(model, texts[i], t).dump() << "\n";
+        if (options.format == "text") {
+          const size_t k_max = mine.empty() ? 1 : static_cast<size_t>(options.decoding.nbest);
+          for (size_t k = 0; k < k_max; ++k) {
+            const auto [text, score] = joined_hypothesis(mine, k);
+            if (options.decoding.nbest > 1) out << format_fixed(score, 4) << '\t';
+            out << text << '\n';
+          }
+          continue;
+        }
+        nlohmann::json record = {{"source", lines[i].text}};
+        record["translation"] = mine.empty() ? std::string() : joined_hypothesis(mine, 0).first;
+        record["sentences"] = nlohmann::json::array();
+        for (size_t s = 0; s < mine.size(); ++s)
+          record["sentences"].push_back(sentence_json(model, parts[i][s], *mine[s], options.attention_weights));
+        out << record.dump() << '\n';
       }
       out.flush();
     });

@@ -73,14 +73,22 @@ class TranslationModel {
 /// How translate_files reads and writes.
 struct TranslateFilesOptions {
   DecodingOptions decoding;
-  std::string format = "text";  // text (one translation per line) | jsonl (n-best, scores, tokens, attention)
+  /// text: one translation per line (with nbest > 1, nbest lines "SCORE<TAB>TEXT"
+  /// per input line) | jsonl: a record per line with each sentence's n-best.
+  std::string format = "text";
+  bool attention_weights = false;  // jsonl: each hypothesis's attention over the source
   std::string svg_dir;          // non-empty: DIR/N.svg, the attention heatmap of sentence N (1-based)
   int64_t batch_size = 32;      // sentences per batch
   std::string error_prefix;     // put before each bad input's message and warning (the command's name)
 };
 
 /// Translates each line of each input ("-" is standard input) and writes the
-/// results to `out`, a batch at a time. An input longer than the model's
+/// results to `out`, a batch at a time. A line is split into sentences
+/// (data/word_split.h), each translated alone (the model was trained on
+/// single sentences) and the translations joined with a space; a blank or
+/// whitespace-only line gives an empty result. With n-best lists, line k of
+/// an input line joins the k-th hypothesis of each of its sentences, with the
+/// sum of their scores. An input longer than the model's
 /// limit is translated up to it, with a FILE:LINE warning on `err`; an
 /// unreadable input is reported on `err` and skipped. Returns 2 if any input
 /// failed, else 0.
