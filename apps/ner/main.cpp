@@ -132,6 +132,7 @@ int predict(int argc, char** argv) {
       "raw (text, split into sentences and tokens), conll (token column) or tokens (one tokenised sentence per line)")(
       "output", cellstate::defaulted(&p.output),
       "json (entities with offsets and confidences), conll (token<TAB>tag) or inline ([TYPE words])")(
+      "tag-scheme", po::value(&p.tag_scheme), "tags shown (conll, json) in bio or iobes (default: the model's)")(
       "batch-size", cellstate::defaulted(&p.batch_size), "sentences per forward pass")(
       "token-column", cellstate::defaulted(&p.conll.token_column),
       "--input conll: column of the tokens");
@@ -145,6 +146,8 @@ int predict(int argc, char** argv) {
         if (p.output != "json" && p.output != "conll" && p.output != "inline")
           throw std::invalid_argument("--output must be json, conll or inline");
         if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
+        if (!p.tag_scheme.empty() && p.tag_scheme != "bio" && p.tag_scheme != "iobes")
+          throw std::invalid_argument("--tag-scheme must be bio or iobes");
       }, &pos))
     return *s;
   u.runtime.apply();

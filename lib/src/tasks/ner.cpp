@@ -511,8 +511,43 @@ struct Document {
   std::vector<TokenizedSentence> sentences;
 };
 
+/// One sentence's tokens with its entities marked: "[PER Peter Blackburn] spoke".
+std::string marked_tokens(const TokenizedSentence& sent, const std::vector<Entity>& ents) {
+  std::string line;
+  size_t e = 0;
+  for (int64_t t = 0; t < static_cast<int64_t>(sent.size()); ++t) {
+    if (!line.empty()) line += ' ';
+    if (e < ents.size() && ents[e].span.begin == t) line += "[" + ents[e].span.type + " ";
+    line += sent[static_cast<size_t>(t)].text;
+    if (e < ents.size() && ents[e].span.end == t + 1) {
+      line += "]";
+      ++e;
+    }
+  }
+  return line;
+}
+
+/// Raw text with its entities marked where they are, spacing kept.
+std::string marked_text(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first) {
+  std::string out;
+  size_t at = 0;
+  for (size_t s = 0; s < doc.sentences.size(); ++s) {
+    const auto& sent = doc.sentences[s];
+    for (const auto& e : tagged[first + s].entities) {
+      const size_t begin = sent[static_cast<size_t>(e.span.begin)].begin;
+      const size_t end = sent[static_cast<size_t>(e.span.end - 1)].end;
+      out.append(doc.text, at, begin - at);
+      out += "[" + e.span.type + " " + doc.text.substr(begin, end - begin) + "]";
+      at = end;
+    }
+  }
+  out.append(doc.text, at, std::string::npos);
+  return out;
+}
+
 void write_document(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first,
                     const NerPredictOptions& o, std::ostream& out) {
+  const bool per_line = o.input != "conll";  // one input line per document: keep the lines
   if (o.output == "conll") {
     for (size_t s = 0; s < doc.sentences.size(); ++s) {
       const auto& sent = doc.sentences[s];
@@ -520,24 +555,20 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
       for (size_t t = 0; t < sent.size(); ++t) out << sent[t].text << '\t' << tags[t] << '\n';
       out << '\n';
     }
+    if (per_line && doc.sentences.empty()) out << '\n';  // a blank input line stays one
     return;
   }
   if (o.output == "inline") {
-    for (size_t s = 0; s < doc.sentences.size(); ++s) {
-      const auto& sent = doc.sentences[s];
-      const auto& ents = tagged[first + s].entities;
+    if (o.input == "raw") {
+      out << marked_text(doc, tagged, first) << '\n';
+    } else if (per_line) {
       std::string line;
-      size_t e = 0;
-      for (int64_t t = 0; t < static_cast<int64_t>(sent.size()); ++t) {
-        if (!line.empty()) line += ' ';
-        if (e < ents.size() && ents[e].span.begin == t) line += "[" + ents[e].span.type + " ";
-        line += sent[static_cast<size_t>(t)].text;
-        if (e < ents.size() && ents[e].span.end == t + 1) {
-          line += "]";
-          ++e;
-        }
-      }
+      for (size_t s = 0; s < doc.sentences.size(); ++s)
+        line += (s ? " " : "") + marked_tokens(doc.sentences[s], tagged[first + s].entities);
       out << line << '\n';
+    } else {
+      for (size_t s = 0; s < doc.sentences.size(); ++s)
+        out << marked_tokens(doc.sentences[s], tagged[first + s].entities) << '\n';
     }
     return;
   }
@@ -598,7 +629,11 @@ void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredic
       for (const auto& w : s) tokens.push_back(w.text);
       sentences.push_back(std::move(tokens));
     }
-  const auto tagged = model.tag(sentences, options.output == "json", options.batch_size);
+  auto tagged = model.tag(sentences, options.output == "json", options.batch_size);
+  if (!options.tag_scheme.empty()) {
+    const TagScheme scheme = parse_tag_scheme(options.tag_scheme);
+    for (auto& t : tagged) t.tags = convert_tags(t.tags, model.scheme(), scheme);
+  }
   size_t first = 0;
   for (const auto& d : docs) {
     write_document(d, tagged, first, options, out);

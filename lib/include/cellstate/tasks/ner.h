@@ -99,7 +99,11 @@ ChunkReport evaluate_ner(NerModel& model, const std::string& path, const ConllOp
 
 struct NerPredictOptions {
   std::string input = "raw";     // raw | conll | tokens
-  std::string output = "json";   // conll | inline | json
+  /// json | conll (TOKEN<TAB>TAG, a blank line after each sentence; a blank
+  /// input line stays one) | inline (one line per input line: raw text as
+  /// written with "[TYPE ...]" around each entity; tokens joined otherwise)
+  std::string output = "json";
+  std::string tag_scheme;        // tags shown in: bio | iobes (empty: the model's)
   ConllOptions conll{0, -1, false};
   int64_t batch_size = 32;
   std::string error_prefix;      // put before each bad input's message (the command's name)
