@@ -134,13 +134,14 @@ struct GenerateCommand {
 };
 
 // Generates the samples of one prompt, streaming text output as it comes.
-void run_prompt(cs::TextgenModel& model, const std::string& prompt, const GenerateCommand& cmd) {
+// `echo`: the prompt is printed before its continuation, so each output
+// reads as one text (not when the user has just typed it in a terminal).
+void run_prompt(cs::TextgenModel& model, const std::string& prompt, const GenerateCommand& cmd, bool echo = true) {
   for (int64_t k = 0; k < cmd.num_samples; ++k) {
     const bool text = cmd.format == "text";
     if (text && cmd.num_samples > 1) std::cout << (k ? "\n" : "") << "--- sample " << k + 1 << " ---\n" << std::flush;
-    // The prompt is echoed, so each output reads as one text.
-    bool ended_with_newline = prompt.empty() || prompt.back() == '\n';
-    if (text) std::cout << prompt << std::flush;
+    bool ended_with_newline = !echo || prompt.empty() || prompt.back() == '\n';
+    if (text && echo) std::cout << prompt << std::flush;
     const auto g = cs::generate_text(model, prompt, cmd.options, cmd.seed + static_cast<uint64_t>(k),
                                      [&](const std::string& s) {
                                        if (!text) return;
@@ -184,7 +185,8 @@ int generate(int argc, char** argv) {
   po::options_description d(
       "Usage: cellstate-textgen generate [--model DIR] [--prompt TEXT | --prompt-file FILE] [options]\n\n"
       "Continues the prompt, streaming text as it is generated. Without --prompt or\n"
-      "--prompt-file every line of standard input is a prompt (the model stays loaded).\n\nOptions");
+      "--prompt-file every line of standard input is a prompt (the model stays loaded),\n"
+      "answered as soon as it arrives; from a pipe each text answer ends with a line ---.\n\nOptions");
   d.add_options()("prompt", po::value(&prompt), "the text to continue (may be empty: unconditional)")(
       "prompt-file", po::value(&prompt_file), "read the prompt from a file (all of it, line breaks kept)")(
       "max-tokens", cellstate::defaulted(&o.max_tokens), "tokens to generate at most")(
@@ -233,14 +235,18 @@ int generate(int argc, char** argv) {
     run_prompt(model, prompt, cmd);
     return 0;
   }
-  // One prompt per line of standard input.
+  // One prompt per line of standard input, each answered as soon as it
+  // arrives. In a terminal the typed prompt is not repeated; from a pipe, in
+  // text form, each answer ends with a line "---" (JSONL has one record per
+  // sample).
   const bool interactive = isatty(STDIN_FILENO);
   cs::LineReader reader("-");
   std::string line;
   for (;;) {
     if (interactive) std::cerr << "> " << std::flush;
     if (!reader.next(line)) break;
-    run_prompt(model, line, cmd);
+    run_prompt(model, line, cmd, !interactive);
+    if (!interactive && cmd.format == "text") std::cout << "---\n" << std::flush;
   }
   if (interactive) std::cerr << "\n";
   return 0;

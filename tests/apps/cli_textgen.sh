@@ -46,7 +46,7 @@ check "jsonl" 0 "$bin" generate --model "$m" --prompt "Up" --greedy --max-tokens
 [ "$(wc -l < "$tmp/out")" = 2 ] || fail "jsonl: expected 2 records"
 contains "jsonl logprobs" "$tmp/out" '"logprobs":['
 check "stdin prompts" 0 bash -c "printf 'Up\nHow I\n' | '$bin' generate --model '$m' --greedy --stop '\n'"
-[ "$(cat "$tmp/out")" = "$(printf 'Up above the world so high,\nHow I wonder what you are!')" ] ||
+[ "$(cat "$tmp/out")" = "$(printf 'Up above the world so high,\n---\nHow I wonder what you are!\n---')" ] ||
   fail "stdin prompts: got '$(cat "$tmp/out")'"
 check "empty prompt" 0 "$bin" generate --model "$m" --prompt "" --greedy --max-tokens 8
 contains "empty prompt starts the text" "$tmp/out" "Twinkle"
@@ -86,6 +86,9 @@ if [ -d "$src/models/textgen-shakespeare" ]; then
   [ -s "$tmp/out" ] || fail "shipped model: no output"
 fi
 
+check "prompts from a pipe" 0 bash -c "printf 'ROMEO:\nJULIET:\n' | '$bin' generate --max-tokens 5 --threads 1"
+[ "$(grep -cx -- '---' "$tmp/out")" = 2 ] || fail "prompts from a pipe: each answer ends with a line ---"
+contains "prompt echoed from a pipe" "$tmp/out" "JULIET:"
 answers_each_line "generate answers each prompt of a pipe at once" "ROMEO:" "JULIET:" \
   "$bin" generate --threads 1 --format jsonl --max-tokens 5
 [ "$fails" = 0 ] && echo "all cellstate-textgen CLI checks passed"
