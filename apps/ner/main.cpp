@@ -7,6 +7,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include <unistd.h>
+
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
@@ -115,7 +117,7 @@ int eval(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   auto model = cs::NerModel::load(m.dir, m.implementation());
-  const auto report = cs::evaluate_ner(model, data, conll, scheme, output);
+  const auto report = cs::evaluate_ner(model, data, conll, scheme, output, !u.runtime.quiet);
   if (json) std::cout << report.to_json().dump(2) << "\n";
   else std::cout << report.table();
   return 0;
@@ -154,6 +156,7 @@ int predict(int argc, char** argv) {
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::NerModel::load(m.dir, m.implementation());
   p.error_prefix = kProgram;
+  p.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::predict_ner(model, inputs, p, std::cout, std::cerr);
 }
 

@@ -6,6 +6,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include <unistd.h>
+
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
 #include "cellstate/tasks/task.h"
@@ -98,7 +100,7 @@ int eval(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
-  const auto report = cs::evaluate_sentiment(model, data, format);
+  const auto report = cs::evaluate_sentiment(model, data, format, !u.runtime.quiet);
   if (json) std::cout << report.to_json().dump(2) << "\n";
   else std::cout << report.table();
   return 0;
@@ -135,6 +137,7 @@ int predict(int argc, char** argv) {
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
   p.error_prefix = std::string(kProgram) + " predict";
+  p.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::predict_sentiment(model, inputs, p, std::cout, std::cerr);
 }
 

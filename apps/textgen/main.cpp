@@ -114,7 +114,7 @@ int eval(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   auto model = cs::TextgenModel::load(m.dir, m.implementation());
-  const auto e = cs::evaluate_textgen(model, data, tail);
+  const auto e = cs::evaluate_textgen(model, data, tail, !u.runtime.quiet);
   if (json) {
     std::cout << e.to_json().dump(2) << "\n";
   } else {

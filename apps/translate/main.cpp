@@ -5,6 +5,8 @@
 #include <iomanip>
 #include <iostream>
 
+#include <unistd.h>
+
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
@@ -120,7 +122,7 @@ int eval(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
-  const auto r = cs::evaluate_translation(model, src, ref, o, lowercase, batch_size);
+  const auto r = cs::evaluate_translation(model, src, ref, o, lowercase, batch_size, !u.runtime.quiet);
   if (json) {
     std::cout << nlohmann::json{{"bleu", r.bleu.to_json()}, {"chrf", r.chrf}, {"sentences", r.sentences},
                                 {"beam", o.beam}, {"lowercase", lowercase}}
@@ -163,6 +165,7 @@ int translate(int argc, char** argv) {
   if (inputs.empty()) inputs.push_back("-");
   auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
   t.error_prefix = kProgram;
+  t.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::translate_files(model, inputs, t, std::cout, std::cerr);
 }
 

@@ -17,6 +17,7 @@
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/progress.h"
 #include "cellstate/util/random.h"
 #include "cellstate/util/text.h"
 
@@ -447,7 +448,7 @@ TaggerInput NerModel::encode(const std::vector<std::string>& tokens) const {
 }
 
 std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::string>>& sentences, bool confidences,
-                                          int64_t batch_size) {
+                                          int64_t batch_size, const std::function<void(int64_t)>& progress) {
   torch::NoGradGuard no_grad;
   std::vector<TaggedSentence> out(sentences.size());
   std::vector<TaggerInput> inputs;
@@ -469,6 +470,7 @@ std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::str
       t.tags = tag_names(decoded[k], tags_);
       t.entities = std::move(entities[k]);
     }
+    if (progress) progress(static_cast<int64_t>(b.size()));
   }
   return out;
 }
@@ -476,7 +478,7 @@ std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::str
 // ---------------------------------------------------------------- evaluation
 
 ChunkReport evaluate_ner(NerModel& model, const std::string& path, const ConllOptions& conll,
-                         const std::string& data_scheme, const std::string& output_path) {
+                         const std::string& data_scheme, const std::string& output_path, bool progress) {
   ConllOptions o = conll;
   o.has_tags = true;
   const auto data = read_conll(path, o);
@@ -485,7 +487,8 @@ ChunkReport evaluate_ner(NerModel& model, const std::string& path, const ConllOp
   converted_tags(data, scheme, model.scheme(), path);  // checks every tag
   std::vector<std::vector<std::string>> sentences;
   for (const auto& s : data) sentences.push_back(s.tokens);
-  const auto tagged = model.tag(sentences, false);
+  CountProgress bar(!progress, "sentences", static_cast<int64_t>(sentences.size()));
+  const auto tagged = model.tag(sentences, false, 32, [&](int64_t n) { bar.add(n); });
   ChunkScorer scorer(scheme);
   std::ostringstream conlleval;
   for (size_t i = 0; i < data.size(); ++i) {
@@ -648,6 +651,7 @@ void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredic
 int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const NerPredictOptions& options,
                 std::ostream& out, std::ostream& err) {
   const size_t chunk = static_cast<size_t>(options.batch_size) * 8;  // sentences (or lines) tagged together
+  CountProgress bar(!options.progress, "lines");
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     std::vector<Document> docs;
     if (options.input == "conll") {
@@ -666,7 +670,7 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
     stream_lines(path, chunk, [&](const std::vector<NumberedLine>& lines) {
       for (const auto& line : lines) docs.push_back(make_document(path, line.number, line.text, options));
       tag_and_write(model, docs, options, out);
-    });
+    }, &bar);
   });
 }
 

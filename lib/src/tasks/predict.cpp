@@ -21,13 +21,15 @@ int for_each_input(const std::vector<std::string>& inputs, const std::string& er
 }
 
 void stream_lines(const std::string& path, size_t batch_lines,
-                  const std::function<void(const std::vector<NumberedLine>& batch)>& process) {
+                  const std::function<void(const std::vector<NumberedLine>& batch)>& process,
+                  CountProgress* progress) {
   LineReader reader(path);
   const size_t limit = std::max<size_t>(1, batch_lines);
   std::vector<NumberedLine> pending;
   auto flush = [&] {
     if (pending.empty()) return;
     process(pending);
+    if (progress) progress->add(static_cast<int64_t>(pending.size()));
     pending.clear();
   };
   std::string line;

@@ -11,6 +11,7 @@
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/progress.h"
 #include "cellstate/util/random.h"
 #include "cellstate/util/text.h"
 #include "cellstate/util/timing.h"
@@ -431,7 +432,7 @@ std::vector<int64_t> SentimentModel::encode(const std::string& text) const {
 }
 
 torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids,
-                                                   int64_t batch_size) {
+                                                   int64_t batch_size, const std::function<void(int64_t)>& progress) {
   torch::NoGradGuard no_grad;
   const auto n = static_cast<int64_t>(ids.size());
   auto out = torch::empty({n, labels_.size()});
@@ -449,18 +450,21 @@ torch::Tensor SentimentModel::probabilities_of_ids(const std::vector<std::vector
     }
     if (members_.size() > 1) p /= static_cast<double>(members_.size());
     out.index_copy_(0, torch::tensor(b, torch::kInt64), p);
+    if (progress) progress(static_cast<int64_t>(b.size()));
   }
   return out;
 }
 
-torch::Tensor SentimentModel::probabilities(const std::vector<std::string>& texts, int64_t batch_size) {
+torch::Tensor SentimentModel::probabilities(const std::vector<std::string>& texts, int64_t batch_size,
+                                            const std::function<void(int64_t)>& progress) {
   std::vector<std::vector<int64_t>> ids;
   ids.reserve(texts.size());
   for (const auto& t : texts) ids.push_back(encode(t));
-  return probabilities_of_ids(ids, batch_size);
+  return probabilities_of_ids(ids, batch_size, progress);
 }
 
-ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path, const std::string& format) {
+ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path, const std::string& format,
+                                        bool progress) {
   const auto examples = read_classification(path, parse_classification_format(format));
   const auto aliases = model.config().value("label_aliases", std::map<std::string, std::string>{});
   std::vector<std::string> texts;
@@ -470,7 +474,8 @@ ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string
     const auto it = aliases.find(ex.label);
     gold.push_back(model.labels().id(it == aliases.end() ? ex.label : it->second, ex.source, ex.line));
   }
-  const auto probs = model.probabilities(texts);
+  CountProgress bar(!progress, "texts", static_cast<int64_t>(texts.size()));
+  const auto probs = model.probabilities(texts, 64, [&](int64_t n) { bar.add(n); });
   const auto pred = probs.argmax(1);
   std::vector<int64_t> predicted(pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel());
   return classification_report(gold, predicted, model.labels().names());
@@ -619,11 +624,12 @@ void predict_document(SentimentModel& model, const ResultWriter& writer, const s
 int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inputs, const PredictOptions& options,
                       std::ostream& out, std::ostream& err) {
   const ResultWriter writer{model, options, out};
+  CountProgress bar(!options.progress, "lines");
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     if (options.unit == "line") {
       const std::string name = path;
       stream_lines(path, static_cast<size_t>(options.batch_size * 4),
-                   [&](const std::vector<NumberedLine>& lines) { predict_lines(model, writer, name, lines); });
+                   [&](const std::vector<NumberedLine>& lines) { predict_lines(model, writer, name, lines); }, &bar);
     } else {
       predict_document(model, writer, path);
     }

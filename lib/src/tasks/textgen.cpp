@@ -13,6 +13,7 @@
 #include "cellstate/tasks/task.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/progress.h"
 #include "cellstate/util/random.h"
 #include "cellstate/util/text.h"
 #include "cellstate/util/timing.h"
@@ -197,7 +198,7 @@ nlohmann::json LmEvaluation::to_json() const {
 }
 
 LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& ids, int64_t characters,
-                             int64_t segment) {
+                             int64_t segment, const std::function<void(int64_t)>& progress) {
   TORCH_CHECK(segment > 0, "evaluate_stream: segment must be positive");
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
@@ -217,6 +218,7 @@ LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& i
                                                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                   .item<double>();
     e.tokens += len;
+    if (progress) progress(len);
   }
   if (was_training) model->train();
   return e;
@@ -343,13 +345,14 @@ std::string TextgenModel::token_text(int64_t id, bool line_start) const {
   return out;
 }
 
-LmEvaluation evaluate_textgen(TextgenModel& model, const std::string& path, double tail_fraction) {
+LmEvaluation evaluate_textgen(TextgenModel& model, const std::string& path, double tail_fraction, bool progress) {
   std::string text = read_corpus(path);
   if (tail_fraction > 0) text.erase(0, tail_start(text, tail_fraction, path));
   std::vector<int64_t> ids{Tokenizer::kBosId};
   const auto s = encode_stream(model.tokenizer(), model.newline_id(), text, text.back() == '\n');
   ids.insert(ids.end(), s.begin(), s.end());
-  return evaluate_stream(model.model(), ids, utf8_length(text), 512);
+  CountProgress bar(!progress, "tokens", static_cast<int64_t>(ids.size()) - 1);
+  return evaluate_stream(model.model(), ids, utf8_length(text), 512, [&](int64_t n) { bar.add(n); });
 }
 
 // ---------------------------------------------------------------- generation

@@ -16,6 +16,7 @@
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/progress.h"
 #include "cellstate/util/text.h"
 
 namespace cellstate {
@@ -36,7 +37,8 @@ std::vector<int64_t> source_ids(const Tokenizer& t, const std::string& text, int
 
 /// Decodes source id sequences in length-sorted batches; results in input order.
 std::vector<std::vector<Hypothesis>> translate_ids(Seq2Seq& model, const std::vector<std::vector<int64_t>>& sources,
-                                                   const DecodingOptions& options, int64_t batch_size) {
+                                                   const DecodingOptions& options, int64_t batch_size,
+                                                   const std::function<void(int64_t)>& progress = {}) {
   std::vector<std::vector<Hypothesis>> out(sources.size());
   std::vector<int64_t> lengths;
   for (const auto& s : sources) lengths.push_back(static_cast<int64_t>(s.size()));
@@ -56,6 +58,7 @@ std::vector<std::vector<Hypothesis>> translate_ids(Seq2Seq& model, const std::ve
         for (auto& row : h.attention) row.resize(static_cast<size_t>(lens[k]));
       out[static_cast<size_t>(b[k])] = std::move(hyps[k]);
     }
+    if (progress) progress(static_cast<int64_t>(b.size()));
   }
   return out;
 }
@@ -245,12 +248,13 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
 }
 
 std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,
-                                                     const DecodingOptions& options, int64_t batch_size) {
+                                                     const DecodingOptions& options, int64_t batch_size,
+                                                     const std::function<void(int64_t)>& progress) {
   std::vector<std::vector<int64_t>> ids;
   std::vector<int64_t> lengths(sentences.size());
   for (size_t i = 0; i < sentences.size(); ++i)
     ids.push_back(source_ids(*source_, sentences[i], max_source_tokens_, &lengths[i]));
-  const auto hyps = translate_ids(model_, ids, options, batch_size);
+  const auto hyps = translate_ids(model_, ids, options, batch_size, progress);
   std::vector<Translation> out;
   for (size_t i = 0; i < sentences.size(); ++i) {
     Translation t;
@@ -264,14 +268,17 @@ std::vector<Translation> TranslationModel::translate(const std::vector<std::stri
 }
 
 TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
-                                       const DecodingOptions& options, bool lowercase, int64_t batch_size) {
+                                       const DecodingOptions& options, bool lowercase, int64_t batch_size,
+                                       bool progress) {
   const auto pairs = read_parallel(src, ref);
   std::vector<std::string> sources, refs, hyps;
   for (const auto& p : pairs) {
     sources.push_back(p.source);
     refs.push_back(p.target);
   }
-  for (const auto& t : model.translate(sources, options, batch_size)) hyps.push_back(t.texts.front());
+  CountProgress bar(!progress, "sentences", static_cast<int64_t>(sources.size()));
+  for (const auto& t : model.translate(sources, options, batch_size, [&](int64_t n) { bar.add(n); }))
+    hyps.push_back(t.texts.front());
   TranslationScores s;
   BleuOptions b;
   b.lowercase = lowercase;
@@ -389,6 +396,7 @@ int translate_files(TranslationModel& model, const std::vector<std::string>& inp
   if (!options.svg_dir.empty()) std::filesystem::create_directories(options.svg_dir);
   const std::string prefix = options.error_prefix.empty() ? "" : options.error_prefix + ": ";
   int64_t sentence = 0;  // numbers the attention heatmaps across all inputs
+  CountProgress bar(!options.progress, "lines");
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     const auto batch_lines = static_cast<size_t>(options.batch_size * 8);
     stream_lines(path, batch_lines, [&](const std::vector<NumberedLine>& lines) {
@@ -438,7 +446,7 @@ int translate_files(TranslationModel& model, const std::vector<std::string>& inp
         out << record.dump() << '\n';
       }
       out.flush();
-    });
+    }, &bar);
   });
 }
 

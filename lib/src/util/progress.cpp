@@ -1,5 +1,6 @@
 #include "cellstate/util/progress.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <iomanip>
@@ -60,6 +61,34 @@ void Progress::message(const std::string& text) {
   shown_ = false;
   std::cerr << text << "\n" << std::flush;
   last_ = Clock::now();  // the next plain progress line comes a period later
+}
+
+CountProgress::CountProgress(bool quiet, std::string unit, int64_t total)
+    : active_(!quiet && isatty(STDERR_FILENO) != 0), unit_(std::move(unit)), total_(total),
+      start_(Clock::now()), last_(start_) {}
+
+CountProgress::~CountProgress() {
+  if (drawn_) std::cerr << "\r\033[K" << std::flush;
+}
+
+void CountProgress::add(int64_t n) {
+  done_ += n;
+  if (!active_ || seconds_since(last_) < 0.1) return;
+  last_ = Clock::now();
+  const double elapsed = seconds_since(start_);
+  const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
+  std::ostringstream line;
+  if (total_ > 0) {
+    const int width = 20;
+    const int filled = static_cast<int>(width * std::min(done_, total_) / total_);
+    line << "[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), '.')
+         << "] " << done_ << "/" << total_ << " " << unit_ << " " << format_rate(rate) << "/s ETA "
+         << format_duration(rate > 0 ? static_cast<double>(total_ - done_) / rate : -1);
+  } else {
+    line << done_ << " " << unit_ << " " << format_rate(rate) << "/s";
+  }
+  std::cerr << "\r\033[K" << line.str() << std::flush;
+  drawn_ = true;
 }
 
 }  // namespace cellstate

@@ -5,6 +5,7 @@
 // columns or pre-tokenised lines.
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -74,7 +75,7 @@ class NerModel {
   /// Tags tokenised sentences (each at least one token), batched by length;
   /// `confidences` computes each entity's probability.
   std::vector<TaggedSentence> tag(const std::vector<std::vector<std::string>>& sentences, bool confidences = true,
-                                  int64_t batch_size = 32);
+                                  int64_t batch_size = 32, const std::function<void(int64_t)>& progress = {});
 
  private:
   NerModel(nlohmann::json config, SequenceTagger tagger, std::vector<std::string> tags, TagScheme scheme,
@@ -95,7 +96,8 @@ class NerModel {
 /// conlleval's input: "token gold predicted" per line, a blank line between
 /// sentences, predictions converted to the data's scheme.
 ChunkReport evaluate_ner(NerModel& model, const std::string& path, const ConllOptions& conll,
-                           const std::string& data_scheme = "auto", const std::string& output_path = "");
+                           const std::string& data_scheme = "auto", const std::string& output_path = "",
+                           bool progress = false);
 
 struct NerPredictOptions {
   std::string input = "raw";     // raw | conll | tokens
@@ -107,6 +109,7 @@ struct NerPredictOptions {
   ConllOptions conll{0, -1, false};
   int64_t batch_size = 32;
   std::string error_prefix;      // put before each bad input's message (the command's name)
+  bool progress = false;         // lines done and lines/s on stderr when it is a terminal
 };
 
 /// Tags each input ("-" is standard input) and writes to `out`. Unreadable

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cellstate/util/progress.h"
+
 namespace cellstate {
 
 /// A line of an input and its 1-based number.
@@ -29,9 +31,10 @@ int for_each_input(const std::vector<std::string>& inputs, const std::string& er
 /// `batch_lines`. A batch also ends where the input has nothing more to give
 /// yet (standard input from a terminal or another program), so each line is
 /// answered as soon as it arrives, while a large file or a fast pipe is still
-/// read in full batches. When a line is bad, the lines before it are
+/// read in full batches; `progress` (if given) counts the lines. When a line is bad, the lines before it are
 /// processed first, then the InputError propagates.
 void stream_lines(const std::string& path, size_t batch_lines,
-                  const std::function<void(const std::vector<NumberedLine>& batch)>& process);
+                  const std::function<void(const std::vector<NumberedLine>& batch)>& process,
+                  CountProgress* progress = nullptr);
 
 }  // namespace cellstate

@@ -3,6 +3,7 @@
 // text, loading it, evaluating it, and predicting over files.
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <optional>
@@ -66,9 +67,12 @@ class SentimentModel {
 
   /// Token ids of a text, truncated to the model's max length; never empty.
   std::vector<int64_t> encode(const std::string& text) const;
-  /// Class probabilities [N, C] for the texts, in order (batched by length).
-  torch::Tensor probabilities(const std::vector<std::string>& texts, int64_t batch_size = 64);
-  torch::Tensor probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids, int64_t batch_size = 64);
+  /// Class probabilities [N, C] for the texts, in order (batched by length);
+  /// `progress` (if set) hears the number of texts of each batch done.
+  torch::Tensor probabilities(const std::vector<std::string>& texts, int64_t batch_size = 64,
+                              const std::function<void(int64_t)>& progress = {});
+  torch::Tensor probabilities_of_ids(const std::vector<std::vector<int64_t>>& ids, int64_t batch_size = 64,
+                                     const std::function<void(int64_t)>& progress = {});
 
  private:
   SentimentModel(nlohmann::json config, Tokenizer tokenizer, LabelSet labels,
@@ -81,8 +85,9 @@ class SentimentModel {
 };
 
 /// Evaluates on labelled data (labels must be among the model's).
+/// `progress`: a progress bar on stderr when it is a terminal.
 ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path,
-                                        const std::string& format = "auto");
+                                        const std::string& format = "auto", bool progress = false);
 
 struct PredictOptions {
   std::string unit = "line";    // line | file
@@ -91,6 +96,7 @@ struct PredictOptions {
   double threshold = 0.0;       // best probability below this: label "?"
   int64_t batch_size = 64;      // lines per batch when streaming
   std::string error_prefix;     // put before each bad input's message (the command's name)
+  bool progress = false;        // lines done and lines/s on stderr when it is a terminal
 };
 
 /// Predicts over each input ("-" is standard input) and writes results to

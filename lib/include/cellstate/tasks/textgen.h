@@ -64,7 +64,7 @@ struct LmEvaluation {
 /// Negative log-likelihood of `ids` (ids[0] is the context, usually bos),
 /// one stream with the state carried across segments of `segment` tokens.
 LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& ids, int64_t characters,
-                             int64_t segment = 256);
+                             int64_t segment = 256, const std::function<void(int64_t)>& progress = {});
 
 /// A trained language model, ready to evaluate and generate.
 class TextgenModel {
@@ -92,7 +92,8 @@ class TextgenModel {
 /// Evaluates over a whole text file (bos, then every line, state carried),
 /// or with `tail_fraction` > 0 over its last part only, cut where train's
 /// --valid-fraction cuts (the first line start after 1 - fraction of it).
-LmEvaluation evaluate_textgen(TextgenModel& model, const std::string& path, double tail_fraction = 0);
+LmEvaluation evaluate_textgen(TextgenModel& model, const std::string& path, double tail_fraction = 0,
+                              bool progress = false);
 
 struct GenerateOptions {
   SamplingOptions sampling;

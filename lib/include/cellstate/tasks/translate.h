@@ -3,6 +3,7 @@
 // (teacher forcing, label smoothing, early stopping on dev BLEU), loading
 // it, and translating sentences with decoding.h's searches.
 
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -59,7 +60,7 @@ class TranslationModel {
 
   /// Translates sentences in batches (sorted by length; results in input order).
   std::vector<Translation> translate(const std::vector<std::string>& sentences, const DecodingOptions& options,
-                                     int64_t batch_size = 32);
+                                     int64_t batch_size = 32, const std::function<void(int64_t)>& progress = {});
 
  private:
   TranslationModel(nlohmann::json config, Seq2Seq model, std::shared_ptr<Tokenizer> source,
@@ -80,6 +81,7 @@ struct TranslateFilesOptions {
   std::string svg_dir;          // non-empty: DIR/N.svg, the attention heatmap of sentence N (1-based)
   int64_t batch_size = 32;      // sentences per batch
   std::string error_prefix;     // put before each bad input's message and warning (the command's name)
+  bool progress = false;        // lines done and lines/s on stderr when it is a terminal
 };
 
 /// Translates each line of each input ("-" is standard input) and writes the
@@ -103,7 +105,8 @@ struct TranslationScores {
   int64_t sentences = 0;
 };
 TranslationScores evaluate_translation(TranslationModel& model, const std::string& src, const std::string& ref,
-                                       const DecodingOptions& options, bool lowercase, int64_t batch_size = 32);
+                                       const DecodingOptions& options, bool lowercase, int64_t batch_size = 32,
+                                       bool progress = false);
 
 /// An attention heatmap as a self-contained SVG document: source pieces as
 /// columns, target pieces as rows, each cell shaded by its weight (white 0,

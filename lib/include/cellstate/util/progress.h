@@ -5,6 +5,7 @@
 // quiet.
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace cellstate {
@@ -34,6 +35,32 @@ class Progress {
   bool shown_ = false;
   std::string unit_;
   std::chrono::steady_clock::time_point last_;
+};
+
+/// A progress bar for counted work on stderr, drawn in place and only when
+/// stderr is a terminal (and not quiet): "[#####.....] 512/1014 sentences
+/// 45.2/s ETA 0:12", or without a known total "512 lines 45.2/s". Cleared
+/// when done.
+class CountProgress {
+ public:
+  /// `total` 0: not known in advance.
+  CountProgress(bool quiet, std::string unit, int64_t total = 0);
+  ~CountProgress();
+  CountProgress(const CountProgress&) = delete;
+  CountProgress& operator=(const CountProgress&) = delete;
+
+  /// `n` more units done.
+  void add(int64_t n);
+  /// Whether anything is drawn (a terminal, not quiet).
+  bool shown() const { return active_; }
+
+ private:
+  bool active_;
+  std::string unit_;
+  int64_t total_;
+  int64_t done_ = 0;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_;
 };
 
 }  // namespace cellstate
