@@ -1,11 +1,14 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Plot a cellstate training log (MODEL/train_log.jsonl) as a PNG.
 
     scripts/plot_training.py MODEL_DIR [-o out.png] [--x epoch|time]
 
-Left axis: training loss; right axis: the dev metric early stopping follows
-(and, with --metric KEY, any numeric key of the "dev" object). Needs Debian's
-python3-matplotlib (scripts/setup.sh --python installs it).
+Left axis: training loss; right axis: the dev metric early stopping follows,
+named with its direction (and, with --metric KEY, any numeric key of the
+"dev" object). Writes NAME-train_log.png in the current directory unless -o
+says where (never into the model directory unless asked). Runs under
+Debian's /usr/bin/python3 with python3-matplotlib (scripts/setup.sh --python
+installs it).
 """
 import argparse
 import json
@@ -16,7 +19,7 @@ import sys
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model directory (or a train_log.jsonl file)")
-    ap.add_argument("-o", "--output", help="PNG to write (default: MODEL/train_log.png)")
+    ap.add_argument("-o", "--output", help="PNG to write (default: ./NAME-train_log.png)")
     ap.add_argument("--x", choices=["epoch", "time"], default="epoch", help="x axis: epochs or minutes")
     ap.add_argument("--metric", help="key of the dev object to plot instead of the score")
     args = ap.parse_args()
@@ -32,9 +35,13 @@ def main():
     if not records:
         sys.exit(f"plot_training.py: {path}: no evaluations logged yet")
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("plot_training.py: needs matplotlib (Debian: apt-get install python3-matplotlib, "
+                 "or scripts/setup.sh --python), run with /usr/bin/python3")
 
     def series(rs):
         if args.x == "epoch":
@@ -49,7 +56,18 @@ def main():
         return xs, loss, dev
 
     xlabel = "epoch" if args.x == "epoch" else "training time (minutes)"
-    dev_label = f"dev {args.metric}" if args.metric else "dev score"
+    # The metric early stopping follows, by task (config.json next to the log).
+    metrics = {"sentiment": ("accuracy", "higher"), "ner": ("entity F1", "higher"),
+               "textgen": ("nats/char", "lower"), "translate": ("BLEU", "higher")}
+    task = None
+    try:
+        with open(os.path.join(os.path.dirname(path) or ".", "config.json"), encoding="utf-8") as f:
+            task = json.load(f).get("task")
+    except (OSError, json.JSONDecodeError):
+        pass
+    name, direction = metrics.get(task, ("score", None))
+    dev_label = f"dev {args.metric}" if args.metric else \
+        f"dev {name}" + (f" ({direction} is better)" if direction else "")
     # Ensembles log each member's run: one pair of curves per member.
     members = sorted({r.get("member", 0) for r in records})
     fig, ax1 = plt.subplots(figsize=(7, 4))
@@ -64,7 +82,8 @@ def main():
     ax2.set_ylabel(dev_label, color="tab:red")
     ax1.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))) or path)
     fig.tight_layout()
-    out = args.output or os.path.join(os.path.dirname(path) or ".", "train_log.png")
+    model_name = os.path.basename(os.path.dirname(os.path.abspath(path))) or "model"
+    out = args.output or f"{model_name}-train_log.png"
     fig.savefig(out, dpi=100)
     print(out)
 

@@ -82,5 +82,7 @@ fi
 
 answers_each_line "predict answers each line of a pipe at once" "EU rejects German call." "Peter Blackburn spoke in Brussels." \
   "$bin" predict --threads 1
+check "version" 0 "$bin" --version
+contains "version" "$tmp/out" "cellstate-ner 0."
 [ "$fails" = 0 ] && echo "all cellstate-ner CLI checks passed"
 exit "$fails"

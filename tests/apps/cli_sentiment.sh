@@ -77,5 +77,7 @@ fi
 
 answers_each_line "predict answers each line of a pipe at once" "a fine film ." "a bad film ." \
   "$bin" predict --threads 1 --batch-size 64
+check "version" 0 "$bin" --version
+contains "version" "$tmp/out" "cellstate-sentiment 0."
 [ "$fails" = 0 ] && echo "all cellstate-sentiment CLI checks passed"
 exit "$fails"

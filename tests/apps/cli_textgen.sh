@@ -91,5 +91,7 @@ check "prompts from a pipe" 0 bash -c "printf 'ROMEO:\nJULIET:\n' | '$bin' gener
 contains "prompt echoed from a pipe" "$tmp/out" "JULIET:"
 answers_each_line "generate answers each prompt of a pipe at once" "ROMEO:" "JULIET:" \
   "$bin" generate --threads 1 --format jsonl --max-tokens 5
+check "version" 0 "$bin" --version
+contains "version" "$tmp/out" "cellstate-textgen 0."
 [ "$fails" = 0 ] && echo "all cellstate-textgen CLI checks passed"
 exit "$fails"

@@ -76,5 +76,7 @@ if [ -f "$src/models/translate-multi30k-en-de/weights.pt" ]; then
 fi
 answers_each_line "translate answers each line of a pipe at once" "A man is riding a bike." "Two dogs play in the snow." \
   "$bin" translate --threads 1
+check "version" 0 "$bin" --version
+contains "version" "$tmp/out" "cellstate-translate 0."
 [ "$fails" = 0 ] && echo "all cellstate-translate CLI checks passed"
 exit "$fails"

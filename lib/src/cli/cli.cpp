@@ -1,6 +1,9 @@
 #include "cellstate/cli/cli.h"
 
 #include "cellstate/util/io.h"
+#include "cellstate/util/runtime.h"
+
+#include <torch/version.h>
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -101,7 +104,8 @@ int run_subcommands(int argc, char** argv, const std::string& program,
                     const std::string& description, const std::vector<Subcommand>& subcommands) {
   auto usage = [&](std::ostream& out) {
     out << program << ": " << description << "\n\nUsage: " << program
-        << " COMMAND [options]   (" << program << " COMMAND --help for its options)\n\nCommands:\n";
+        << " COMMAND [options]   (" << program << " COMMAND --help for its options; " << program
+        << " --version)\n\nCommands:\n";
     for (const auto& s : subcommands) {
       std::string name = s.name;
       name.resize(std::max<size_t>(name.size(), 10), ' ');
@@ -115,6 +119,10 @@ int run_subcommands(int argc, char** argv, const std::string& program,
   const std::string command = argv[1];
   if (command == "--help" || command == "-h" || command == "help") {
     usage(std::cout);
+    return 0;
+  }
+  if (command == "--version" || command == "-V") {
+    std::cout << program << " " << version() << " (cellstate; LibTorch " << TORCH_VERSION << ")\n";
     return 0;
   }
   for (const auto& s : subcommands)

@@ -1,6 +1,7 @@
 #include "cellstate/tasks/model_dir.h"
 
 #include "cellstate/util/io.h"
+#include "cellstate/util/runtime.h"
 
 #include <torch/serialize.h>
 #include <torch/torch.h>
@@ -47,7 +48,7 @@ nlohmann::json new_model_config(const std::string& task) {
   return {{"task", task},
           {"format_version", kModelFormatVersion},
           {"created", utc_now()},
-          {"cellstate_version", "0.1.0"}};
+          {"cellstate_version", version()}};
 }
 
 void write_model_config(const std::string& dir, const nlohmann::json& config) {

@@ -170,7 +170,12 @@ class TrainingRun {
   /// The live progress line after batch `b` of the epoch.
   void show_progress(int64_t b, int64_t first_batch, double epoch_seconds) {
     const auto done = static_cast<double>(b + 1 - first_batch);
-    const double eta = epoch_seconds / done * static_cast<double>(batches_ - b - 1);
+    const double per_batch = epoch_seconds / done;
+    const double epoch_eta = per_batch * static_cast<double>(batches_ - b - 1);
+    // The whole run: this epoch's rest and the epochs after it (early
+    // stopping may end it sooner), at most what --max-time leaves.
+    double run_eta = epoch_eta + per_batch * static_cast<double>(batches_ * (t_.epochs - state_.epoch - 1));
+    if (t_.max_time > 0) run_eta = std::min(run_eta, std::max(0.0, t_.max_time * 60 - elapsed()));
     const double rate = static_cast<double>(state_.window_tokens) / std::max(1e-9, window_seconds());
     std::ostringstream bar;
     const int width = 20;
@@ -180,7 +185,7 @@ class TrainingRun {
         << "] " << b + 1 << "/" << batches_ << " step " << state_.step << " loss " << std::fixed
         << std::setprecision(4) << state_.window_loss / static_cast<double>(state_.window_steps) << " "
         << format_rate(rate) << " " << progress_.unit() << "/s lr " << std::scientific << std::setprecision(2)
-        << schedule_.lr() << " ETA " << format_duration(eta);
+        << schedule_.lr() << " ETA " << format_duration(run_eta) << " (epoch " << format_duration(epoch_eta) << ")";
     progress_.update(bar.str());
   }
 

@@ -48,6 +48,8 @@ int configure_threads(int requested) {
 }
 
 
+std::string version() { return CELLSTATE_VERSION; }
+
 std::string blas_info() {
   // Debian's LibTorch reports "generic" and links libblas.so.3, which the
   // alternatives system points at one implementation: name the file loaded.

@@ -19,6 +19,9 @@ int idle_cores(int sample_ms = 100);
 /// before any tensor work.
 int configure_threads(int requested);
 
+/// cellstate's version ("0.1.0"), as the project's CMakeLists.txt sets it.
+std::string version();
+
 /// The BLAS library loaded in this process (its path), for logs.
 std::string blas_info();
 
