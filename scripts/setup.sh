@@ -24,6 +24,7 @@ done
 
 packages=(
   build-essential cmake pkg-config ccache git
+  python3  # scripts/readme_examples.py (the README's examples, a test)
   libtorch-dev
   libopenblas0-openmp  # without it LibTorch falls back to reference BLAS (~16x slower)
   libsentencepiece-dev sentencepiece

@@ -51,7 +51,8 @@ int train(int argc, char** argv) {
       "tag-scheme", cellstate::defaulted(&c.tag_scheme), "what the model predicts: bio or iobes");
   add_columns(d, c.conll);
   po::options_description model("Model"), training("Training"), runtime("Runtime");
-  cs::add_model_options(model, c.model);
+  // The sentence layer always reads both ways: no --bidirectional to give.
+  cs::add_model_options(model, c.model, {true, true, false});
   model.add_options()("decoder", cellstate::defaulted(&c.decoder), "crf or softmax")(
       "char-embed", cellstate::defaulted(&c.char_embed),
       "character embedding size (0: no character model)")(
@@ -66,8 +67,8 @@ int train(int argc, char** argv) {
       "rare-word-dropout", cellstate::defaulted(&c.rare_word_dropout),
       "training: a word seen once is read as unknown with this probability")(
       "word-dropout", cellstate::defaulted(&c.word_dropout),
-      "training: any word is read as unknown with this probability")(
-      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+      "training: any word is read as unknown with this probability");
+  cs::add_flag(model, "half", &c.half, "store weights as float16 (half the size)");
   cs::add_training_options(training, c.training);
   cs::add_runtime_options(runtime, c.runtime);
   d.add(model).add(training).add(runtime);
@@ -75,8 +76,6 @@ int train(int argc, char** argv) {
         c.model.validate();
         c.training.validate();
         c.runtime.validate();
-        if (!c.model.bidirectional)
-          throw std::invalid_argument("--bidirectional=false: the tagger's sentence layer reads both ways");
         if (c.data_scheme != "auto") cs::parse_tag_scheme(c.data_scheme);
         if (c.tag_scheme != "bio" && c.tag_scheme != "iobes")
           throw std::invalid_argument("--tag-scheme must be bio or iobes");
@@ -101,13 +100,13 @@ int eval(int argc, char** argv) {
   cs::ConllOptions conll;
   std::string data, scheme = "auto", output;
   bool json = false;
-  po::options_description d("Usage: cellstate-ner eval --model DIR --data FILE [options]\n\n"
+  po::options_description d("Usage: cellstate-ner eval --data FILE [--model DIR] [options]\n\n"
                             "Entity precision, recall and F1 per type and overall, and token accuracy,\n"
                             "counted as conlleval counts them.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "tagged data (CoNLL columns)")(
       "data-scheme", cellstate::defaulted(&scheme), "the file's tags: auto, iob1, bio or iobes")(
-      "output", po::value(&output), "write 'token gold predicted' lines (conlleval's input) to this file")(
-      "json", po::bool_switch(&json), "print the metrics as JSON");
+      "output", po::value(&output), "write 'token gold predicted' lines (conlleval's input) to this file");
+  cs::add_flag(d, "json", &json, "print the metrics as JSON");
   add_columns(d, conll);
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
@@ -129,28 +128,29 @@ int predict(int argc, char** argv) {
   cs::NerPredictOptions p;
   std::vector<std::string> inputs;
   po::options_description d("Usage: cellstate-ner predict [--model DIR] [FILES... | -] [options]\n\nOptions");
-  d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "input", cellstate::defaulted(&p.input),
+  d.add_options()("input-format", cellstate::defaulted(&p.input_format),
       "raw (text, split into sentences and tokens), conll (token column) or tokens (one tokenised sentence per line)")(
-      "output", cellstate::defaulted(&p.output),
-      "json (entities with offsets and confidences), conll (token<TAB>tag) or inline ([TYPE words])")(
-      "tag-scheme", po::value(&p.tag_scheme), "tags shown (conll, json) in bio or iobes (default: the model's)")(
+      "format", cellstate::defaulted(&p.format),
+      "jsonl (per line: entities with offsets and confidences), conll (token<TAB>tag) or inline ([TYPE words])")(
+      "tag-scheme", po::value(&p.tag_scheme), "tags shown (conll, jsonl) in bio or iobes (default: the model's)")(
       "batch-size", cellstate::defaulted(&p.batch_size), "sentences per forward pass")(
       "token-column", cellstate::defaulted(&p.conll.token_column),
-      "--input conll: column of the tokens");
+      "--input-format conll: column of the tokens");
   u.add_to(d);
-  po::positional_options_description pos;
-  pos.add("inputs", -1);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " predict", [&] {
         u.validate();
-        if (p.input != "raw" && p.input != "conll" && p.input != "tokens")
-          throw std::invalid_argument("--input must be raw, conll or tokens");
-        if (p.output != "json" && p.output != "conll" && p.output != "inline")
-          throw std::invalid_argument("--output must be json, conll or inline");
+        if (p.input_format != "raw" && p.input_format != "conll" && p.input_format != "tokens")
+          throw std::invalid_argument("--input-format must be raw, conll or tokens");
+        if (p.format == "json") {
+          std::cerr << kProgram << " predict: warning: --format json is deprecated: write --format jsonl\n";
+          p.format = "jsonl";
+        }
+        if (p.format != "jsonl" && p.format != "conll" && p.format != "inline")
+          throw std::invalid_argument("--format must be jsonl, conll or inline");
         if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
         if (!p.tag_scheme.empty() && p.tag_scheme != "bio" && p.tag_scheme != "iobes")
           throw std::invalid_argument("--tag-scheme must be bio or iobes");
-      }, &pos))
+      }, {&inputs, {{"inputs", "files"}, {"input", "input-format"}, {"output", "format"}}}))
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
@@ -173,8 +173,8 @@ int bench(int argc, char** argv) {
                             "entity confidences predict computes) and the latency of one sentence.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "sentences to tag (CoNLL columns; tags ignored)")(
       "batch-size", cellstate::defaulted(&batch_size), "sentences per forward pass")(
-      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)")(
-      "json", po::bool_switch(&json), "print the result as JSON");
+      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)");
+  cs::add_flag(d, "json", &json, "print the result as JSON");
   add_columns(d, conll);
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {

@@ -39,7 +39,7 @@ int train(int argc, char** argv) {
   cs::add_help_and_config(d, config);
   d.add_options()("train", po::value(&c.train_path)->required(), "training data (TSV, SST style, or DIR/LABEL/FILE)")(
       "dev", po::value(&c.dev_path)->required(), "dev data for early stopping (same formats)")(
-      "format", cellstate::defaulted(&c.format), "auto, tsv, sst or dir")(
+      "input-format", cellstate::defaulted(&c.format), "auto, tsv, sst or dir")(
       "label-names", po::value(&c.label_names), "rename the data's labels, e.g. 0=negative,1=positive")(
       "max-length", cellstate::defaulted(&c.max_length),
       "tokens kept per text (longer texts are truncated and counted)");
@@ -51,12 +51,12 @@ int train(int argc, char** argv) {
       "probability of replacing a training token by unk")(
       "lm-weight", cellstate::defaulted(&c.lm_weight),
       "weight of an auxiliary language-model loss while training (0: off)")(
-      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)")(
       "teacher", po::value(&c.teacher), "distil from this model: it labels --augment-spans spans per text")(
       "augment-spans", cellstate::defaulted(&c.augment_spans),
       "random word spans per training text, with the teacher's probabilities as targets")(
       "ensemble", cellstate::defaulted(&c.ensemble),
       "train N members (seeds seed..seed+N-1) whose probabilities are averaged");
+  cs::add_flag(model, "half", &c.half, "store weights as float16 (half the size)");
   tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
       "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char or word")(
       "spm-normalization", cellstate::defaulted(&c.spm_normalization),
@@ -77,7 +77,7 @@ int train(int argc, char** argv) {
         if (c.max_length < 1) throw std::invalid_argument("--max-length must be >= 1");
         cs::parse_label_names(c.label_names);
         if (c.ensemble < 1) throw std::invalid_argument("--ensemble must be >= 1");
-      }))
+      }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   c.runtime.apply();
   const auto r = cs::train_sentiment(c);
@@ -89,14 +89,14 @@ int eval(int argc, char** argv) {
   auto& m = u.model;
   std::string data, format = "auto";
   bool json = false;
-  auto d = group("Usage: cellstate-sentiment eval --model DIR --data FILE [options]\n\nOptions");
+  auto d = group("Usage: cellstate-sentiment eval --data FILE [--model DIR] [options]\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "labelled data (TSV, SST style, or DIR/LABEL/FILE)")(
-      "format", cellstate::defaulted(&format), "auto, tsv, sst or dir")(
-      "json", po::bool_switch(&json), "print the metrics as JSON");
+      "input-format", cellstate::defaulted(&format), "auto, tsv, sst or dir");
+  cs::add_flag(d, "json", &json, "print the metrics as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
         u.validate();
-      }))
+      }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   u.runtime.apply();
   auto model = cs::SentimentModel::load(m.dir, m.implementation());
@@ -112,8 +112,7 @@ int predict(int argc, char** argv) {
   cs::PredictOptions p;
   std::vector<std::string> inputs;
   auto d = group("Usage: cellstate-sentiment predict [--model DIR] [FILES... | -] [options]\n\nOptions");
-  d.add_options()("input", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "unit", cellstate::defaulted(&p.unit),
+  d.add_options()("unit", cellstate::defaulted(&p.unit),
       "line: one result per line (empty lines marked); file: one per file plus a per-sentence breakdown")(
       "format", cellstate::defaulted(&p.format),
       "tsv (file, line, label, probability) or jsonl (all class probabilities)")(
@@ -122,8 +121,6 @@ int predict(int argc, char** argv) {
       "below this best probability the label is '?'")(
       "batch-size", cellstate::defaulted(&p.batch_size), "texts per forward pass");
   u.add_to(d);
-  po::positional_options_description pos;
-  pos.add("input", -1);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " predict", [&] {
         u.validate();
         if (p.unit != "line" && p.unit != "file") throw std::invalid_argument("--unit must be line or file");
@@ -131,7 +128,7 @@ int predict(int argc, char** argv) {
         if (p.top_k < 1) throw std::invalid_argument("--top-k must be >= 1");
         if (p.threshold < 0 || p.threshold > 1) throw std::invalid_argument("--threshold must be in [0, 1]");
         if (p.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
-      }, &pos))
+      }, {&inputs, {{"input", "files"}}}))
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
@@ -152,16 +149,16 @@ int bench(int argc, char** argv) {
                  "Times predict on every text of FILE: sentences/s batched (tokenisation included)\n"
                  "and the latency of one sentence at a time.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "texts to predict (labelled formats; labels ignored)")(
-      "format", cellstate::defaulted(&format), "auto, tsv, sst or dir")(
+      "input-format", cellstate::defaulted(&format), "auto, tsv, sst or dir")(
       "batch-size", cellstate::defaulted(&batch_size), "texts per forward pass")(
       "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)")(
-      "json", po::bool_switch(&json), "print the result as JSON")(
       "dump-ids", po::value(&dump), "also write the token ids as JSON (for bench/sentiment_python.py)");
+  cs::add_flag(d, "json", &json, "print the result as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
         u.validate();
         if (batch_size < 1 || repeat < 1) throw std::invalid_argument("--batch-size and --repeat must be >= 1");
-      }))
+      }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   const int threads = u.runtime.apply();
   auto model = cs::SentimentModel::load(m.dir, m.implementation());

@@ -63,9 +63,10 @@ int train(int argc, char** argv) {
       "valid-fraction", cellstate::defaulted(&c.valid_fraction),
       "share of the training text's end held out as dev text when there is no --valid (whole lines)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
-  cs::add_model_options(model, c.model);
-  model.add_options()("tie", po::bool_switch(&c.tie), "share the embeddings with the output layer")(
-      "half", po::bool_switch(&c.half), "store weights as float16 (half the size)");
+  // A language model reads left to right: no --bidirectional to give.
+  cs::add_model_options(model, c.model, {true, true, false});
+  cs::add_flag(model, "tie", &c.tie, "share the embeddings with the output layer");
+  cs::add_flag(model, "half", &c.half, "store weights as float16 (half the size)");
   tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
       "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char (character level) or word")(
       "spm-normalization", cellstate::defaulted(&c.spm_normalization),
@@ -79,8 +80,6 @@ int train(int argc, char** argv) {
         c.model.validate();
         c.training.validate();
         c.runtime.validate();
-        if (c.model.bidirectional)
-          throw std::invalid_argument("--bidirectional: a language model reads left to right only");
         if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
         if (c.bptt < 1) throw std::invalid_argument("--bptt must be >= 1");
         if (!(c.valid_fraction > 0 && c.valid_fraction < 1))
@@ -98,13 +97,13 @@ int eval(int argc, char** argv) {
   std::string data;
   double tail = 0;
   bool json = false;
-  po::options_description d("Usage: cellstate-textgen eval --model DIR --data FILE [options]\n\n"
+  po::options_description d("Usage: cellstate-textgen eval --data FILE [--model DIR] [options]\n\n"
                             "Loss per token, perplexity, nats and bits per character over the whole text\n"
                             "(one stream, state carried).\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "text to evaluate on (plain or .gz, UTF-8)")(
       "valid-fraction", cellstate::defaulted(&tail),
-      "evaluate only the last part of FILE that train --valid-fraction holds out (0: all of it)")(
-      "json", po::bool_switch(&json), "print the metrics as JSON");
+      "evaluate only the last part of FILE that train --valid-fraction holds out (0: all of it)");
+  cs::add_flag(d, "json", &json, "print the metrics as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
         u.validate();
@@ -190,15 +189,6 @@ int generate(int argc, char** argv) {
   d.add_options()("prompt", po::value(&prompt), "the text to continue (may be empty: unconditional)")(
       "prompt-file", po::value(&prompt_file), "read the prompt from a file (all of it, line breaks kept)")(
       "max-tokens", cellstate::defaulted(&o.max_tokens), "tokens to generate at most")(
-      "temperature", cellstate::defaulted(&o.sampling.temperature),
-      "divide the logits by this (< 1: safer, > 1: wilder)")(
-      "top-k", cellstate::defaulted(&o.sampling.top_k),
-      "sample among the k most probable tokens only (0: all)")(
-      "top-p", cellstate::defaulted(&o.sampling.top_p),
-      "sample among the fewest most probable tokens holding this probability (1: all)")(
-      "repetition-penalty", cellstate::defaulted(&o.sampling.repetition_penalty),
-      "penalise tokens already in the prompt or output (1: off; 1.1-1.3 typical)")(
-      "greedy", po::bool_switch(&o.sampling.greedy), "always take the most probable token")(
       "num-samples", cellstate::defaulted(&cmd.num_samples), "continuations per prompt")(
       "seed", cellstate::defaulted(&cmd.seed), "sampling seed (sample k uses seed + k - 1)")(
       "stop", po::value(&stops)->composing(),
@@ -207,6 +197,10 @@ int generate(int argc, char** argv) {
       "longer prompts keep only their last tokens (with a warning)")(
       "format", cellstate::defaulted(&cmd.format),
       "text (streamed) or jsonl (one record per sample, with tokens and log-probabilities)");
+  po::options_description sampling("Sampling");
+  cs::add_sampling_options(sampling, o.sampling);
+  cs::add_flag(sampling, "greedy", &o.sampling.greedy, "always take the most probable token instead of sampling");
+  d.add(sampling);
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " generate", [&] {
         u.validate();
@@ -282,8 +276,8 @@ int bench(int argc, char** argv) {
       "repeat", cellstate::defaulted(&repeat), "timed runs (the median is reported)")(
       "train-data", po::value(&train_data), "also time training on this text")(
       "steps", cellstate::defaulted(&steps), "timed training steps (after 10 warm-up steps)")(
-      "dump-ids", po::value(&dump), "write the training tokens as JSON (for bench/word_lm.py)")(
-      "json", po::bool_switch(&json), "print the result as JSON");
+      "dump-ids", po::value(&dump), "write the training tokens as JSON (for bench/word_lm.py)");
+  cs::add_flag(d, "json", &json, "print the result as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
         u.validate();

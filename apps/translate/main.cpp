@@ -31,12 +31,17 @@ void add_decoding(po::options_description& d, cs::DecodingOptions& o) {
       "max-length-ratio", cellstate::defaulted(&o.max_length_ratio),
       "at most ratio x source tokens + 10 output tokens")(
       "min-length", cellstate::defaulted(&o.min_length), "no eos before this many tokens")(
-      "nbest", cellstate::defaulted(&o.nbest), "hypotheses per sentence (<= --beam)")(
-      "sample-topk", cellstate::defaulted(&o.sampling.top_k),
-      "> 0: sample among the k most probable tokens instead of searching")(
-      "temperature", cellstate::defaulted(&o.sampling.temperature), "sampling temperature")(
-      "seed", cellstate::defaulted(&o.seed), "sampling seed");
+      "nbest", cellstate::defaulted(&o.nbest), "hypotheses per sentence (<= --beam)");
+  po::options_description sampling("Sampling (with --sample)");
+  cs::add_flag(sampling, "sample", &o.sample, "draw each token at random instead of searching (one hypothesis)");
+  cs::add_sampling_options(sampling, o.sampling);
+  sampling.add_options()("seed", cellstate::defaulted(&o.seed), "sampling seed");
+  d.add(sampling);
 }
+
+// --sample-topk K (0.1) meant --sample --top-k K.
+const std::vector<cs::Renamed> kDecodingRenamed = {{"sample-topk", "top-k", {"--sample"}}};
+const std::vector<cs::Renamed> kTranslateRenamed = {{"sample-topk", "top-k", {"--sample"}}, {"inputs", "files"}};
 
 int train(int argc, char** argv) {
   cs::TranslateTrainConfig c;
@@ -61,19 +66,18 @@ int train(int argc, char** argv) {
       "max-words", cellstate::defaulted(&c.max_words),
       "training pairs with a longer side are dropped (and counted)");
   po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
-  cs::add_model_options(model, c.model);
-  model.add_options()("attention", cellstate::defaulted(&c.attention), "general (Luong) or additive (Bahdanau)")(
-      "input-feeding", cellstate::defaulted(&c.input_feeding),
-      "feed the previous attentional state into the decoder (true/false)")(
-      "tie", cellstate::defaulted(&c.tie)->implicit_value(true),
-      "output layer shares the target embeddings (--tie=false: a matrix of its own)")(
-      "half", po::bool_switch(&c.half), "store weights as float16");
-  tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary")(
-      "separate-vocab", po::bool_switch(&separate), "one tokenizer per language instead of a joint one");
+  // LSTMs throughout and an encoder that reads both ways: no --rnn or --bidirectional to give.
+  cs::add_model_options(model, c.model, {true, false, false});
+  model.add_options()("attention", cellstate::defaulted(&c.attention), "general (Luong) or additive (Bahdanau)");
+  cs::add_flag(model, "input-feeding", &c.input_feeding, "feed the previous attentional state into the decoder");
+  cs::add_flag(model, "tie", &c.tie, "output layer shares the target embeddings (--no-tie: a matrix of its own)");
+  cs::add_flag(model, "half", &c.half, "store weights as float16");
+  tok.add_options()("vocab-size", cellstate::defaulted(&c.vocab_size), "SentencePiece vocabulary");
+  cs::add_flag(tok, "separate-vocab", &separate, "one tokenizer per language instead of a joint one");
   cs::add_training_options(training, c.training);
   training.add_options()("label-smoothing", cellstate::defaulted(&c.label_smoothing),
                          "label smoothing of the cross-entropy")(
-      "max-tokens", cellstate::defaulted(&c.max_tokens),
+      "batch-tokens", cellstate::defaulted(&c.max_tokens),
       "> 0: batches of about this many padded tokens instead of --batch-size sentences")(
       "dev-beam", cellstate::defaulted(&c.dev_beam), "beam of the dev BLEU that early stopping follows");
   cs::add_runtime_options(runtime, c.runtime);
@@ -82,15 +86,13 @@ int train(int argc, char** argv) {
         c.model.validate();
         c.training.validate();
         c.runtime.validate();
-        if (!c.model.bidirectional) throw std::invalid_argument("--bidirectional=false: the encoder reads both ways");
-        if (c.model.rnn != "lstm") throw std::invalid_argument("--rnn: the translator uses LSTMs");
         cs::parse_attention(c.attention);
         if (c.vocab_size < 8) throw std::invalid_argument("--vocab-size must be >= 8");
         if (c.max_words < 1) throw std::invalid_argument("--max-words must be >= 1");
         if (c.label_smoothing < 0 || c.label_smoothing >= 1)
           throw std::invalid_argument("--label-smoothing must be in [0, 1)");
-        if (c.dev_beam < 1 || c.max_tokens < 0) throw std::invalid_argument("--dev-beam must be >= 1, --max-tokens >= 0");
-      }))
+        if (c.dev_beam < 1 || c.max_tokens < 0) throw std::invalid_argument("--dev-beam must be >= 1, --batch-tokens >= 0");
+      }, {nullptr, {{"max-tokens", "batch-tokens"}}}))
     return *s;
   c.joint_vocab = !separate;
   c.runtime.apply();
@@ -104,21 +106,20 @@ int eval(int argc, char** argv) {
   std::string src, ref;
   bool lowercase = false, json = false;
   int64_t batch_size = 32;
-  po::options_description d("Usage: cellstate-translate eval --model DIR --src FILE --ref FILE [options]\n\n"
+  po::options_description d("Usage: cellstate-translate eval --src FILE --ref FILE [--model DIR] [options]\n\n"
                             "Corpus BLEU as sacreBLEU computes it by default (13a tokenisation, cased,\n"
                             "on detokenised output) and chrF.\n\nOptions");
   d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
       "ref", po::value(&ref)->required(), "references, line-aligned")(
-      "lowercase", po::bool_switch(&lowercase), "case-insensitive BLEU")(
-      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch")(
-      "json", po::bool_switch(&json), "print the scores as JSON");
+      "batch-size", cellstate::defaulted(&batch_size), "sentences per batch");
+  cs::add_flag(d, "lowercase", &lowercase, "case-insensitive BLEU");
+  cs::add_flag(d, "json", &json, "print the scores as JSON");
   add_decoding(d, o);
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " eval", [&] {
         u.validate();
-        o.sample = o.sampling.top_k > 0;
         o.validate();
-      }))
+      }, {nullptr, kDecodingRenamed}))
     return *s;
   u.runtime.apply();
   auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
@@ -141,25 +142,21 @@ int translate(int argc, char** argv) {
   auto& o = t.decoding;
   std::vector<std::string> inputs;
   po::options_description d("Usage: cellstate-translate translate [--model DIR] [FILES... | -] [options]\n\nOptions");
-  d.add_options()("inputs", po::value(&inputs)->multitoken(), "input files (positional; '-' or none: stdin)")(
-      "format", cellstate::defaulted(&t.format),
+  d.add_options()("format", cellstate::defaulted(&t.format),
       "text (one translation per line; with --nbest K, K lines 'SCORE<TAB>TEXT' per line) or jsonl "
       "(per line: each sentence's n-best with scores and tokens)")(
-      "attention-weights", po::bool_switch(&t.attention_weights),
-      "jsonl: also each hypothesis's attention weights over the source pieces")(
       "attention-svg", po::value(&t.svg_dir), "write DIR/N.svg, an attention heatmap of sentence N (1-based)")(
       "batch-size", cellstate::defaulted(&t.batch_size), "sentences per batch");
+  cs::add_flag(d, "attention-weights", &t.attention_weights,
+               "jsonl: also each hypothesis's attention weights over the source pieces");
   add_decoding(d, o);
   u.add_to(d);
-  po::positional_options_description pos;
-  pos.add("inputs", -1);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " translate", [&] {
         u.validate();
-        o.sample = o.sampling.top_k > 0;
         o.validate();
         if (t.format != "text" && t.format != "jsonl") throw std::invalid_argument("--format must be text or jsonl");
         if (t.batch_size < 1) throw std::invalid_argument("--batch-size must be >= 1");
-      }, &pos))
+      }, {&inputs, kTranslateRenamed}))
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
@@ -179,8 +176,8 @@ int bench(int argc, char** argv) {
                             "(sentences/s), and one sentence at a time (median latency).\n\nOptions");
   d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
       "batch-size", cellstate::defaulted(&batch_size), "sentences per batch")(
-      "singles", cellstate::defaulted(&singles), "sentences timed one at a time")(
-      "json", po::bool_switch(&json), "print the result as JSON");
+      "singles", cellstate::defaulted(&singles), "sentences timed one at a time");
+  cs::add_flag(d, "json", &json, "print the result as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
         u.validate();

@@ -13,8 +13,8 @@ check "train --help" 0 "$bin" train --help
 contains "train --help shows defaults" "$tmp/out" "--tag-scheme arg (=iobes)"
 check "bad decoder" 2 "$bin" train --train x --dev x --model "$tmp/x" --decoder hmm
 contains "bad decoder message" "$tmp/err" "--decoder must be crf or softmax"
-check "bad input format" 2 "$bin" predict --input xml
-contains "bad input message" "$tmp/err" "--input must be raw, conll or tokens"
+check "bad input format" 2 "$bin" predict --input-format xml
+contains "bad input message" "$tmp/err" "--input-format must be raw, conll or tokens"
 check "missing model" 2 "$bin" predict --model "$tmp/nowhere" "$data/ner_raw.txt"
 contains "missing model message" "$tmp/err" "nowhere: no such model directory"
 check "empty training data" 2 "$bin" train --train "$data/empty.txt" --dev "$data/ner_tiny.conll" --model "$tmp/x"
@@ -34,29 +34,44 @@ contains "eval json" "$tmp/out" '"f1"'
 check "predict raw json" 0 "$bin" predict --model "$m" "$data/ner_raw.txt"
 [ "$(wc -l < "$tmp/out")" = 3 ] || fail "predict raw: expected 3 lines (empty line kept)"
 contains "entity with offsets" "$tmp/out" '"end":30,"sentence":0,"start":24,"text":"Zürich"'
-check "predict inline from stdin" 0 bash -c "echo 'Anna Karenina lives in Moscow .' | '$bin' predict --model '$m' --input tokens --output inline"
+check "predict inline from stdin" 0 bash -c "echo 'Anna Karenina lives in Moscow .' | '$bin' predict --model '$m' --input-format tokens --format inline"
 contains "inline" "$tmp/out" "[PER Anna Karenina] lives in [LOC Moscow] ."
-check "predict conll" 0 "$bin" predict --model "$m" --input conll --output conll "$data/ner_tiny.conll"
+check "predict conll" 0 "$bin" predict --model "$m" --input-format conll --format conll "$data/ner_tiny.conll"
 contains "conll output" "$tmp/out" "Zürich	S-LOC"
-check "predict conll in BIO" 0 "$bin" predict --model "$m" --input conll --output conll --tag-scheme bio "$data/ner_tiny.conll"
+check "predict conll in BIO" 0 "$bin" predict --model "$m" --input-format conll --format conll --tag-scheme bio "$data/ner_tiny.conll"
 contains "conll output in BIO" "$tmp/out" "Zürich	B-LOC"
 check "bad --tag-scheme" 2 "$bin" predict --model "$m" --tag-scheme iob7
-check "inline keeps lines and spacing" 0 bash -c "printf 'Anna  Karenina lives in Moscow.\n\nAnna Karenina lives in Moscow. Anna Karenina lives in Moscow.\n' | '$bin' predict --model '$m' --output inline"
+check "inline keeps lines and spacing" 0 bash -c "printf 'Anna  Karenina lives in Moscow.\n\nAnna Karenina lives in Moscow. Anna Karenina lives in Moscow.\n' | '$bin' predict --model '$m' --format inline"
 [ "$(wc -l < "$tmp/out")" = 3 ] || fail "inline: one output line per input line, got $(wc -l < "$tmp/out")"
 [ "$(sed -n 1p "$tmp/out")" = "[PER Anna  Karenina] lives in [LOC Moscow]." ] || fail "inline spacing: got '$(sed -n 1p "$tmp/out")'"
 [ -z "$(sed -n 2p "$tmp/out")" ] || fail "inline: a blank input line stays blank"
-check "conll output keeps blank lines" 0 bash -c "printf 'Anna Karenina lives in Moscow .\n\n' | '$bin' predict --model '$m' --input tokens --output conll"
+check "conll output keeps blank lines" 0 bash -c "printf 'Anna Karenina lives in Moscow .\n\n' | '$bin' predict --model '$m' --input-format tokens --format conll"
 [ "$(grep -c '^$' "$tmp/out")" = 2 ] || fail "conll: a sentence's blank line and the blank input line"
-check "builtin same tags" 0 "$bin" predict --model "$m" --impl builtin --input conll --output conll "$data/ner_tiny.conll"
+check "builtin same tags" 0 "$bin" predict --model "$m" --impl builtin --input-format conll --format conll "$data/ner_tiny.conll"
 contains "builtin conll output" "$tmp/out" "Zürich	S-LOC"
 check "predict missing + good file" 2 "$bin" predict --model "$m" "$tmp/missing.txt" "$data/ner_raw.txt"
 contains "missing file reported" "$tmp/err" "missing.txt"
 contains "good file still processed" "$tmp/out" "Moscow"
 check "predict invalid utf-8" 2 "$bin" predict --model "$m" "$data/invalid_utf8.txt"
 contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
-printf '{"model": "%s", "output": "inline", "input": "tokens"}\n' "$m" > "$tmp/c.json"
+printf '{"model": "%s", "format": "inline", "input-format": "tokens"}\n' "$m" > "$tmp/c.json"
 check "predict --config" 0 bash -c "echo 'Smith Jones won in Paris .' | '$bin' predict --config '$tmp/c.json'"
 contains "--config applied" "$tmp/out" "[PER Smith] [PER Jones] won in [LOC Paris] ."
+# The 0.1 spellings still work for one release, each with a warning naming today's.
+printf '{"model": "%s", "output": "inline", "input": "tokens"}\n' "$m" > "$tmp/old.json"
+check "old spellings in --config" 0 bash -c "echo 'Smith Jones won in Paris .' | '$bin' predict --config '$tmp/old.json'"
+contains "old --config keys applied" "$tmp/out" "[PER Smith] [PER Jones] won in [LOC Paris] ."
+contains "old --config key warned" "$tmp/err" "--output is deprecated: write --format"
+check "old spellings" 0 "$bin" predict --model "$m" --input conll --output json --inputs "$data/ner_tiny.conll"
+contains "--input warned" "$tmp/err" "warning: --input is deprecated: write --input-format"
+contains "--inputs warned" "$tmp/err" "warning: --inputs is deprecated: write --files"
+contains "json warned" "$tmp/err" "warning: --format json is deprecated: write --format jsonl"
+contains "old spellings applied" "$tmp/out" '"text":"Zürich"'
+check "flag with a value (old)" 0 "$bin" eval --model "$m" --data "$data/ner_tiny.conll" --json=true
+contains "--json=true still works" "$tmp/out" '"f1"'
+contains "--json=true warned" "$tmp/err" "--json=true is deprecated: write --json"
+check "--x and --no-x" 2 "$bin" eval --model "$m" --data "$data/ner_tiny.conll" --json --no-json
+contains "--x and --no-x message" "$tmp/err" "--json and --no-json contradict each other"
 check "bench" 0 "$bin" bench --model "$m" --data "$data/ner_tiny.conll" --repeat 1
 contains "bench output" "$tmp/out" "tokens/s"
 

@@ -51,6 +51,11 @@ contains "document row" "$tmp/out" "review.txt	-	"
 printf '{"model": "%s", "top-k": 2, "format": "tsv"}\n' "$m" > "$tmp/c.json"
 check "predict --config" 0 "$bin" predict --config "$tmp/c.json" "$data/predict_lines.txt"
 [ "$(head -1 "$tmp/out" | awk -F'\t' '{print NF}')" = 6 ] || { echo "FAIL: --config top-k 2 not applied"; fails=$((fails + 1)); }
+check "old --input spelling" 0 "$bin" predict --model "$m" --input "$data/predict_lines.txt"
+contains "old --input still read" "$tmp/out" "predict_lines.txt	3	"
+contains "old --input warned" "$tmp/err" "--input is deprecated: write --files"
+check "eval, old --format spelling" 0 "$bin" eval --model "$m" --data "$data/sentiment_tiny.tsv" --format tsv
+contains "old --format warned" "$tmp/err" "--format is deprecated: write --input-format"
 printf '{"modle": 1}\n' > "$tmp/bad.json"
 check "predict bad --config" 2 "$bin" predict --config "$tmp/bad.json"
 contains "bad config message" "$tmp/err" "bad.json: unknown option \"modle\""

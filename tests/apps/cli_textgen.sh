@@ -15,8 +15,10 @@ check "bad temperature" 2 "$bin" generate --temperature 0 --prompt x
 contains "bad temperature message" "$tmp/err" "--temperature must be > 0"
 check "missing model" 2 "$bin" generate --model "$tmp/nowhere" --prompt x
 contains "missing model message" "$tmp/err" "nowhere: no such model directory"
+check "train --help" 0 "$bin" train --help
+grep -q -- "--bidirectional" "$tmp/out" && fail "train --help lists --bidirectional, which a language model cannot take"
 check "bidirectional refused" 2 "$bin" train --train "$data/textgen_tiny.txt" --model "$tmp/x" --bidirectional
-contains "bidirectional message" "$tmp/err" "reads left to right"
+contains "bidirectional message" "$tmp/err" "unrecognised option '--bidirectional'"
 check "empty training text" 2 "$bin" train --train "$data/empty.txt" --model "$tmp/x"
 contains "empty message" "$tmp/err" "empty.txt: empty input, expected text"
 check "invalid utf-8 training text" 2 "$bin" train --train "$data/invalid_utf8.txt" --model "$tmp/x"

@@ -51,6 +51,13 @@ contains "jsonl joined translation" "$tmp/out" '"translation":"ein hund isst ."'
 check "several sentences, blank and whitespace lines" 0 bash -c "printf 'a dog is eating . a dog is eating .\n\n   \n' | '$bin' translate --model '$m'"
 [ "$(sed -n 1p "$tmp/out")" = "ein hund isst . ein hund isst ." ] || fail "two sentences on a line: got '$(sed -n 1p "$tmp/out")'"
 [ "$(wc -l < "$tmp/out")" = 3 ] && [ -z "$(sed -n 2,3p "$tmp/out" | tr -d '\n')" ] || fail "blank and whitespace-only lines must give empty lines"
+check "sampling" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --sample --top-k 3 --temperature 0.5 --seed 4"
+cp "$tmp/out" "$tmp/sample1"
+check "sampling, old spelling" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --sample-topk 3 --temperature 0.5 --seed 4"
+cmp -s "$tmp/out" "$tmp/sample1" || fail "--sample-topk 3 must mean --sample --top-k 3"
+contains "old spelling warned" "$tmp/err" "--sample-topk is deprecated: write --top-k --sample"
+check "sampling option without --sample" 2 "$bin" translate --model "$m" --top-k 3
+contains "sampling option message" "$tmp/err" "apply only with --sample"
 check "text nbest" 0 bash -c "echo 'a dog is eating .' | '$bin' translate --model '$m' --beam 3 --nbest 2"
 [ "$(wc -l < "$tmp/out")" = 2 ] || fail "--nbest 2 in text mode: 2 lines per input"
 grep -qP '^-?[0-9]+\.[0-9]{4}\tein hund isst \.$' "$tmp/out" || fail "text nbest: SCORE<TAB>TEXT lines"

@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 
@@ -15,8 +16,88 @@ namespace cellstate {
 
 namespace po = boost::program_options;
 
+namespace {
+
+const Renamed* find_renamed(const std::vector<Renamed>& renamed, const std::string& name) {
+  for (const auto& r : renamed)
+    if (r.old_name == name) return &r;
+  return nullptr;
+}
+
+bool has_option(const po::options_description& options, const std::string& name) {
+  return options.find_nothrow(name, false) != nullptr;
+}
+
+/// Reads a boolean written as a value (--x=false, "x": "no" in a config).
+std::optional<bool> parse_bool(const std::string& text) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
+  if (text == "false" || text == "0" || text == "no" || text == "off") return false;
+  return std::nullopt;
+}
+
+/// Rewrites the old spellings in `args` into today's, adding one warning per
+/// old spelling met to `warnings`.
+std::vector<std::string> modernise(const std::vector<std::string>& args, const po::options_description& options,
+                                   const std::vector<Renamed>& renamed, std::vector<std::string>& warnings) {
+  std::vector<std::string> out;
+  auto warn = [&](const std::string& message) {
+    if (std::find(warnings.begin(), warnings.end(), message) == warnings.end()) warnings.push_back(message);
+  };
+  bool options_ended = false;
+  std::vector<std::string> also;  // what renamed options stand for besides their new name, added after the options
+  for (const auto& arg : args) {
+    if (!options_ended && arg == "--") {
+      out.insert(out.end(), also.begin(), also.end());
+      also.clear();
+      options_ended = true;
+    }
+    if (options_ended || arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
+      out.push_back(arg);
+      continue;
+    }
+    const size_t eq = arg.find('=');
+    std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const std::optional<std::string> value =
+        eq == std::string::npos ? std::nullopt : std::optional<std::string>(arg.substr(eq + 1));
+    if (const Renamed* r = find_renamed(renamed, name)) {
+      std::string now = "--" + r->new_name;
+      for (const auto& a : r->also) now += " " + a;
+      warn("--" + name + " is deprecated: write " + now + " (the old spelling goes in the next release)");
+      name = r->new_name;
+      also.insert(also.end(), r->also.begin(), r->also.end());
+    }
+    if (value && has_option(options, "no-" + name)) {
+      const auto on = parse_bool(*value);
+      if (!on) throw std::invalid_argument("--" + name + " takes no value (write --" + name + " or --no-" + name + ")");
+      warn("--" + name + "=" + *value + " is deprecated: write --" + (*on ? "" : "no-") + name);
+      out.push_back("--" + std::string(*on ? "" : "no-") + name);
+    } else {
+      out.push_back("--" + name + (value ? "=" + *value : std::string()));
+    }
+  }
+  out.insert(out.end(), also.begin(), also.end());
+  return out;
+}
+
+/// --x together with --no-x is a contradiction, not "the last one wins".
+void check_flag_pairs(const po::options_description& options, const po::variables_map& vm) {
+  auto given = [&](const std::string& name) {
+    const auto it = vm.find(name);
+    return it != vm.end() && !it->second.defaulted() && it->second.value().type() == typeid(bool) &&
+           it->second.as<bool>();
+  };
+  for (const auto& option : options.options()) {
+    const std::string& name = option->long_name();
+    if (name.compare(0, 3, "no-") == 0 && given(name) && given(name.substr(3)))
+      throw std::invalid_argument("--" + name.substr(3) + " and --" + name + " contradict each other");
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> config_to_arguments(const std::string& json_text, const std::string& file,
-                                             const po::options_description& options) {
+                                             const po::options_description& options,
+                                             const std::vector<Renamed>& renamed) {
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(json_text);
@@ -27,7 +108,9 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
   std::vector<std::string> args;
   for (const auto& [key, value] : config.items()) {
     if (key == "config") continue;
-    const auto* option = options.find_nothrow(key, false);
+    const Renamed* r = find_renamed(renamed, key);
+    const std::string name = r != nullptr ? r->new_name : key;
+    const auto* option = options.find_nothrow(name, false);
     if (option == nullptr) throw InputError(file, 0, "unknown option \"" + key + "\"");
     const bool is_switch = option->semantic()->max_tokens() == 0;
     auto scalar = [&](const nlohmann::json& v) -> std::string {
@@ -38,7 +121,9 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
     };
     if (is_switch) {
       if (!value.is_boolean()) throw InputError(file, 0, "option \"" + key + "\" must be true or false");
+      // The old name is kept so that parse_command_line warns about it.
       if (value.get<bool>()) args.push_back("--" + key);
+      else if (has_option(options, "no-" + name)) args.push_back("--no-" + name);
     } else if (value.is_array()) {
       for (const auto& v : value) args.push_back("--" + key + "=" + scalar(v));
     } else {
@@ -49,35 +134,72 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
 }
 
 std::optional<int> parse_command_line(int argc, char** argv, const po::options_description& options,
-                                      const std::string& program,
-                                      const std::function<void()>& validate,
-                                      const po::positional_options_description* positional) {
+                                      const std::string& program, const std::function<void()>& validate,
+                                      const CommandSpec& spec) {
+  po::options_description all;
+  all.add(options);
+  po::positional_options_description positional;
+  if (spec.files != nullptr) {
+    all.add_options()("files", po::value(spec.files)->multitoken()->composing(), "input files");
+    positional.add("files", -1);
+  }
+  std::vector<std::string> warnings;
   try {
+    const auto args = modernise(std::vector<std::string>(argv + std::min(argc, 1), argv + argc), all,
+                                spec.renamed, warnings);
     po::variables_map vm;
-    po::command_line_parser parser(argc, argv);
-    parser.options(options);
-    if (positional != nullptr) parser.positional(*positional);
-    po::store(parser.run(), vm);
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
     if (vm.count("help")) {
       std::cout << options << "\n";
       return 0;
     }
-    if (vm.count("config") && options.find_nothrow("config", false) != nullptr) {
+    if (vm.count("config") && has_option(options, "config")) {
       const auto file = vm["config"].as<std::string>();
-      const auto args = config_to_arguments(read_file(file), file, options);
+      auto config_args = modernise(config_to_arguments(read_file(file), file, all, spec.renamed), all,
+                                   spec.renamed, warnings);
+      // A flag given on the command line wins over its opposite in the file.
+      auto given = [&](const std::string& name) {
+        const auto it = vm.find(name);
+        return it != vm.end() && !it->second.defaulted();
+      };
+      config_args.erase(std::remove_if(config_args.begin(), config_args.end(),
+                                       [&](const std::string& arg) {
+                                         if (arg.compare(0, 5, "--no-") == 0) return given(arg.substr(5));
+                                         return arg.compare(0, 2, "--") == 0 && arg.find('=') == std::string::npos &&
+                                                given("no-" + arg.substr(2));
+                                       }),
+                        config_args.end());
       // store() keeps values already stored: the command line wins.
-      po::store(po::command_line_parser(args).options(options).run(), vm);
+      po::store(po::command_line_parser(config_args).options(all).run(), vm);
     }
+    check_flag_pairs(all, vm);
+    for (const auto& w : warnings) std::cerr << program << ": warning: " << w << "\n";
+    warnings.clear();
     po::notify(vm);
     if (validate) validate();
   } catch (const InputError& e) {
+    for (const auto& w : warnings) std::cerr << program << ": warning: " << w << "\n";
     std::cerr << program << ": " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {
+    for (const auto& w : warnings) std::cerr << program << ": warning: " << w << "\n";
     std::cerr << program << ": " << e.what() << " (see --help)\n";
     return 2;
   }
   return std::nullopt;
+}
+
+void add_flag(po::options_description& options, const std::string& name, bool* variable, const std::string& help) {
+  const std::string long_name = name.substr(0, name.find(','));
+  options.add_options()(name.c_str(),
+                        po::bool_switch()->notifier([variable](bool given) {
+                          if (given) *variable = true;
+                        }),
+                        (help + (*variable ? " [on]" : " [off]")).c_str())(
+      ("no-" + long_name).c_str(), po::bool_switch()->notifier([variable](bool given) {
+        if (given) *variable = false;
+      }),
+      ("turn --" + long_name + " off").c_str());
 }
 
 int run_guarded(const std::string& program, const std::function<int()>& body) {

@@ -24,18 +24,26 @@ po::typed_value<std::string>* enum_value(Enum* variable, Enum (*parse)(const std
 
 }  // namespace
 
-void add_model_options(po::options_description& options, ModelOptions& m, bool architecture) {
+void add_model_options(po::options_description& options, ModelOptions& m, ArchitectureOptions which) {
   options.add_options()("model", defaulted(&m.dir), "model directory")(
       "impl", defaulted(&m.impl),
       "recurrent implementation: custom (cellstate's fused kernels) or builtin (torch::nn)");
-  if (!architecture) return;
-  options.add_options()("rnn", defaulted(&m.rnn), "recurrent cell: lstm, gru or rnn")(
-      "layers", defaulted(&m.layers), "stacked recurrent layers")(
+  if (!which.any) return;
+  if (which.rnn) options.add_options()("rnn", defaulted(&m.rnn), "recurrent cell: lstm, gru or rnn");
+  options.add_options()("layers", defaulted(&m.layers), "stacked recurrent layers")(
       "hidden", defaulted(&m.hidden), "hidden units per direction")(
       "embed", defaulted(&m.embed), "embedding size")(
-      "dropout", defaulted(&m.dropout), "dropout probability")(
-      "bidirectional", defaulted(&m.bidirectional)->implicit_value(true),
-      "bidirectional recurrent layers (--bidirectional or --bidirectional=false)");
+      "dropout", defaulted(&m.dropout), "dropout probability");
+  if (which.bidirectional) add_flag(options, "bidirectional", &m.bidirectional, "bidirectional recurrent layers");
+}
+
+void add_sampling_options(po::options_description& options, SamplingOptions& s) {
+  options.add_options()("temperature", defaulted(&s.temperature),
+                        "divide the logits by this before sampling (< 1: safer, > 1: wilder)")(
+      "top-k", defaulted(&s.top_k), "sample among the k most probable tokens only (0: all)")(
+      "top-p", defaulted(&s.top_p), "sample among the fewest most probable tokens holding this probability (1: all)")(
+      "repetition-penalty", defaulted(&s.repetition_penalty),
+      "penalise tokens already in the input or output (1: off; 1.1-1.3 typical)");
 }
 
 void add_training_options(po::options_description& options, TrainingOptions& t) {
@@ -58,23 +66,23 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "early stopping: evaluations without improvement before stopping (0: never)")(
       "eval-every", defaulted(&t.eval_every), "evaluate every N steps (0: after each epoch)")(
       "seed", defaulted(&t.seed), "random seed (initialisation, data order, dropout)")(
-      "resume", defaulted(&t.resume)->implicit_value(true), "continue from MODEL/checkpoint.pt")(
       "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
       "checkpoint-every", defaulted(&t.checkpoint_every),
       "also write a checkpoint every N minutes (0: only at evaluations)");
+  add_flag(options, "resume", &t.resume, "continue from MODEL/checkpoint.pt");
 }
 
 void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
-  options.add_options()("threads", defaulted(&r.threads), "intra-op threads (0: the cores idle at start, so a busy machine gets fewer)")(
-      "device", defaulted(&r.device), "cpu or cuda")(
-      "quiet,q", po::bool_switch(&r.quiet), "no progress output on stderr");
+  options.add_options()("threads", defaulted(&r.threads), "intra-op threads (0: OMP_NUM_THREADS if set, else the cores idle at start, so a busy machine gets fewer)")(
+      "device", defaulted(&r.device), "cpu or cuda");
+  add_flag(options, "quiet,q", &r.quiet, "no progress output on stderr");
 }
 
 UseOptions::UseOptions(const std::string& shipped_model) { model.dir = shipped_model_dir(shipped_model); }
 
 void UseOptions::add_to(po::options_description& options) {
   add_help_and_config(options, config);
-  add_model_options(options, model, false);
+  add_model_options(options, model, ArchitectureOptions{false});
   add_runtime_options(options, runtime);
 }
 

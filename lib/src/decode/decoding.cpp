@@ -21,6 +21,15 @@ void DecodingOptions::validate() const {
   if (!(max_length_ratio > 0)) throw std::invalid_argument("--max-length-ratio must be > 0");
   if (min_length < 0) throw std::invalid_argument("--min-length must be >= 0");
   sampling.validate();
+  if (sample && nbest > 1)
+    throw std::invalid_argument("--sample draws one hypothesis per sentence: --nbest must be 1, got " +
+                                std::to_string(nbest));
+  const SamplingOptions plain;
+  if (!sample && (sampling.top_k != plain.top_k || sampling.top_p != plain.top_p ||
+                  sampling.temperature != plain.temperature ||
+                  sampling.repetition_penalty != plain.repetition_penalty))
+    throw std::invalid_argument(
+        "--temperature, --top-k, --top-p and --repetition-penalty apply only with --sample");
 }
 
 namespace {

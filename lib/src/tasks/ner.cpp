@@ -550,8 +550,8 @@ std::string marked_text(const Document& doc, const std::vector<TaggedSentence>& 
 
 void write_document(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first,
                     const NerPredictOptions& o, std::ostream& out) {
-  const bool per_line = o.input != "conll";  // one input line per document: keep the lines
-  if (o.output == "conll") {
+  const bool per_line = o.input_format != "conll";  // one input line per document: keep the lines
+  if (o.format == "conll") {
     for (size_t s = 0; s < doc.sentences.size(); ++s) {
       const auto& sent = doc.sentences[s];
       const auto& tags = tagged[first + s].tags;
@@ -561,8 +561,8 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
     if (per_line && doc.sentences.empty()) out << '\n';  // a blank input line stays one
     return;
   }
-  if (o.output == "inline") {
-    if (o.input == "raw") {
+  if (o.format == "inline") {
+    if (o.input_format == "raw") {
       out << marked_text(doc, tagged, first) << '\n';
     } else if (per_line) {
       std::string line;
@@ -576,7 +576,7 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
     return;
   }
   nlohmann::json j = {{"file", doc.source}, {"line", doc.line}};
-  if (!doc.text.empty() || o.input == "raw") j["text"] = doc.text;
+  if (!doc.text.empty() || o.input_format == "raw") j["text"] = doc.text;
   j["entities"] = nlohmann::json::array();
   j["sentences"] = nlohmann::json::array();
   for (size_t s = 0; s < doc.sentences.size(); ++s) {
@@ -593,7 +593,7 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
                             {"token_start", e.span.begin},
                             {"token_end", e.span.end},
                             {"confidence", std::round(e.confidence * 1e4) / 1e4}};
-      if (o.input == "raw") {
+      if (o.input_format == "raw") {
         ent["text"] = doc.text.substr(a.begin, b.end - a.begin);
         ent["start"] = a.char_begin;
         ent["end"] = b.char_end;
@@ -612,7 +612,7 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
 Document make_document(const std::string& path, int64_t line_number, const std::string& line,
                        const NerPredictOptions& o) {
   Document d{path, line_number, line, {}};
-  if (o.input == "raw") {
+  if (o.input_format == "raw") {
     d.sentences = split_words(line);
   } else {
     TokenizedSentence sent;
@@ -632,7 +632,7 @@ void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredic
       for (const auto& w : s) tokens.push_back(w.text);
       sentences.push_back(std::move(tokens));
     }
-  auto tagged = model.tag(sentences, options.output == "json", options.batch_size);
+  auto tagged = model.tag(sentences, options.format == "jsonl", options.batch_size);
   if (!options.tag_scheme.empty()) {
     const TagScheme scheme = parse_tag_scheme(options.tag_scheme);
     for (auto& t : tagged) t.tags = convert_tags(t.tags, model.scheme(), scheme);
@@ -654,7 +654,7 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
   CountProgress bar(!options.progress, "lines");
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     std::vector<Document> docs;
-    if (options.input == "conll") {
+    if (options.input_format == "conll") {
       for (const auto& s : read_conll(path, options.conll)) {
         Document d{path, s.line, "", {}};
         TokenizedSentence sent;

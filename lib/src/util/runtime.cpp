@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -42,7 +43,14 @@ int idle_cores(int sample_ms) {
 }
 
 int configure_threads(int requested) {
-  const int n = requested > 0 ? requested : idle_cores();
+  int n = requested;
+  if (n <= 0) {
+    // OMP_NUM_THREADS, when set to a count, is the user's default; otherwise the idle cores.
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    char* end = nullptr;
+    const long from_env = env != nullptr ? std::strtol(env, &end, 10) : 0;
+    n = from_env > 0 && end != nullptr && *end == '\0' ? static_cast<int>(std::min<long>(from_env, 1024)) : idle_cores();
+  }
   torch::set_num_threads(n);
   return n;
 }

@@ -58,3 +58,104 @@ TEST(Options, BadUsageExitsTwo) {
   EXPECT_EQ(cs::run_guarded("p", [] () -> int { throw cs::InputError("f", 3, "bad"); }), 2);
   EXPECT_EQ(cs::run_guarded("p", [] () -> int { throw std::runtime_error("boom"); }), 1);
 }
+
+namespace {
+
+/// parse_command_line over `args` (after a program name), with stderr captured.
+std::optional<int> parse(const std::vector<std::string>& args, const po::options_description& desc,
+                         const cs::CommandSpec& spec, std::string* err = nullptr) {
+  std::vector<const char*> argv{"prog"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  ::testing::internal::CaptureStderr();
+  auto status = cs::parse_command_line(static_cast<int>(argv.size()), const_cast<char**>(argv.data()), desc, "prog",
+                                       {}, spec);
+  const std::string captured = ::testing::internal::GetCapturedStderr();
+  if (err != nullptr) *err = captured;
+  return status;
+}
+
+}  // namespace
+
+TEST(Options, FlagsAreXAndNoX) {
+  bool tie = true, half = false;
+  std::string config;
+  po::options_description desc("test");
+  cs::add_help_and_config(desc, config);
+  cs::add_flag(desc, "tie", &tie, "tie");
+  cs::add_flag(desc, "half", &half, "half");
+  EXPECT_FALSE(parse({"--no-tie", "--half"}, desc, {}).has_value());
+  EXPECT_FALSE(tie);
+  EXPECT_TRUE(half);
+
+  // The old spelling --x=false still works, with a warning naming --no-x.
+  tie = true;
+  std::string err;
+  EXPECT_FALSE(parse({"--tie=false"}, desc, {}, &err).has_value());
+  EXPECT_FALSE(tie);
+  EXPECT_NE(err.find("--tie=false is deprecated: write --no-tie"), std::string::npos) << err;
+  EXPECT_EQ(parse({"--tie=maybe"}, desc, {}, &err), std::optional<int>(2));
+  EXPECT_NE(err.find("--tie takes no value"), std::string::npos) << err;
+
+  // Both at once is a contradiction, not "the last one wins".
+  EXPECT_EQ(parse({"--tie", "--no-tie"}, desc, {}, &err), std::optional<int>(2));
+  EXPECT_NE(err.find("--tie and --no-tie contradict each other"), std::string::npos) << err;
+
+  // A config file's false is --no-x.
+  cs::TempDir dir;
+  std::ofstream(dir.file("c.json")) << R"({"tie": false, "half": true})";
+  tie = true;
+  half = false;
+  EXPECT_FALSE(parse({"--config", dir.file("c.json")}, desc, {}).has_value());
+  EXPECT_FALSE(tie);
+  EXPECT_TRUE(half);
+}
+
+TEST(Options, RenamedSpellingsAndPositionalFiles) {
+  std::string format = "tsv", config;
+  int64_t top_k = 0;
+  bool sample = false;
+  std::vector<std::string> files;
+  po::options_description desc("test");
+  cs::add_help_and_config(desc, config);
+  desc.add_options()("input-format", po::value(&format), "format")("top-k", po::value(&top_k), "k");
+  cs::add_flag(desc, "sample", &sample, "sample");
+  const cs::CommandSpec spec{&files, {{"format", "input-format"}, {"sample-topk", "top-k", {"--sample"}}, {"inputs", "files"}}};
+  std::string err;
+  EXPECT_FALSE(parse({"a.txt", "--format=sst", "--sample-topk", "5", "--inputs", "b.txt", "c.txt"}, desc, spec, &err)
+                   .has_value());
+  EXPECT_EQ(format, "sst");
+  EXPECT_EQ(top_k, 5);
+  EXPECT_TRUE(sample);
+  EXPECT_EQ(files, (std::vector<std::string>{"a.txt", "b.txt", "c.txt"}));
+  EXPECT_NE(err.find("--format is deprecated: write --input-format"), std::string::npos) << err;
+  EXPECT_NE(err.find("--sample-topk is deprecated: write --top-k --sample"), std::string::npos) << err;
+
+  // A renamed key in a config file is read under its new name, with the warning.
+  cs::TempDir dir;
+  std::ofstream(dir.file("c.json")) << R"({"format": "dir"})";
+  format = "tsv";
+  files.clear();
+  EXPECT_FALSE(parse({"--config", dir.file("c.json")}, desc, spec, &err).has_value());
+  EXPECT_EQ(format, "dir");
+  EXPECT_NE(err.find("--format is deprecated"), std::string::npos) << err;
+
+  // "--" ends the options: what follows is a file even if it looks like one.
+  files.clear();
+  EXPECT_FALSE(parse({"--", "--format"}, desc, spec).has_value());
+  EXPECT_EQ(files, (std::vector<std::string>{"--format"}));
+}
+
+TEST(Options, CommandLineFlagWinsOverConfigFile) {
+  bool tie = false;
+  std::string config;
+  po::options_description desc("test");
+  cs::add_help_and_config(desc, config);
+  cs::add_flag(desc, "tie", &tie, "tie");
+  cs::TempDir dir;
+  std::ofstream(dir.file("c.json")) << R"({"tie": false})";
+  EXPECT_FALSE(parse({"--config", dir.file("c.json"), "--tie"}, desc, {}).has_value());
+  EXPECT_TRUE(tie);
+  std::ofstream(dir.file("d.json")) << R"({"tie": true})";
+  EXPECT_FALSE(parse({"--config", dir.file("d.json"), "--no-tie"}, desc, {}).has_value());
+  EXPECT_FALSE(tie);
+}

@@ -133,13 +133,13 @@ TEST(Ner, OutputFormatsAndBadInput) {
   cs::atomic_write(dir.file("tokens.txt"), "Smith Jones won in Paris .\n");
   std::ostringstream out, err;
   cs::NerPredictOptions o;
-  o.input = "tokens";
-  o.output = "inline";
+  o.input_format = "tokens";
+  o.format = "inline";
   EXPECT_EQ(cs::predict_ner(model, {dir.file("tokens.txt")}, o, out, err), 0);
   EXPECT_EQ(out.str(), "[PER Smith] [PER Jones] won in [LOC Paris] .\n");
   out.str("");
-  o.input = "conll";
-  o.output = "conll";
+  o.input_format = "conll";
+  o.format = "conll";
   EXPECT_EQ(cs::predict_ner(model, {data_path("ner_tiny.conll"), dir.file("missing.conll")}, o, out, err), 2);
   EXPECT_EQ(out.str().substr(0, 25), "EU\tS-ORG\nrejects\tO\nGerman");
   EXPECT_NE(err.str().find("missing.conll"), std::string::npos);

@@ -27,26 +27,54 @@ boost::program_options::typed_value<T>* defaulted(T* variable) {
   }
 }
 
+/// An old spelling kept working for one release: `--old[=V]` is read as
+/// `--new[=V]` (and a --config key "old" as "new") with a warning on stderr
+/// naming the new spelling; `also` are further arguments it stands for
+/// (e.g. --sample-topk K means --sample --top-k K).
+struct Renamed {
+  std::string old_name;
+  std::string new_name;
+  std::vector<std::string> also = {};
+};
+
+/// What a command takes beyond its named options.
+struct CommandSpec {
+  /// Positional FILES (a hidden option "files"; none or "-": standard input).
+  std::vector<std::string>* files = nullptr;
+  /// Deprecated spellings of this command's options.
+  std::vector<Renamed> renamed = {};
+};
+
 /// Parses argv into the variables bound in `options` (which should offer
 /// --help; if it offers --config, that JSON file's keys are read as further
 /// options, command-line values winning), then runs `validate`, which throws
-/// std::exception on a bad value. `positional` maps bare arguments to an
-/// option. Returns an exit status when the program should stop now: 0 after
-/// printing --help, 2 after printing "PROGRAM: message (see --help)" for bad
-/// usage; std::nullopt when it should go on.
-std::optional<int> parse_command_line(
-    int argc, char** argv, const boost::program_options::options_description& options,
-    const std::string& program, const std::function<void()>& validate = {},
-    const boost::program_options::positional_options_description* positional = nullptr);
+/// std::exception on a bad value. Old spellings (spec.renamed, and a boolean
+/// written --x=true / --x=false where --no-x exists) are rewritten with a
+/// warning; --x together with --no-x is an error. Returns an exit status when
+/// the program should stop now: 0 after printing --help, 2 after printing
+/// "PROGRAM: message (see --help)" for bad usage; std::nullopt when it should
+/// go on.
+std::optional<int> parse_command_line(int argc, char** argv,
+                                      const boost::program_options::options_description& options,
+                                      const std::string& program, const std::function<void()>& validate = {},
+                                      const CommandSpec& spec = {});
+
+/// A boolean option spelled `--NAME` (on) and `--no-NAME` (off), bound to
+/// `variable`, whose current value is the default --help shows. `name` may
+/// carry a short form ("quiet,q", for --NAME only).
+void add_flag(boost::program_options::options_description& options, const std::string& name, bool* variable,
+              const std::string& help);
 
 /// Adds --help and --config FILE (bound to `config`), which every command offers.
 void add_help_and_config(boost::program_options::options_description& options, std::string& config);
 
 /// Turns a JSON object of option values into "--key=value" arguments for
-/// `options` (true/false for switches; arrays repeat the option). Unknown
-/// keys are an error naming `file`.
+/// `options` (a boolean: --key or --no-key; arrays repeat the option).
+/// Unknown keys are an error naming `file`; `renamed` keys are read under
+/// their new names.
 std::vector<std::string> config_to_arguments(const std::string& json_text, const std::string& file,
-                                             const boost::program_options::options_description& options);
+                                             const boost::program_options::options_description& options,
+                                             const std::vector<Renamed>& renamed = {});
 
 /// Runs `body` and maps what escapes it to an exit status, printing one line
 /// "PROGRAM: message" on stderr: InputError and std::invalid_argument -> 2,

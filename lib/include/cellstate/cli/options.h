@@ -9,23 +9,37 @@
 
 #include <string>
 
+#include "cellstate/decode/sampling.h"
 #include "cellstate/tasks/options.h"
 #include "cellstate/train/options.h"
 
 namespace cellstate {
 
-/// --model DIR, --impl and, with `architecture`, --rnn, --layers, --hidden,
-/// --embed, --dropout, --bidirectional (use commands offer only the first
-/// two: the rest comes from the model's config).
+/// Which architecture options a command offers: only those its model can
+/// take (a language model is never bidirectional, so textgen does not list
+/// --bidirectional).
+struct ArchitectureOptions {
+  bool any = true;            // false: only --model and --impl (use commands: the rest is in config.json)
+  bool rnn = true;            // --rnn lstm|gru|rnn
+  bool bidirectional = true;  // --bidirectional / --no-bidirectional
+};
+
+/// --model DIR, --impl and, as `which` allows, --rnn, --layers, --hidden,
+/// --embed, --dropout, --bidirectional.
 void add_model_options(boost::program_options::options_description& options, ModelOptions& model,
-                       bool architecture = true);
+                       ArchitectureOptions which = {});
+
+/// The sampling options, spelled the same wherever sampling exists (textgen
+/// generate, translate --sample): --temperature, --top-k, --top-p,
+/// --repetition-penalty.
+void add_sampling_options(boost::program_options::options_description& options, SamplingOptions& sampling);
 
 /// --epochs, --batch-size, --lr, --optimizer, --weight-decay, --momentum,
 /// --clip, --lr-schedule (+ --lr-decay, --lr-step, --warmup, --min-lr),
 /// --patience, --eval-every, --seed, --resume, --max-time, --checkpoint-every.
 void add_training_options(boost::program_options::options_description& options, TrainingOptions& training);
 
-/// --threads, --device, --quiet.
+/// --threads, --device, --quiet / --no-quiet.
 void add_runtime_options(boost::program_options::options_description& options, RuntimeOptions& runtime);
 
 /// What every command that uses a trained model offers: --help, --config,

@@ -100,11 +100,11 @@ ChunkReport evaluate_ner(NerModel& model, const std::string& path, const ConllOp
                            bool progress = false);
 
 struct NerPredictOptions {
-  std::string input = "raw";     // raw | conll | tokens
-  /// json | conll (TOKEN<TAB>TAG, a blank line after each sentence; a blank
+  std::string input_format = "raw";  // raw | conll | tokens
+  /// jsonl | conll (TOKEN<TAB>TAG, a blank line after each sentence; a blank
   /// input line stays one) | inline (one line per input line: raw text as
   /// written with "[TYPE ...]" around each entity; tokens joined otherwise)
-  std::string output = "json";
+  std::string format = "jsonl";
   std::string tag_scheme;        // tags shown in: bio | iobes (empty: the model's)
   ConllOptions conll{0, -1, false};
   int64_t batch_size = 32;

@@ -11,7 +11,8 @@ namespace cellstate {
 int idle_cores(int sample_ms = 100);
 
 /// Sets the number of intra-op threads LibTorch (and OpenBLAS through OpenMP)
-/// uses: `requested` if positive; otherwise (auto) the idle cores, so that on
+/// uses: `requested` if positive; otherwise (auto) OMP_NUM_THREADS when it is
+/// set to a count, else the idle cores, so that on
 /// a machine busy with other work the threads do not wait on each other
 /// behind it (OpenMP threads spin while they wait: measured here, two threads
 /// beside one busy process were 2.8x slower than one). Returns the number
