@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     return *status;
   }
   const int threads = cellstate::configure_threads(o.threads);
-  std::cout << "cellstate demo (" << threads << " threads, BLAS: " << cellstate::blas_info()
+  std::cout << "cellstate demo (" << threads << (threads == 1 ? " thread" : " threads") << ", BLAS: " << cellstate::blas_info()
             << ")\n\n1. Custom and built-in LSTM compute the same function:\n";
   auto opts = cellstate::RecurrentOptions(8, 16).num_layers(2).bidirectional(true);
   auto custom = cellstate::make_recurrent(opts);
@@ -64,8 +64,12 @@ int main(int argc, char** argv) {
     auto lengths = torch::tensor({12, 5, 9});
     auto a = custom->forward(x, lengths);
     auto b = builtin->forward(x, lengths);
-    std::cout << "   max |custom - builtin| over outputs of a padded batch: "
-              << (a.output - b.output).abs().max().item<double>() << "\n";
+    // The exact figure depends on the GEMM's summation order (threads, CPU);
+    // what matters is that it is float32 rounding, not a different function.
+    const double diff = (a.output - b.output).abs().max().item<double>();
+    std::cout << "   max |custom - builtin| over outputs of a padded batch: ";
+    if (diff < 1e-6) std::cout << "below 1e-6 (float32 rounding)\n";
+    else std::cout << diff << "\n";
   }
   std::cout << "\n2. Recall the first of " << o.task.steps
             << " symbols (4 classes, the rest distractors, chance 25%), hidden " << o.task.hidden
