@@ -40,8 +40,9 @@ done
 /usr/bin/python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| sizes | pass | custom ms | built-in ms | Python ms | custom GFLOP/s | of GEMM | custom/built-in | custom/Python |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| sizes | pass | custom ms | built-in ms | Python ms | oneDNN LSTM ms | custom GFLOP/s | of GEMM "
+      "| custom/built-in | custom/Python | custom/oneDNN |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     c, p = r["cellstate"], r["python"]
     sizes = (f'{c["rnn"]} {c["layers"]}x{c["hidden"]}, in {c["input"]}, batch {c["batch"]}, seq {c["seq"]}'
@@ -50,8 +51,13 @@ for r in rows:
     for label, key in passes:
         cm, bm, pm = c[f"custom_{key}"]["ms"], c[f"builtin_{key}"]["ms"], p[f"python_{key}_ms"]
         gf = c[f"custom_{key}"]["gflops"]
-        print(f'| {sizes} | {label} | {cm:.1f} | {bm:.1f} | {pm:.1f} | {gf:.1f} | '
-              f'{100 * gf / c["gemm_gflops"]:.0f}% | {cm / bm:.3f} | {cm / pm:.3f} |')
-print(f'\nGEMM rate (1024³ float32 matmul, same run): {rows[0]["cellstate"]["gemm_gflops"]:.0f} GFLOP/s; '
-      f'{rows[0]["cellstate"]["threads"]} threads; medians of {rows[0]["cellstate"]["repeat"]}.')
+        om = c["onednn_forward"]["ms"] if key == "forward" and "onednn_forward" in c else None
+        print(f'| {sizes} | {label} | {cm:.1f} | {bm:.1f} | {pm:.1f} | {"%.1f" % om if om else "–"} | {gf:.1f} | '
+              f'{100 * gf / c["gemm_gflops"]:.0f}% | {cm / bm:.3f} | {cm / pm:.3f} | '
+              f'{"%.3f" % (cm / om) if om else "–"} |')
+c0 = rows[0]["cellstate"]
+print(f'\nGEMM rate (1024³ float32 matmul, same run): OpenBLAS {c0["openblas_gemm_gflops"]:.0f}, oneDNN '
+      f'{c0["onednn_gemm_gflops"]:.0f} GFLOP/s ("of GEMM" is of the better); custom products through '
+      f'{c0["gemm_backend"]}; {c0["threads"]} threads; medians of {c0["repeat"]}. oneDNN LSTM: its own '
+      f'fp32 inference primitive (every sequence at full length).')
 PY

@@ -26,6 +26,7 @@ packages=(
   build-essential cmake pkg-config ccache git
   python3  # scripts/readme_examples.py (the README's examples, a test)
   libtorch-dev
+  libdnnl-dev  # oneDNN's headers: the custom kernels' float32 products (nn/gemm.h)
   libopenblas0-openmp  # without it LibTorch falls back to reference BLAS (~16x slower)
   libsentencepiece-dev sentencepiece
   libboost-program-options-dev libgtest-dev nlohmann-json3-dev zlib1g-dev

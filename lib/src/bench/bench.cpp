@@ -7,7 +7,9 @@
 #include <ostream>
 #include <stdexcept>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/util/runtime.h"
+#include "onednn_lstm.h"
 
 namespace cellstate {
 namespace {
@@ -45,18 +47,19 @@ double forward_flops(const BenchConfig& c, double tokens) {
 
 Timing timing(double ms, double flops) { return {ms, flops / (ms * 1e6)}; }
 
-/// The machine's attainable GEMM rate: the best of several 1024³ matmuls
-/// (best, not median: it is a ceiling, and a slow start of the thread pool
-/// must not lower it).
-double gemm_rate(int repeat) {
+/// The machine's attainable GEMM rate through `multiply` (out = a · b): the
+/// best of several 1024³ matmuls (best, not median: it is a ceiling, and a
+/// slow start of the thread pool must not lower it).
+template <typename F>
+double gemm_rate(int repeat, F&& multiply) {
   const int64_t n = 1024;
   auto a = torch::randn({n, n});
   auto b = torch::randn({n, n});
   auto c = torch::empty({n, n});
-  for (int i = 0; i < 3; ++i) torch::mm_out(c, a, b);
+  for (int i = 0; i < 3; ++i) multiply(c, a, b);
   double best = std::numeric_limits<double>::infinity();
   for (int i = 0; i < std::max(5, repeat); ++i) {
-    best = std::min(best, time_ms([&] { torch::mm_out(c, a, b); }));
+    best = std::min(best, time_ms([&] { multiply(c, a, b); }));
   }
   return 2.0 * n * n * n / (best * 1e6);
 }
@@ -98,7 +101,10 @@ BenchResult run_benchmark(const BenchConfig& c) {
     auto dst = builtin->named_parameters();
     for (const auto& p : custom->named_parameters()) dst[p.key()].copy_(p.value());
   }
-  r.gemm_gflops = gemm_rate(c.repeat);
+  r.openblas_gemm_gflops = gemm_rate(c.repeat, [](Tensor& out, const Tensor& a, const Tensor& b) { torch::mm_out(out, a, b); });
+  r.onednn_gemm_gflops = gemm_rate(c.repeat, [](Tensor& out, const Tensor& a, const Tensor& b) { gemm_out(out, a, b); });
+  r.gemm_gflops = std::max(r.openblas_gemm_gflops, r.onednn_gemm_gflops);
+  r.gemm_backend = gemm_backend();
 
   const auto x = torch::randn({c.seq, c.batch, c.input});
   Tensor lengths;
@@ -154,16 +160,28 @@ BenchResult run_benchmark(const BenchConfig& c) {
     if (out.state.c.defined()) loss = loss + out.state.c.sum();
     loss.backward();
   };
-  std::vector<double> fc, fb, tc, tb;
+  std::unique_ptr<detail::OneDnnLstm> onednn;
+  try {
+    onednn = std::make_unique<detail::OneDnnLstm>(c);
+  } catch (const std::exception& e) {
+    r.onednn_note = e.what();
+  }
+  std::vector<double> fc, fb, fo, tc, tb;
   for (int i = 0; i < c.warmup; ++i) {
     forward(*custom), forward(*builtin), train(*custom), train(*builtin);
+    if (onednn) onednn->forward();
   }
-  // Interleaved, so that drifts of a noisy machine hit both alike.
+  // Interleaved, so that drifts of a noisy machine hit all alike.
   for (int i = 0; i < c.repeat; ++i) {
     fc.push_back(time_ms([&] { forward(*custom); }));
     fb.push_back(time_ms([&] { forward(*builtin); }));
+    if (onednn) fo.push_back(time_ms([&] { onednn->forward(); }));
     tc.push_back(time_ms([&] { train(*custom); }));
     tb.push_back(time_ms([&] { train(*builtin); }));
+  }
+  if (onednn) {
+    // The primitive runs every sequence at full length: its work is seq x batch tokens.
+    r.onednn_forward = timing(median(fo), forward_flops(c, static_cast<double>(c.seq * c.batch)));
   }
   r.custom_forward = timing(median(fc), fwd_flops);
   r.builtin_forward = timing(median(fb), fwd_flops);
@@ -171,6 +189,7 @@ BenchResult run_benchmark(const BenchConfig& c) {
   r.builtin_train = timing(median(tb), 3 * fwd_flops);
   r.forward_ratio = r.custom_forward.ms / r.builtin_forward.ms;
   r.train_ratio = r.custom_train.ms / r.builtin_train.ms;
+  if (onednn) r.forward_vs_onednn = r.custom_forward.ms / r.onednn_forward.ms;
   return r;
 }
 
@@ -182,7 +201,9 @@ void print_table(std::ostream& out, const BenchResult& r, const std::string& tit
       << (c.variable_lengths ? "variable lengths" : "equal lengths") << ", " << r.threads
       << " thread(s), median of " << c.repeat << "\n";
   out << std::fixed << std::setprecision(1);
-  out << "GEMM rate (1024x1024x1024 float32 matmul): " << r.gemm_gflops << " GFLOP/s\n";
+  out << "GEMM rate (1024x1024x1024 float32 matmul): OpenBLAS " << r.openblas_gemm_gflops << ", oneDNN "
+      << r.onednn_gemm_gflops << " GFLOP/s; \"of GEMM\" is of the better; custom products through "
+      << r.gemm_backend << "\n";
   auto pct = [&](const Timing& t) { return 100.0 * t.gflops / r.gemm_gflops; };
   auto row = [&](const char* name, const Timing& a, const Timing* b) {
     out << std::left << std::setw(9) << name << std::right << std::setw(12) << a.ms
@@ -200,8 +221,14 @@ void print_table(std::ostream& out, const BenchResult& r, const std::string& tit
   out << "impl     forward ms   GFLOP/s  of GEMM    train ms   GFLOP/s  of GEMM\n";
   row("custom", r.custom_forward, &r.custom_train);
   row("builtin", r.builtin_forward, &r.builtin_train);
+  if (r.onednn_note.empty()) row("onednn", r.onednn_forward, nullptr);
   out << std::setprecision(3) << "forward_ratio (custom/builtin time): " << r.forward_ratio
       << "\ntrain_ratio (custom/builtin time):   " << r.train_ratio << "\n";
+  if (r.onednn_note.empty())
+    out << "forward_vs_onednn (custom/oneDNN LSTM primitive time): " << r.forward_vs_onednn
+        << (c.variable_lengths ? " (the primitive runs every sequence at full length)" : "") << "\n";
+  else
+    out << "oneDNN LSTM primitive: not timed (" << r.onednn_note << ")\n";
 }
 
 nlohmann::json to_json(const BenchResult& r) {
@@ -218,7 +245,10 @@ nlohmann::json to_json(const BenchResult& r) {
                    {"step", c.step},
                    {"threads", r.threads},
                    {"repeat", c.repeat},
-                   {"gemm_gflops", r.gemm_gflops}};
+                   {"gemm_gflops", r.gemm_gflops},
+                   {"openblas_gemm_gflops", r.openblas_gemm_gflops},
+                   {"onednn_gemm_gflops", r.onednn_gemm_gflops},
+                   {"gemm_backend", r.gemm_backend}};
   if (c.step) {
     j["custom_step"] = t(r.custom_step);
     j["builtin_step"] = t(r.builtin_step);
@@ -231,6 +261,12 @@ nlohmann::json to_json(const BenchResult& r) {
     j["forward_ratio"] = r.forward_ratio;
     j["train_ratio"] = r.train_ratio;
     j["custom_train_fraction_of_gemm"] = r.custom_train.gflops / r.gemm_gflops;
+    if (r.onednn_note.empty()) {
+      j["onednn_forward"] = t(r.onednn_forward);
+      j["forward_vs_onednn"] = r.forward_vs_onednn;
+    } else {
+      j["onednn_note"] = r.onednn_note;
+    }
   }
   return j;
 }

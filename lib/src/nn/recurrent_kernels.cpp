@@ -17,6 +17,8 @@
 
 #include "recurrent_kernels.h"
 
+#include "cellstate/nn/gemm.h"
+
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -354,9 +356,9 @@ Tensor input_projection(RecurrentKind kind, const Tensor& x, const LayerParams& 
   Tensor out;
   if (p.b_ih.defined()) {
     const auto bias = kind == RecurrentKind::kGRU ? p.b_ih : p.b_ih + p.b_hh;
-    out = torch::addmm(bias, x2, p.w_ih.t());
+    out = gemm(x2, p.w_ih.t(), bias);
   } else {
-    out = torch::mm(x2, p.w_ih.t());
+    out = gemm(x2, p.w_ih.t());
   }
   auto sizes = x.sizes().vec();
   sizes.back() = p.w_ih.size(0);
@@ -365,11 +367,7 @@ Tensor input_projection(RecurrentKind kind, const Tensor& x, const LayerParams& 
 
 /// h·W_hhᵀ (+ b_hh) for the GRU, written into gh.
 void gru_hidden_projection(Tensor& gh, const Tensor& h, const LayerParams& p) {
-  if (p.b_hh.defined()) {
-    torch::addmm_out(gh, p.b_hh, h, p.w_hh.t());
-  } else {
-    torch::mm_out(gh, h, p.w_hh.t());
-  }
+  gemm_out(gh, h, p.w_hh.t(), 0, p.b_hh);
 }
 
 template <typename T>
@@ -392,7 +390,8 @@ LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x
   } else if (kind == RecurrentKind::kGRU) {
     gh_work = torch::empty({B, 3 * H}, opts);
   }
-  const auto w_hh_t = p.w_hh.t();
+  // W_hhᵀ in oneDNN's blocked layout once, for the T per-step products.
+  const PackedMatrix w_hh_t(p.w_hh.t(), B);
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);
@@ -401,9 +400,9 @@ LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x
     Tensor gh;
     if (kind == RecurrentKind::kGRU) {
       gh = (saved ? saved->gh[t] : gh_work).narrow(0, 0, bt);
-      gru_hidden_projection(gh, h_act, p);
+      w_hh_t.gemm_out(gh, h_act, 0, p.b_hh);
     } else {
-      gates.addmm_(h_act, w_hh_t);
+      w_hh_t.gemm_out(gates, h_act, 1);
     }
     StepForward<T> a{H,
                      gates.data_ptr<T>(),
@@ -436,6 +435,7 @@ BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tenso
   Tensor dc = kind == RecurrentKind::kLSTM ? dc_n.contiguous().clone() : Tensor();
   Tensor dgates = buffer(s, {T_, B, G * H}, opts);
   Tensor dgh = kind == RecurrentKind::kGRU ? buffer(s, {T_, B, 3 * H}, opts) : Tensor();
+  const PackedMatrix w_hh_packed(w_hh, B);  // for the T per-step dh products
   for (int64_t step = T_ - 1; step >= 0; --step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);
@@ -453,17 +453,17 @@ BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tenso
     backward_rows<T>(kind, a, bt);
     auto dh_act = dh.narrow(0, 0, bt);
     if (kind == RecurrentKind::kGRU) {
-      dh_act.addmm_(dgh[t].narrow(0, 0, bt), w_hh);
+      w_hh_packed.gemm_out(dh_act, dgh[t].narrow(0, 0, bt), 1);
     } else {
-      torch::mm_out(dh_act, dgates[t].narrow(0, 0, bt), w_hh);
+      w_hh_packed.gemm_out(dh_act, dgates[t].narrow(0, 0, bt));
     }
   }
   BackwardResult r;
   const auto dg2 = dgates.view({T_ * B, G * H});
   const auto dgh2 = kind == RecurrentKind::kGRU ? dgh.view({T_ * B, 3 * H}) : dg2;
-  if (need_dx) r.dx = torch::mm(dg2, w_ih).view({T_, B, w_ih.size(1)});
-  r.dw_ih = torch::mm(dg2.t(), x.reshape({T_ * B, -1}));
-  r.dw_hh = torch::mm(dgh2.t(), saved.h_prev.view({T_ * B, H}));
+  if (need_dx) r.dx = gemm(dg2, w_ih).view({T_, B, w_ih.size(1)});
+  r.dw_ih = gemm(dg2.t(), x.reshape({T_ * B, -1}));
+  r.dw_hh = gemm(dgh2.t(), saved.h_prev.view({T_ * B, H}));
   r.db_ih = dg2.sum(0);
   r.db_hh = dgh2.sum(0);
   r.dh0 = dh;
@@ -577,17 +577,12 @@ void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
     t.resize_({B, cols});
   };
   fit(gates, gate_count(kind) * H);
-  if (params.b_ih.defined()) {
-    torch::addmm_out(gates, params.b_ih, x, params.w_ih.t());
-  } else {
-    torch::mm_out(gates, x, params.w_ih.t());
-  }
+  gemm_out(gates, x, params.w_ih.t(), 0, params.b_ih);
   if (kind == RecurrentKind::kGRU) {
     fit(gh, 3 * H);
     gru_hidden_projection(gh, h, params);
   } else {
-    gates.addmm_(h, params.w_hh.t());
-    if (params.b_hh.defined()) gates.add_(params.b_hh);
+    gemm_out(gates, h, params.w_hh.t(), 1, params.b_hh);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_step", [&] {
     StepForward<scalar_t> a{H,       gates.data_ptr<scalar_t>(), ptr<scalar_t>(gh),

@@ -150,7 +150,9 @@ TEST(Decoding, BeamOneIsGreedyAndWiderBeamsScoreAtLeastAsHigh) {
     o.nbest = k;
     const auto wide = run(m, inputs, o);
     for (size_t i = 0; i < inputs.size(); ++i) {
-      EXPECT_GE(wide[i][0].log_prob, one[i][0].log_prob - 1e-9) << "beam " << k << " input " << i;
+      // Up to float32 rounding: a hypothesis scored in a batch of another
+      // shape goes through products summed in another order.
+      EXPECT_GE(wide[i][0].log_prob, one[i][0].log_prob - 1e-4) << "beam " << k << " input " << i;
       for (size_t j = 1; j < wide[i].size(); ++j) EXPECT_GE(wide[i][j - 1].score, wide[i][j].score);
     }
   }

@@ -41,10 +41,18 @@ struct Timing {
 struct BenchResult {
   BenchConfig config;
   int threads = 0;
-  double gemm_gflops = 0;  ///< one large float32 matmul on this machine, same run
+  double gemm_gflops = 0;  ///< the machine's limit: the best of the two rates below
+  double openblas_gemm_gflops = 0;  ///< 1024³ float32 matmul through LibTorch (OpenBLAS), same run
+  double onednn_gemm_gflops = 0;    ///< the same through nn/gemm.h (oneDNN's matmul)
+  std::string gemm_backend;         ///< what the custom kernels' products used ("onednn" or "torch")
   Timing custom_forward, builtin_forward;
   Timing custom_train, builtin_train;  ///< forward+backward (not in step mode)
   Timing custom_step, builtin_step;    ///< whole step-by-step sequence (step mode)
+  /// oneDNN's own LSTM primitive, fp32 forward inference (LSTM, whole
+  /// sequences; every sequence at full length); empty `onednn_note` when timed.
+  Timing onednn_forward;
+  std::string onednn_note;
+  double forward_vs_onednn = 0;  ///< custom / oneDNN primitive time
   double forward_ratio = 0;  ///< custom / builtin time
   double train_ratio = 0;
   double step_ratio = 0;

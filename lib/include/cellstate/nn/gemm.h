@@ -1,0 +1,61 @@
+#pragma once
+// Matrix products of the recurrent kernels and the large linear layers, at
+// this CPU's rate: float32 products go through oneDNN's matmul primitive
+// (brgemm kernels on AVX-512: about 2x OpenBLAS's sgemm at the LSTM's
+// sizes), other types and unusual layouts through LibTorch (OpenBLAS).
+//
+//   out[M, N] = beta · out + a[M, K] · b[K, N] (+ bias[N] on every row)
+//
+// a, b and out are 2-D views with any strides in which one dimension is
+// unit-stride (so w.t() and x.t() are taken as they are, without a copy).
+// The backend is chosen once per process by CELLSTATE_GEMM: "onednn" (the
+// default) or "torch" (every product through LibTorch; for comparisons).
+
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+
+namespace cellstate {
+
+/// out = beta * out + a · b (+ bias). `beta` is 0 (out is only written) or
+/// 1 (accumulate). Shapes and dtypes are checked (TORCH_CHECK).
+void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta = 0,
+              const torch::Tensor& bias = {});
+
+/// a · b (+ bias) into a new [M, N] tensor.
+torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
+
+/// x · wᵀ + bias over the last dimension of x (any leading dimensions), as
+/// torch::nn::functional::linear computes it (and through it when autograd
+/// must record the product).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
+
+/// "onednn" or "torch": what float32 products use in this process.
+std::string gemm_backend();
+
+/// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
+/// at every time step), copied once into the blocked layout oneDNN's
+/// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
+/// that runs at 1.6x the rate of reading b as it lies. It is a snapshot:
+/// build it after the last change to b. Without oneDNN (float64, or
+/// CELLSTATE_GEMM=torch) it holds b and calls gemm_out.
+class PackedMatrix {
+ public:
+  /// `rows`: the usual row count of a (picks the layout; other counts work).
+  PackedMatrix(const torch::Tensor& b, int64_t rows);
+  ~PackedMatrix();
+  PackedMatrix(const PackedMatrix&) = delete;
+  PackedMatrix& operator=(const PackedMatrix&) = delete;
+
+  /// out = beta * out + a · b (+ bias), as gemm_out.
+  void gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta = 0,
+                const torch::Tensor& bias = {}) const;
+
+ private:
+  struct Packed;
+  torch::Tensor b_;
+  std::unique_ptr<Packed> packed_;  // null: products go through gemm_out
+};
+
+}  // namespace cellstate
