@@ -80,7 +80,7 @@ r="$tmp/resume"
 "$bin" train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$r" --embed 8 --hidden 8 \
   --char-embed 0 --piece-vocab 0 --epochs 100000 --patience 0 --threads 1 --quiet > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 100); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
 kill -INT "$pid"
 wait "$pid"
 status=$?

@@ -72,7 +72,7 @@ r="$tmp/resume"
   --vocab-size 60 --hidden 16 --embed 16 --bptt 8 --batch-size 2 --epochs 100000 --patience 0 --threads 1 --quiet \
   > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 100); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
 kill -INT "$pid"
 wait "$pid"
 status=$?

@@ -229,10 +229,10 @@ struct PackedMatrix::Packed {
   }
 };
 
-PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows) : b_(b) {
+PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
   TORCH_CHECK(b.dim() == 2, "PackedMatrix: expected a 2-D b, got ", b.dim(), "-D");
-  TORCH_CHECK(rows >= 1, "PackedMatrix: rows must be >= 1, got ", rows);
-  if (!use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() || !plain_2d(b) || b.numel() == 0)
+  TORCH_CHECK(rows >= 1 && uses >= 1, "PackedMatrix: rows and uses must be >= 1, got ", rows, " and ", uses);
+  if (rows * uses < kMinPackedRows || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() || !plain_2d(b) || b.numel() == 0)
     return;
   using dnnl::memory;
   const auto f32 = memory::data_type::f32;

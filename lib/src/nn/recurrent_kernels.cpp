@@ -354,11 +354,14 @@ Tensor buffer(const LoopShape& s, at::IntArrayRef sizes, const torch::TensorOpti
 Tensor input_projection(RecurrentKind kind, const Tensor& x, const LayerParams& p) {
   const auto x2 = x.reshape({-1, x.size(-1)});
   Tensor out;
+  // W_ihᵀ packed into oneDNN's blocked layout when the product is large
+  // enough to repay the copy (it reads W_ihᵀ, a transposed view, faster so).
+  const PackedMatrix w_ih_t(p.w_ih.t(), x2.size(0));
+  out = torch::empty({x2.size(0), p.w_ih.size(0)}, x2.options());
   if (p.b_ih.defined()) {
-    const auto bias = kind == RecurrentKind::kGRU ? p.b_ih : p.b_ih + p.b_hh;
-    out = gemm(x2, p.w_ih.t(), bias);
+    w_ih_t.gemm_out(out, x2, 0, kind == RecurrentKind::kGRU ? p.b_ih : p.b_ih + p.b_hh);
   } else {
-    out = gemm(x2, p.w_ih.t());
+    w_ih_t.gemm_out(out, x2);
   }
   auto sizes = x.sizes().vec();
   sizes.back() = p.w_ih.size(0);
@@ -391,7 +394,7 @@ LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x
     gh_work = torch::empty({B, 3 * H}, opts);
   }
   // W_hhᵀ in oneDNN's blocked layout once, for the T per-step products.
-  const PackedMatrix w_hh_t(p.w_hh.t(), B);
+  const PackedMatrix w_hh_t(p.w_hh.t(), B, T_);
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);
@@ -435,7 +438,7 @@ BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tenso
   Tensor dc = kind == RecurrentKind::kLSTM ? dc_n.contiguous().clone() : Tensor();
   Tensor dgates = buffer(s, {T_, B, G * H}, opts);
   Tensor dgh = kind == RecurrentKind::kGRU ? buffer(s, {T_, B, 3 * H}, opts) : Tensor();
-  const PackedMatrix w_hh_packed(w_hh, B);  // for the T per-step dh products
+  const PackedMatrix w_hh_packed(w_hh, B, T_);  // for the T per-step dh products
   for (int64_t step = T_ - 1; step >= 0; --step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);

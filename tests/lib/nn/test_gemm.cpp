@@ -94,7 +94,7 @@ TEST(Gemm, EmptyProducts) {
 TEST(Gemm, PackedMatrixEqualsGemmForAnyRowCount) {
   torch::manual_seed(4);
   const auto w = torch::randn({260, 65});  // [N, K], as a weight is stored
-  const cs::PackedMatrix packed(w.t(), 32);
+  const cs::PackedMatrix packed(w.t(), 32, 8);
   const auto bias = torch::randn({260});
   for (int64_t rows : {32, 31, 7, 1, 64}) {
     const auto a = torch::randn({rows, 65});
@@ -107,7 +107,7 @@ TEST(Gemm, PackedMatrixEqualsGemmForAnyRowCount) {
   }
   // float64 (no oneDNN kernel) goes through LibTorch.
   const auto wd = w.to(torch::kDouble);
-  const cs::PackedMatrix packed_double(wd, 8);
+  const cs::PackedMatrix packed_double(wd, 8, 100);
   auto out = torch::empty({8, 65}, torch::kDouble);
   const auto a = torch::randn({8, 260}, torch::kDouble);
   packed_double.gemm_out(out, a);

@@ -42,8 +42,12 @@ std::string gemm_backend();
 /// CELLSTATE_GEMM=torch) it holds b and calls gemm_out.
 class PackedMatrix {
  public:
-  /// `rows`: the usual row count of a (picks the layout; other counts work).
-  PackedMatrix(const torch::Tensor& b, int64_t rows);
+  /// `rows`: the usual row count of a (picks the layout; other counts
+  /// work); `uses`: how many products will read it. Copying b costs about
+  /// what a product of a few hundred rows gains, so b is packed only when
+  /// rows x uses reaches kMinPackedRows (a 7-token prompt reads W_hh as it lies).
+  PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses = 1);
+  static constexpr int64_t kMinPackedRows = 256;
   ~PackedMatrix();
   PackedMatrix(const PackedMatrix&) = delete;
   PackedMatrix& operator=(const PackedMatrix&) = delete;
