@@ -1,5 +1,7 @@
 #include "cellstate/models/language_model.h"
 
+#include "cellstate/nn/gemm.h"
+
 #include <torch/torch.h>
 
 namespace cellstate {
@@ -37,8 +39,8 @@ void LanguageModelImpl::reset() {
 }
 
 torch::Tensor LanguageModelImpl::decode(torch::Tensor y) {
-  if (projection) y = projection(y);
-  return torch::linear(y, options.tie() ? encoder->weight : decoder_weight, decoder_bias);
+  if (projection) y = cellstate::linear(y, projection->weight, projection->bias);
+  return cellstate::linear(y, options.tie() ? encoder->weight : decoder_weight, decoder_bias);
 }
 
 std::pair<torch::Tensor, RecurrentState> LanguageModelImpl::forward(const torch::Tensor& ids,
