@@ -1,7 +1,5 @@
 #include "cellstate/models/seq2seq.h"
 
-#include "cellstate/nn/gemm.h"
-
 #include <torch/torch.h>
 
 #include <stdexcept>
@@ -129,7 +127,7 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
   auto a = torch::softmax(scores, 1);
   if (attention) *attention = a;
   auto context = torch::bmm(a.unsqueeze(1), s.memory).squeeze(1);  // [B, 2H]
-  auto attended = torch::tanh(cellstate::linear(torch::cat({context, query}, 1), combine->weight));
+  auto attended = torch::tanh(combine(torch::cat({context, query}, 1)));
   s.feed = attended;
   return attended;
 }
@@ -137,10 +135,10 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
 torch::Tensor Seq2SeqImpl::logits(const torch::Tensor& attended) {
   auto y = drop(attended);
   if (options.tie()) {
-    if (projection) y = cellstate::linear(y, projection->weight, projection->bias);
-    return cellstate::linear(y, target_embedding->weight, output_bias);
+    if (projection) y = projection(y);
+    return torch::linear(y, target_embedding->weight, output_bias);
   }
-  return cellstate::linear(y, output->weight, output->bias);
+  return output(y);
 }
 
 torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torch::Tensor& lengths,
