@@ -41,7 +41,11 @@ void add_decoding(po::options_description& d, cs::DecodingOptions& o) {
 
 // --sample-topk K (0.1) meant --sample --top-k K.
 const std::vector<cs::Renamed> kDecodingRenamed = {{"sample-topk", "top-k", {"--sample"}}};
-const std::vector<cs::Renamed> kTranslateRenamed = {{"sample-topk", "top-k", {"--sample"}}, {"inputs", "files"}};
+const std::vector<cs::Renamed> kTranslateRenamed = [] {
+  auto renamed = kDecodingRenamed;
+  renamed.push_back({"inputs", "files"});
+  return renamed;
+}();
 
 int train(int argc, char** argv) {
   cs::TranslateTrainConfig c;

@@ -26,7 +26,10 @@ answers_each_line() {  # DESCRIPTION FIRST_LINE SECOND_LINE COMMAND...
   shift 3
   local fifo="$tmp/stdin.fifo"
   rm -f "$fifo" && mkfifo "$fifo"
-  "$@" < "$fifo" > "$tmp/stream.out" 2> "$tmp/stream.err" &
+  # The command's redirections open only once the FIFO has a writer (below),
+  # so its output file is made first: polling must not race its creation.
+  : > "$tmp/stream.out"
+  "$@" < "$fifo" >> "$tmp/stream.out" 2> "$tmp/stream.err" &
   local pid=$!
   exec 7> "$fifo"
   printf '%s\n' "$first" >&7

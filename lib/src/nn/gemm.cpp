@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace cellstate {
@@ -44,6 +45,10 @@ struct GemmKeyHash {
   }
 };
 
+dnnl::memory::desc desc_of(const torch::Tensor& t) {
+  return dnnl::memory::desc({t.size(0), t.size(1)}, dnnl::memory::data_type::f32, {t.stride(0), t.stride(1)});
+}
+
 /// The engine, a stream and the primitives this thread has built. A
 /// primitive is built once per shape (oneDNN's own cache would still cost a
 /// descriptor per call, which shows on the small per-step products).
@@ -51,62 +56,79 @@ class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  /// Every primitive of this thread runs on this engine and stream (one
-  /// built for another engine cannot run on this stream).
+  /// out = (accumulate ? out : 0) + a · b (+ bias), where b is `b_desc` at
+  /// `b_data`; `b_key` names b's layout in the cache: its two strides, or
+  /// {-1, rows} for the blocked layout packed_layout(rows, ...) gave. False
+  /// (nothing written) when no oneDNN kernel takes this product.
+  bool run(const torch::Tensor& out, const torch::Tensor& a, const dnnl::memory::desc& b_desc, void* b_data,
+           std::pair<int64_t, int64_t> b_key, bool accumulate, const torch::Tensor& bias) {
+    const GemmKey key{a.size(0), out.size(1), a.size(1), a.stride(0), a.stride(1), b_key.first, b_key.second,
+                      out.stride(0), out.stride(1), bias.defined(), accumulate};
+    auto it = primitives_.find(key);
+    if (it == primitives_.end()) {
+      if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
+      it = primitives_.emplace(key, build(desc_of(a), b_desc, desc_of(out), bias.defined(), accumulate)).first;
+    }
+    if (!it->second) return false;
+    using dnnl::memory;
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a), engine_, a.data_ptr())},
+                                         {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
+                                         {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
+    it->second.execute(stream_, args);
+    stream_.wait();
+    return true;
+  }
+
+  /// The blocked layout oneDNN picks for k x n when a has `rows` rows
+  /// (asked once per shape: a descriptor costs milliseconds, and a
+  /// recurrence packs its weight on every call).
+  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n) {
+    using dnnl::memory;
+    const auto f32 = memory::data_type::f32;
+    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false};
+    auto it = layouts_.find(key);
+    if (it == layouts_.end()) {
+      if (layouts_.size() >= 256) layouts_.clear();
+      const dnnl::matmul::primitive_desc probe(
+          dnnl::matmul::desc(memory::desc({rows, k}, f32, memory::format_tag::ab),
+                             memory::desc({k, n}, f32, memory::format_tag::any),
+                             memory::desc({rows, n}, f32, memory::format_tag::ab)),
+          engine_);
+      it = layouts_.emplace(key, probe.weights_desc()).first;
+    }
+    return it->second;
+  }
+
   const dnnl::engine& engine() const { return engine_; }
   dnnl::stream& stream() { return stream_; }
 
-  void run(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, bool accumulate,
-           const torch::Tensor& bias) {
-    const GemmKey key{a.size(0), b.size(1), a.size(1), a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-                  out.stride(0), out.stride(1), bias.defined(), accumulate};
-    auto it = primitives_.find(key);
-    if (it == primitives_.end()) {
-      if (primitives_.size() >= 512) primitives_.clear();  // shapes of a finished job
-      it = primitives_.emplace(key, build(key)).first;
-    }
-    using dnnl::memory;
-    const auto& p = it->second;
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, memory(p.a, engine_, a.data_ptr())},
-        {DNNL_ARG_WEIGHTS, memory(p.b, engine_, b.data_ptr())},
-        {DNNL_ARG_DST, memory(p.c, engine_, out.data_ptr())}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(p.bias, engine_, bias.data_ptr()));
-    p.primitive.execute(stream_, args);
-    stream_.wait();
+ private:
+  static dnnl::memory::desc bias_desc(int64_t n) {
+    return dnnl::memory::desc({1, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
   }
 
- private:
-  struct Built {
-    dnnl::memory::desc a, b, c, bias;
-    dnnl::matmul primitive;
-  };
-
-  Built build(const GemmKey& key) {
-    using dnnl::memory;
-    const auto f32 = memory::data_type::f32;
-    Built p;
-    p.a = memory::desc({key.m, key.k}, f32, {key.a0, key.a1});
-    p.b = memory::desc({key.k, key.n}, f32, {key.b0, key.b1});
-    p.c = memory::desc({key.m, key.n}, f32, {key.c0, key.c1});
+  /// Empty where no kernel reads these layouts.
+  dnnl::matmul build(const dnnl::memory::desc& a, const dnnl::memory::desc& b, const dnnl::memory::desc& c,
+                     bool bias, bool accumulate) {
     dnnl::primitive_attr attr;
-    if (key.accumulate) {
+    if (accumulate) {
       dnnl::post_ops ops;
       ops.append_sum(1.0f);
       attr.set_post_ops(ops);
     }
-    if (key.bias) {
-      p.bias = memory::desc({1, key.n}, f32, memory::format_tag::ab);
-      p.primitive = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a, p.b, p.bias, p.c), attr, engine_));
-    } else {
-      p.primitive = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a, p.b, p.c), attr, engine_));
+    try {
+      const auto desc = bias ? dnnl::matmul::desc(a, b, bias_desc(c.dims()[1]), c) : dnnl::matmul::desc(a, b, c);
+      return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine_));
+    } catch (const dnnl::error&) {
+      return {};
     }
-    return p;
   }
 
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::unordered_map<GemmKey, Built, GemmKeyHash> primitives_;
+  std::unordered_map<GemmKey, dnnl::matmul, GemmKeyHash> primitives_;
+  std::unordered_map<GemmKey, dnnl::memory::desc, GemmKeyHash> layouts_;
 };
 
 OneDnnGemm& this_thread_gemm() {
@@ -148,10 +170,9 @@ bool onednn_takes(const torch::Tensor& out, const torch::Tensor& a, const torch:
 void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
               const torch::Tensor& bias) {
   check_gemm(out, a, b, beta, bias);
-  if (onednn_takes(out, a, b, bias)) {
-    this_thread_gemm().run(out, a, b, beta == 1, bias);
+  if (onednn_takes(out, a, b, bias) &&
+      this_thread_gemm().run(out, a, desc_of(b), b.data_ptr(), {b.stride(0), b.stride(1)}, beta == 1, bias))
     return;
-  }
   torch::Tensor result = out;  // a view: addmm_out writes through it
   if (bias.defined()) {
     if (beta == 1) {
@@ -186,79 +207,25 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return out.view(sizes);
 }
 
-/// b in oneDNN's blocked layout, and a primitive per (rows of a, layouts,
-/// epilogue) that reads it.
+/// b copied into oneDNN's blocked layout for `rows`-row products.
 struct PackedMatrix::Packed {
-  dnnl::engine engine = this_thread_gemm().engine();
-  dnnl::stream& stream = this_thread_gemm().stream();
-  int64_t rows = 0;           // the row count the layout was chosen for
-  dnnl::memory::desc b_desc;  // the blocked layout
-  dnnl::memory b;             // b copied into it
-
-  /// The primitive for a [m, k] (strides a0, a1) · packed b into out (c0,
-  /// c1). Kept per thread across PackedMatrix objects (a recurrence builds
-  /// one per call, and every active batch size of a variable-length batch
-  /// needs its own primitive): the layout is a function of (k, n, rows), so
-  /// the key holds rows in place of b's strides. Empty where no kernel reads
-  /// this layout for this shape.
-  dnnl::matmul primitive(int64_t m, int64_t n, int64_t k, const torch::Tensor& a, const torch::Tensor& out, bool bias,
-                         bool accumulate) {
-    thread_local std::unordered_map<GemmKey, dnnl::matmul, GemmKeyHash> cache;
-    const GemmKey key{m, n, k, a.stride(0), a.stride(1), -1, rows, out.stride(0), out.stride(1), bias, accumulate};
-    const auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-    if (cache.size() >= 1024) cache.clear();
-    using dnnl::memory;
-    const auto f32 = memory::data_type::f32;
-    const memory::desc a_md({m, k}, f32, {a.stride(0), a.stride(1)}), c_md({m, n}, f32, {out.stride(0), out.stride(1)});
-    dnnl::primitive_attr attr;
-    if (accumulate) {
-      dnnl::post_ops ops;
-      ops.append_sum(1.0f);
-      attr.set_post_ops(ops);
-    }
-    dnnl::matmul p;
-    try {
-      const auto desc = bias ? dnnl::matmul::desc(a_md, b_desc, memory::desc({1, n}, f32, memory::format_tag::ab), c_md)
-                             : dnnl::matmul::desc(a_md, b_desc, c_md);
-      p = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine));
-    } catch (const dnnl::error&) {
-    }
-    cache.emplace(key, p);
-    return p;
-  }
+  int64_t rows = 0;
+  dnnl::memory b;
 };
 
 PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
   TORCH_CHECK(b.dim() == 2, "PackedMatrix: expected a 2-D b, got ", b.dim(), "-D");
   TORCH_CHECK(rows >= 1 && uses >= 1, "PackedMatrix: rows and uses must be >= 1, got ", rows, " and ", uses);
-  if (rows * uses < kMinPackedRows || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() || !plain_2d(b) || b.numel() == 0)
+  if (rows * uses < kMinPackedRows || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() ||
+      !plain_2d(b) || b.numel() == 0)
     return;
-  using dnnl::memory;
-  const auto f32 = memory::data_type::f32;
-  const int64_t k = b.size(0), n = b.size(1);
+  auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
-  // The layout oneDNN picks for `rows` x k times k x n (asked once per
-  // shape and thread: a descriptor costs milliseconds, a recurrence packs
-  // its weight on every call).
-  thread_local std::unordered_map<GemmKey, memory::desc, GemmKeyHash> layouts;
-  const GemmKey layout_key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false};
-  auto layout = layouts.find(layout_key);
-  if (layout == layouts.end()) {
-    if (layouts.size() >= 256) layouts.clear();
-    const dnnl::matmul::primitive_desc probe(
-        dnnl::matmul::desc(memory::desc({rows, k}, f32, memory::format_tag::ab),
-                           memory::desc({k, n}, f32, memory::format_tag::any),
-                           memory::desc({rows, n}, f32, memory::format_tag::ab)),
-        packed->engine);
-    layout = layouts.emplace(layout_key, probe.weights_desc()).first;
-  }
   packed->rows = rows;
-  packed->b_desc = layout->second;
-  packed->b = memory(packed->b_desc, packed->engine);
-  memory source(memory::desc({k, n}, f32, {b.stride(0), b.stride(1)}), packed->engine, b.data_ptr());
-  dnnl::reorder(source, packed->b).execute(packed->stream, source, packed->b);
-  packed->stream.wait();
+  packed->b = dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1)), onednn.engine());
+  dnnl::memory source(desc_of(b), onednn.engine(), b.data_ptr());
+  dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
+  onednn.stream().wait();
   packed_ = std::move(packed);
 }
 
@@ -267,28 +234,14 @@ PackedMatrix::~PackedMatrix() = default;
 void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta,
                             const torch::Tensor& bias) const {
   check_gemm(out, a, b_, beta, bias);
-  if (packed_ == nullptr || !onednn_takes(out, a, b_, bias)) {
-    cellstate::gemm_out(out, a, b_, beta, bias);
+  // Kept per thread across PackedMatrix objects (a recurrence packs per
+  // call, and each active batch size needs its own primitive): the layout is
+  // a function of (k, n, rows), so rows stands in for b's strides in the key.
+  if (packed_ != nullptr && onednn_takes(out, a, b_, bias) &&
+      this_thread_gemm().run(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), {-1, packed_->rows},
+                             beta == 1, bias))
     return;
-  }
-  const auto p = packed_->primitive(a.size(0), b_.size(1), b_.size(0), a, out, bias.defined(), beta == 1);
-  if (!p) {
-    cellstate::gemm_out(out, a, b_, beta, bias);
-    return;
-  }
-  using dnnl::memory;
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(memory::desc({a.size(0), a.size(1)}, memory::data_type::f32, {a.stride(0), a.stride(1)}),
-                            packed_->engine, a.data_ptr())},
-      {DNNL_ARG_WEIGHTS, packed_->b},
-      {DNNL_ARG_DST, memory(memory::desc({out.size(0), out.size(1)}, memory::data_type::f32,
-                                         {out.stride(0), out.stride(1)}),
-                            packed_->engine, out.data_ptr())}};
-  if (bias.defined())
-    args.emplace(DNNL_ARG_BIAS, memory(memory::desc({1, b_.size(1)}, memory::data_type::f32, memory::format_tag::ab),
-                                       packed_->engine, bias.data_ptr()));
-  p.execute(packed_->stream, args);
-  packed_->stream.wait();
+  cellstate::gemm_out(out, a, b_, beta, bias);
 }
 
 }  // namespace cellstate
