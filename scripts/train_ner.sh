@@ -6,6 +6,9 @@
 #   DATA_DIR=data scripts/train_ner.sh [MODEL_DIR] [train options overriding the recipe]
 #
 # Prints the dev scores (conlleval's table) at the end.
+# A model already in MODEL_DIR is kept unless --overwrite is passed (it is
+# replaced only once the new one is complete); --resume continues a run
+# that was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DATA_DIR:-data}

@@ -15,6 +15,9 @@
 #
 # Needs DATA_DIR/sst2/stsa.binary.{train,dev} (scripts/get_data.sh). Prints
 # the dev scores at the end.
+# A model already in MODEL_DIR is kept unless --overwrite is passed (it is
+# replaced only once the new one is complete); --resume continues a run
+# that was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DATA_DIR:-data}

@@ -8,6 +8,9 @@
 #
 # Prints the dev nats and bits per character at the end;
 # scripts/plot_training.py MODEL_DIR/train_log.jsonl draws the curve.
+# A model already in MODEL_DIR is kept unless --overwrite is passed (it is
+# replaced only once the new one is complete); --resume continues a run
+# that was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DATA_DIR:-data}

@@ -8,6 +8,9 @@
 # Training stops after at most 110 minutes (--max-time; it resumes with --resume
 # after an interruption, counting the time already spent). At the end it prints
 # val BLEU with beam 5, cased and lowercased, as sacreBLEU computes them.
+# A model already in MODEL_DIR is kept unless --overwrite is passed (it is
+# replaced only once the new one is complete); --resume continues a run
+# that was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DATA_DIR:-data}

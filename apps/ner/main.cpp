@@ -115,7 +115,7 @@ int eval(int argc, char** argv) {
       }))
     return *s;
   u.runtime.apply();
-  auto model = cs::NerModel::load(m.dir, m.implementation());
+  auto model = cs::NerModel::load(m.dir, m.implementation(), m.verify);
   const auto report = cs::evaluate_ner(model, data, conll, scheme, output, !u.runtime.quiet);
   if (json) std::cout << report.to_json().dump(2) << "\n";
   else std::cout << report.table();
@@ -154,7 +154,7 @@ int predict(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
-  auto model = cs::NerModel::load(m.dir, m.implementation());
+  auto model = cs::NerModel::load(m.dir, m.implementation(), m.verify);
   p.error_prefix = kProgram;
   p.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::predict_ner(model, inputs, p, std::cout, std::cerr);
@@ -183,7 +183,7 @@ int bench(int argc, char** argv) {
       }))
     return *s;
   const int threads = u.runtime.apply();
-  auto model = cs::NerModel::load(m.dir, m.implementation());
+  auto model = cs::NerModel::load(m.dir, m.implementation(), m.verify);
   conll.has_tags = false;
   std::vector<std::vector<std::string>> sentences;
   int64_t tokens = 0;
@@ -227,5 +227,6 @@ int main(int argc, char** argv) {
                              {{"train", "train a tagger on CoNLL data", train},
                               {"eval", "entity P/R/F1 per type (as conlleval) and token accuracy", eval},
                               {"predict", "tag raw text, CoNLL columns or tokenised lines", predict},
-                              {"bench", "time tagging: tokens/s and single-sentence latency", bench}});
+                              {"bench", "time tagging: tokens/s and single-sentence latency", bench},
+                              cs::seal_subcommand(kProgram, "ner", [](const std::string& dir) { cs::NerModel::load(dir, std::nullopt, false); })});
 }

@@ -77,6 +77,12 @@ int train(int argc, char** argv) {
         if (c.max_length < 1) throw std::invalid_argument("--max-length must be >= 1");
         cs::parse_label_names(c.label_names);
         if (c.ensemble < 1) throw std::invalid_argument("--ensemble must be >= 1");
+        if (!c.teacher.empty() && c.augment_spans < 1)
+          throw std::invalid_argument("--teacher labels --augment-spans spans per text: give --augment-spans N >= 1");
+        if (c.teacher.empty() && c.augment_spans > 0)
+          throw std::invalid_argument("--augment-spans needs a --teacher model to label the spans");
+        if (!c.teacher.empty() && !cs::is_directory(c.teacher))
+          throw std::invalid_argument("--teacher " + c.teacher + ": no such model directory");
       }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   c.runtime.apply();
@@ -99,7 +105,7 @@ int eval(int argc, char** argv) {
       }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   u.runtime.apply();
-  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  auto model = cs::SentimentModel::load(m.dir, m.implementation(), m.verify);
   const auto report = cs::evaluate_sentiment(model, data, format, !u.runtime.quiet);
   if (json) std::cout << report.to_json().dump(2) << "\n";
   else std::cout << report.table();
@@ -132,7 +138,7 @@ int predict(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
-  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  auto model = cs::SentimentModel::load(m.dir, m.implementation(), m.verify);
   p.error_prefix = std::string(kProgram) + " predict";
   p.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::predict_sentiment(model, inputs, p, std::cout, std::cerr);
@@ -161,7 +167,7 @@ int bench(int argc, char** argv) {
       }, {nullptr, {{"format", "input-format"}}}))
     return *s;
   const int threads = u.runtime.apply();
-  auto model = cs::SentimentModel::load(m.dir, m.implementation());
+  auto model = cs::SentimentModel::load(m.dir, m.implementation(), m.verify);
   std::vector<std::string> texts;
   for (const auto& ex : cs::read_classification(data, cs::parse_classification_format(format))) texts.push_back(ex.text);
   if (!dump.empty()) {
@@ -197,5 +203,6 @@ int main(int argc, char** argv) {
                              {{"train", "train a model on labelled text", train},
                               {"eval", "accuracy, macro-F1, per-class scores and confusion on labelled text", eval},
                               {"predict", "label each line (or file) of text files", predict},
-                              {"bench", "time predict: sentences/s and single-sentence latency", bench}});
+                              {"bench", "time predict: sentences/s and single-sentence latency", bench},
+                              cs::seal_subcommand(kProgram, "sentiment", [](const std::string& dir) { cs::SentimentModel::load(dir, std::nullopt, false); })});
 }

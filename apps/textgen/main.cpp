@@ -112,7 +112,7 @@ int eval(int argc, char** argv) {
       }))
     return *s;
   u.runtime.apply();
-  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  auto model = cs::TextgenModel::load(m.dir, m.implementation(), m.verify);
   const auto e = cs::evaluate_textgen(model, data, tail, !u.runtime.quiet);
   if (json) {
     std::cout << e.to_json().dump(2) << "\n";
@@ -218,7 +218,7 @@ int generate(int argc, char** argv) {
     return *s;
   for (const auto& st : stops) o.stop.push_back(unescape(st));
   u.runtime.apply();
-  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  auto model = cs::TextgenModel::load(m.dir, m.implementation(), m.verify);
   if (!prompt_file.empty()) {
     std::string text = cs::read_text_file(prompt_file);
     if (!text.empty() && text.back() == '\n') text.pop_back();
@@ -286,7 +286,7 @@ int bench(int argc, char** argv) {
       }))
     return *s;
   const int threads = u.runtime.apply();
-  auto model = cs::TextgenModel::load(m.dir, m.implementation());
+  auto model = cs::TextgenModel::load(m.dir, m.implementation(), m.verify);
   cs::GenerateOptions o;
   o.max_tokens = tokens;
   std::vector<double> first, per_token;
@@ -336,5 +336,6 @@ int main(int argc, char** argv) {
                              {{"train", "train a language model on a text", train},
                               {"eval", "loss, perplexity, nats and bits per character on a text", eval},
                               {"generate", "continue prompts, streaming the text", generate},
-                              {"bench", "time generation: first token and ms per token", bench}});
+                              {"bench", "time generation: first token and ms per token", bench},
+                              cs::seal_subcommand(kProgram, "textgen", [](const std::string& dir) { cs::TextgenModel::load(dir, std::nullopt, false); })});
 }

@@ -126,7 +126,7 @@ int eval(int argc, char** argv) {
       }, {nullptr, kDecodingRenamed}))
     return *s;
   u.runtime.apply();
-  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation(), u.model.verify);
   const auto r = cs::evaluate_translation(model, src, ref, o, lowercase, batch_size, !u.runtime.quiet);
   if (json) {
     std::cout << nlohmann::json{{"bleu", r.bleu.to_json()}, {"chrf", r.chrf}, {"sentences", r.sentences},
@@ -164,7 +164,7 @@ int translate(int argc, char** argv) {
     return *s;
   u.runtime.apply();
   if (inputs.empty()) inputs.push_back("-");
-  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation(), u.model.verify);
   t.error_prefix = kProgram;
   t.progress = !u.runtime.quiet && !isatty(STDOUT_FILENO);  // a bar only beside output going elsewhere
   return cs::translate_files(model, inputs, t, std::cout, std::cerr);
@@ -189,7 +189,7 @@ int bench(int argc, char** argv) {
       }))
     return *s;
   const int threads = u.runtime.apply();
-  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation());
+  auto model = cs::TranslationModel::load(u.model.dir, u.model.implementation(), u.model.verify);
   std::vector<std::string> lines;
   for (auto& [n, line] : cs::read_lines(src)) lines.push_back(line);
   if (lines.empty()) throw cs::InputError(src, 0, "no sentences (empty input)");
@@ -229,5 +229,6 @@ int main(int argc, char** argv) {
                              {{"train", "train a translator on parallel text", train},
                               {"eval", "BLEU (sacreBLEU's default) and chrF on a test set", eval},
                               {"translate", "translate each line of text files", translate},
-                              {"bench", "time translation: sentences/s at beam 1 and 5, latency", bench}});
+                              {"bench", "time translation: sentences/s at beam 1 and 5, latency", bench},
+                              cs::seal_subcommand(kProgram, "translate", [](const std::string& dir) { cs::TranslationModel::load(dir, std::nullopt, false); })});
 }

@@ -80,12 +80,12 @@ r="$tmp/resume"
 "$bin" train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$r" --embed 8 --hidden 8 \
   --char-embed 0 --piece-vocab 0 --epochs 100000 --patience 0 --threads 1 --quiet > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 600); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
+for _ in $(seq 600); do [ -f "$r.partial/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
 kill -INT "$pid"
 wait "$pid"
 status=$?
 [ "$status" = 130 ] || fail "SIGINT: exit $status, expected 130"
-[ -f "$r/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
+[ -f "$r.partial/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
 check "resume" 0 "$bin" train --train "$data/ner_tiny.conll" --dev "$data/ner_tiny.conll" --model "$r" --embed 8 \
   --hidden 8 --char-embed 0 --piece-vocab 0 --epochs 1 --patience 0 --threads 1 --resume
 contains "resume message" "$tmp/err" "resuming from"

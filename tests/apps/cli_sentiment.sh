@@ -65,12 +65,12 @@ r="$tmp/resume"
 "$bin" train --train "$data/sentiment_tiny.tsv" --dev "$data/sentiment_tiny.tsv" --model "$r" \
   --embed 16 --hidden 16 --vocab-size 60 --epochs 100000 --patience 0 --threads 1 --quiet > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 600); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
+for _ in $(seq 600); do [ -f "$r.partial/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
 kill -INT "$pid"
 wait "$pid"
 status=$?
 [ "$status" = 130 ] || { echo "FAIL: SIGINT: exit $status, expected 130"; fails=$((fails + 1)); }
-[ -f "$r/checkpoint.pt" ] || { echo "FAIL: SIGINT: no checkpoint"; fails=$((fails + 1)); }
+[ -f "$r.partial/checkpoint.pt" ] || { echo "FAIL: SIGINT: no checkpoint"; fails=$((fails + 1)); }
 check "resume" 0 "$bin" train --train "$data/sentiment_tiny.tsv" --dev "$data/sentiment_tiny.tsv" --model "$r" \
   --embed 16 --hidden 16 --vocab-size 60 --epochs 1 --patience 0 --threads 1 --resume
 contains "resume message" "$tmp/err" "resuming from"

@@ -12,7 +12,7 @@ contains "help lists commands" "$tmp/out" "generate"
 check "generate --help" 0 "$bin" generate --help
 contains "generate --help shows defaults" "$tmp/out" "--top-p arg (=1)"
 check "bad temperature" 2 "$bin" generate --temperature 0 --prompt x
-contains "bad temperature message" "$tmp/err" "--temperature must be > 0"
+contains "bad temperature message" "$tmp/err" "--temperature must be in (0, 100]"
 check "missing model" 2 "$bin" generate --model "$tmp/nowhere" --prompt x
 contains "missing model message" "$tmp/err" "nowhere: no such model directory"
 check "train --help" 0 "$bin" train --help
@@ -72,12 +72,12 @@ r="$tmp/resume"
   --vocab-size 60 --hidden 16 --embed 16 --bptt 8 --batch-size 2 --epochs 100000 --patience 0 --threads 1 --quiet \
   > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 600); do [ -f "$r/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
+for _ in $(seq 600); do [ -f "$r.partial/weights.pt" ] && break; sleep 0.1; done  # up to 60 s on a loaded machine
 kill -INT "$pid"
 wait "$pid"
 status=$?
 [ "$status" = 130 ] || fail "SIGINT: exit $status, expected 130"
-[ -f "$r/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
+[ -f "$r.partial/checkpoint.pt" ] || fail "SIGINT: no checkpoint"
 check "resume" 0 "$bin" train --train "$data/textgen_tiny.txt" --model "$r" --valid "$data/textgen_tiny.txt" \
   --spm-type char --vocab-size 60 --hidden 16 --embed 16 --bptt 8 --batch-size 2 --epochs 1 --patience 0 \
   --threads 1 --resume

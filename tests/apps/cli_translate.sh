@@ -11,7 +11,7 @@ contains "help lists commands" "$tmp/out" "translate"
 check "train --help" 0 "$bin" train --help
 contains "train --help shows defaults" "$tmp/out" "--label-smoothing arg (=0.1)"
 check "bad beam" 2 "$bin" translate --beam 0
-contains "bad beam message" "$tmp/err" "--beam must be >= 1"
+contains "bad beam message" "$tmp/err" "--beam must be in [1, 64]"
 check "nbest over beam" 2 "$bin" translate --beam 2 --nbest 3
 contains "nbest message" "$tmp/err" "--nbest must be in [1, --beam]"
 check "missing model" 2 "$bin" translate --model "$tmp/nowhere" "$data/translate_tiny.en"

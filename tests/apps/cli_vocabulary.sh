@@ -11,10 +11,11 @@ shift
 source "$(dirname "$0")/cli_lib.sh"
 
 "$vocabulary_bin" > "$tmp/vocabulary" || { echo "FAIL: $vocabulary_bin"; exit 1; }
-declare -A kind used
-while IFS=$'\t' read -r name k _; do
+declare -A kind used range
+while IFS=$'\t' read -r name k _ r; do
   [ -n "${kind[$name]:-}" ] && fail "vocabulary lists --$name twice"
   kind[$name]=$k
+  range[$name]=$r
 done < "$tmp/vocabulary"
 [ "${#kind[@]}" -gt 50 ] || fail "vocabulary has only ${#kind[@]} entries"
 
@@ -36,6 +37,12 @@ for app in "$@"; do
     where="$program $sub"
     "$app" "$sub" --help > "$tmp/help" 2>&1 || { fail "$where --help exits non-zero"; continue; }
     options_of "$tmp/help" > "$tmp/options"
+    # A numeric option needs a range in the vocabulary (checked at parse time);
+    # --seed takes any 64-bit number.
+    for name in $(grep -oE '^  --[a-z0-9-]+ arg \(=-?[0-9][0-9.e+-]*\)' "$tmp/help" | sed -E 's/^  --([a-z0-9-]+).*/\1/'); do
+      [ "$name" = seed ] && continue
+      [ "${range[$name]:--}" = - ] && fail "$where: --$name takes a number but has no range in the vocabulary"
+    done
     [ -s "$tmp/options" ] || fail "$where --help lists no options"
     while read -r name k; do
       base=$name
@@ -56,8 +63,9 @@ for app in "$@"; do
         fail "$where: the flag --$name has no --no-$name"
       fi
     done < "$tmp/options"
-    # Use commands load the shipped model by default: --model is optional there.
-    if [ "$sub" != train ] && grep -q -- '--model arg' "$tmp/help"; then
+    # Use commands load the shipped model by default: --model is optional there
+    # (train and seal write or rewrite a directory the user names).
+    if [ "$sub" != train ] && [ "$sub" != seal ] && grep -q -- '--model arg' "$tmp/help"; then
       head -1 "$tmp/help" | grep -q -- '--model DIR' && ! head -1 "$tmp/help" | grep -qF -- '[--model DIR]' &&
         fail "$where: usage line makes --model look required (it defaults to the shipped model)"
     fi

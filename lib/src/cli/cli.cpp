@@ -1,5 +1,7 @@
 #include "cellstate/cli/cli.h"
 
+#include "cellstate/cli/vocabulary.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
 
@@ -10,6 +12,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <cstdio>
 #include <sstream>
 
 namespace cellstate {
@@ -133,6 +136,37 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
   return args;
 }
 
+namespace {
+
+/// The value of a numeric option as a double (nullopt for other types).
+std::optional<double> numeric_value(const boost::any& v) {
+  if (const auto* p = boost::any_cast<int>(&v)) return *p;
+  if (const auto* p = boost::any_cast<long>(&v)) return static_cast<double>(*p);
+  if (const auto* p = boost::any_cast<long long>(&v)) return static_cast<double>(*p);
+  if (const auto* p = boost::any_cast<unsigned>(&v)) return *p;
+  if (const auto* p = boost::any_cast<unsigned long>(&v)) return static_cast<double>(*p);
+  if (const auto* p = boost::any_cast<unsigned long long>(&v)) return static_cast<double>(*p);
+  if (const auto* p = boost::any_cast<double>(&v)) return *p;
+  if (const auto* p = boost::any_cast<float>(&v)) return *p;
+  return std::nullopt;
+}
+
+/// Every numeric option's value (given or default) within the vocabulary's
+/// range for it; NaN and infinities refused.
+void check_ranges(const po::variables_map& vm) {
+  for (const auto& [name, value] : vm) {
+    const VocabularyEntry* entry = find_in_vocabulary(name);
+    if (entry == nullptr || !entry->range) continue;
+    const auto v = numeric_value(value.value());
+    if (!v || entry->range->contains(*v)) continue;
+    char got[32];
+    std::snprintf(got, sizeof got, "%.15g", *v);
+    throw std::invalid_argument("--" + name + " must be in " + entry->range->to_string() + ", got " + got);
+  }
+}
+
+}  // namespace
+
 std::optional<int> parse_command_line(int argc, char** argv, const po::options_description& options,
                                       const std::string& program, const std::function<void()>& validate,
                                       const CommandSpec& spec) {
@@ -173,6 +207,7 @@ std::optional<int> parse_command_line(int argc, char** argv, const po::options_d
       po::store(po::command_line_parser(config_args).options(all).run(), vm);
     }
     check_flag_pairs(all, vm);
+    check_ranges(vm);
     for (const auto& w : warnings) std::cerr << program << ": warning: " << w << "\n";
     warnings.clear();
     po::notify(vm);
@@ -205,6 +240,9 @@ void add_flag(po::options_description& options, const std::string& name, bool* v
 int run_guarded(const std::string& program, const std::function<int()>& body) {
   try {
     return body();
+  } catch (const Interrupted& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return e.exit_status();
   } catch (const InputError& e) {
     std::cerr << program << ": " << e.what() << "\n";
     return 2;

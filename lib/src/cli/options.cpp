@@ -1,6 +1,7 @@
 #include "cellstate/cli/options.h"
 
 #include <functional>
+#include <iostream>
 
 #include "cellstate/cli/cli.h"
 #include "cellstate/tasks/model_dir.h"
@@ -28,7 +29,11 @@ void add_model_options(po::options_description& options, ModelOptions& m, Archit
   options.add_options()("model", defaulted(&m.dir), "model directory")(
       "impl", defaulted(&m.impl),
       "recurrent implementation: custom (cellstate's fused kernels) or builtin (torch::nn)");
-  if (!which.any) return;
+  if (!which.any) {
+    add_flag(options, "verify", &m.verify,
+             "check the model's files against its MANIFEST.json (--no-verify: load files edited by hand)");
+    return;
+  }
   if (which.rnn) options.add_options()("rnn", defaulted(&m.rnn), "recurrent cell: lstm, gru or rnn");
   options.add_options()("layers", defaulted(&m.layers), "stacked recurrent layers")(
       "hidden", defaulted(&m.hidden), "hidden units per direction")(
@@ -69,7 +74,10 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
       "checkpoint-every", defaulted(&t.checkpoint_every),
       "also write a checkpoint every N minutes (0: only at evaluations)");
-  add_flag(options, "resume", &t.resume, "continue from MODEL/checkpoint.pt");
+  add_flag(options, "resume", &t.resume,
+           "continue the run: an interrupted one from MODEL.partial/, a finished one (with more --epochs) from MODEL");
+  add_flag(options, "overwrite", &t.overwrite,
+           "replace the model already in MODEL (the old one stays until the new one is complete)");
 }
 
 void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
@@ -89,6 +97,25 @@ void UseOptions::add_to(po::options_description& options) {
 void UseOptions::validate() const {
   runtime.validate();
   parse_implementation(model.impl);
+}
+
+Subcommand seal_subcommand(const std::string& program, const std::string& task,
+                           std::function<void(const std::string& dir)> load_unverified) {
+  auto run = [program, task, load_unverified](int argc, char** argv) {
+    std::string dir, config;
+    po::options_description d("Usage: " + program + " seal --model DIR\n\n"
+                              "Checks that DIR loads as a " + task + " model, then writes its MANIFEST.json\n"
+                              "(the size and SHA-256 of each file, which every load verifies): for a model\n"
+                              "whose files you changed on purpose, or one from cellstate < 0.3.\n\nOptions");
+    add_help_and_config(d, config);
+    d.add_options()("model", po::value(&dir)->required(), "model directory");
+    if (auto s = parse_command_line(argc, argv, d, program + " seal")) return *s;
+    load_unverified(dir);
+    write_manifest(dir, task);
+    std::cerr << program << " seal: wrote " << dir << "/MANIFEST.json\n";
+    return 0;
+  };
+  return {"seal", "write a model directory's manifest after checking it loads", run};
 }
 
 }  // namespace cellstate

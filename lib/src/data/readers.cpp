@@ -33,9 +33,21 @@ void read_classification_file(const std::string& path, ClassificationFormat form
       ++stats.skipped_empty;
       continue;
     }
-    if (format == ClassificationFormat::kAuto)
-      format = line.find('\t') != std::string::npos ? ClassificationFormat::kTsv
-                                                    : ClassificationFormat::kSst;
+    if (format == ClassificationFormat::kAuto) {
+      // A tab: LABEL<TAB>TEXT. No tab: SST style, whose labels are numbers;
+      // a line starting with a word is more likely unlabelled text than a
+      // word label (which --input-format sst still reads).
+      if (line.find('\t') != std::string::npos) {
+        format = ClassificationFormat::kTsv;
+      } else {
+        const std::string first = trim(line).substr(0, trim(line).find(' '));
+        if (first.empty() || first.find_first_not_of("0123456789-") != std::string::npos)
+          throw reader.error("expected labelled text: LABEL<TAB>TEXT (found no tab) or SST style 'NUMBER TEXT' "
+                             "(found '" + first.substr(0, 40) + "'); for word labels before a space, give "
+                             "--input-format sst");
+        format = ClassificationFormat::kSst;
+      }
+    }
     ClassificationExample ex;
     ex.source = reader.path();
     ex.line = reader.line_number();

@@ -2,18 +2,25 @@
 
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
+#include "cellstate/util/sha256.h"
 
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,8 +63,9 @@ void write_model_config(const std::string& dir, const nlohmann::json& config) {
   atomic_write(dir + "/config.json", config.dump(2) + "\n");
 }
 
-nlohmann::json read_model_config(const std::string& dir, const std::string& task) {
+nlohmann::json read_model_config(const std::string& dir, const std::string& task, bool verify) {
   if (!is_directory(dir)) throw InputError(dir, 0, "no such model directory");
+  if (verify) verify_manifest(dir, task);
   const std::string path = dir + "/config.json";
   if (!file_exists(path))
     throw InputError(path, 0, "missing file (expected a cellstate model directory)");
@@ -89,7 +97,12 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
   };
   for (const auto& p : module.named_parameters(true)) store(p.key(), p.value(), false);
   for (const auto& b : module.named_buffers(true)) store(b.key(), b.value(), true);
-  atomic_write_with(path, [&](const std::string& tmp) { archive.save_to(tmp); });
+  std::string bytes;
+  archive.save_to([&bytes](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  atomic_write(path, bytes);
 }
 
 void load_weights(torch::nn::Module& module, const std::string& path) {
@@ -178,6 +191,314 @@ std::string shipped_model_dir(const std::string& name) {
 #else
   return "models/" + name;
 #endif
+}
+
+}  // namespace cellstate
+
+// ---------------------------------------------------------------- manifest
+
+namespace cellstate {
+
+namespace {
+
+constexpr const char* kManifest = "MANIFEST.json";
+constexpr const char* kStagingSuffix = ".partial";
+constexpr const char* kReplacedInfix = ".replaced.";
+constexpr const char* kOwnerFile = "owner.pid";
+
+bool is_checkpoint(const std::string& name) {
+  return name.compare(0, 10, "checkpoint") == 0 && name.size() > 3 && name.compare(name.size() - 3, 3, ".pt") == 0;
+}
+
+bool is_temporary(const std::string& name) { return name.find(".tmp.") != std::string::npos; }
+
+/// The regular files of `dir` a manifest covers, sorted.
+std::vector<std::string> manifest_files(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || name == kManifest || name == kOwnerFile || is_checkpoint(name) ||
+        is_temporary(name))
+      continue;
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string program_of(const std::string& task) { return "cellstate-" + task; }
+
+}  // namespace
+
+void write_manifest(const std::string& dir, const std::string& task) {
+  nlohmann::json files = nlohmann::json::array(), tokenizers = nlohmann::json::array();
+  for (const auto& name : manifest_files(dir)) {
+    const std::string path = dir + "/" + name;
+    files.push_back({{"name", name},
+                     {"bytes", static_cast<int64_t>(std::filesystem::file_size(path))},
+                     {"sha256", sha256_file(path)}});
+    if (name.size() > 6 && name.compare(name.size() - 6, 6, ".model") == 0)
+      tokenizers.push_back({{"file", name}, {"pieces", Tokenizer::load(path).vocab_size()},
+                            {"sha256", files.back()["sha256"]}});
+  }
+  const nlohmann::json manifest = {{"format_version", kModelFormatVersion},
+                                   {"task", task},
+                                   {"cellstate_version", version()},
+                                   {"created", utc_now()},
+                                   {"files", files},
+                                   {"tokenizers", tokenizers}};
+  atomic_write(dir + "/" + kManifest, manifest.dump(2) + "\n");
+}
+
+void verify_manifest(const std::string& dir, const std::string& task) {
+  const std::string path = dir + "/" + kManifest;
+  const std::string fix = "if its files are as intended, write a new manifest with `" + program_of(task) +
+                          " seal --model " + dir + "`, or load it with --no-verify";
+  if (!file_exists(path))
+    throw InputError(path, 0, "missing (a model written before cellstate 0.3, or an incomplete copy); " + fix);
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(path, 0, std::string("not valid JSON (damaged?); ") + fix);
+  }
+  if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_array())
+    throw InputError(path, 0, "expected an object with a \"files\" list (damaged?); " + fix);
+  const auto version = manifest.value("format_version", nlohmann::json());
+  if (!version.is_number_integer() || version.get<int64_t>() != kModelFormatVersion)
+    throw InputError(path, 0, "format version " + version.dump() + ", this cellstate reads version " +
+                                  std::to_string(kModelFormatVersion));
+  const auto recorded_task = manifest.value("task", nlohmann::json());
+  if (!recorded_task.is_string() || recorded_task.get<std::string>() != task)
+    throw InputError(path, 0, "describes a " + recorded_task.dump() + " model, expected a '" + task + "' model");
+  for (const auto& f : manifest["files"]) {
+    if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("bytes") ||
+        !f["bytes"].is_number_integer() || !f.contains("sha256") || !f["sha256"].is_string())
+      throw InputError(path, 0, "a \"files\" entry without name, bytes and sha256 (damaged?); " + fix);
+    const auto name = f["name"].get<std::string>();
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+      throw InputError(path, 0, "a file name that is not a plain name: \"" + name + "\"");
+    const std::string file = dir + "/" + name;
+    if (!file_exists(file)) throw InputError(file, 0, "missing (MANIFEST.json lists it); the model is incomplete");
+    const auto bytes = static_cast<int64_t>(std::filesystem::file_size(file));
+    if (bytes != f["bytes"].get<int64_t>())
+      throw InputError(file, 0, std::to_string(bytes) + " bytes, MANIFEST.json records " +
+                                    std::to_string(f["bytes"].get<int64_t>()) +
+                                    " (truncated, damaged or replaced); " + fix);
+    if (sha256_file(file) != f["sha256"].get<std::string>())
+      throw InputError(file, 0, "damaged or changed since the model was written (its SHA-256 is not the one "
+                                "MANIFEST.json records); " + fix);
+  }
+}
+
+bool has_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    if (entry.is_regular_file() && is_checkpoint(entry.path().filename().string())) return true;
+  return false;
+}
+
+// ---------------------------------------------------------------- transactions
+
+namespace {
+
+bool is_empty_directory(const std::string& dir) {
+  std::error_code ec;
+  return std::filesystem::is_empty(dir, ec) && !ec;
+}
+
+std::string read_owner(const std::string& staging) {
+  std::ifstream in(staging + "/" + kOwnerFile);
+  std::string pid;
+  std::getline(in, pid);
+  return pid.empty() ? std::string("unknown") : pid;
+}
+
+}  // namespace
+
+ModelTransaction::ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options)
+    : target_(dir), task_(task) {
+  while (target_.size() > 1 && target_.back() == '/') target_.pop_back();
+  staging_ = target_ + kStagingSuffix;
+  const auto parent = std::filesystem::path(target_).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) throw WriteError(target_, "cannot create " + parent.string() + ": " + ec.message());
+  }
+  lock();
+  try {
+    recover_swap();
+    prepare(options);
+    atomic_write(staging_ + "/" + kOwnerFile, std::to_string(::getpid()) + "\n");
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+void ModelTransaction::lock() {
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    if (::mkdir(staging_.c_str(), 0755) != 0 && errno != EEXIST) throw WriteError(staging_, std::strerror(errno));
+    const int fd = ::open(staging_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) continue;  // renamed away between mkdir and open
+      throw WriteError(staging_, std::strerror(errno));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK)
+        throw std::runtime_error(target_ + ": another process (PID " + read_owner(staging_) +
+                                 ") is training this model now; wait for it or choose another --model");
+      throw WriteError(staging_, std::strerror(err));
+    }
+    // The directory locked must still be the one at the staging path (a
+    // trainer finishing may have renamed it to DIR in between).
+    struct stat held {}, now {};
+    if (::fstat(fd, &held) == 0 && ::stat(staging_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev) {
+      lock_fd_ = fd;
+      return;
+    }
+    ::close(fd);
+  }
+  throw WriteError(staging_, "cannot lock it (it keeps being replaced)");
+}
+
+void ModelTransaction::recover_swap() {
+  // A swap done as two renames (where the file system cannot exchange) that
+  // was killed between them left the old model as DIR.replaced.PID.
+  const auto parent = std::filesystem::path(target_).parent_path();
+  const std::string base = std::filesystem::path(target_).filename().string() + kReplacedInfix;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(parent.empty() ? "." : parent, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.compare(0, base.size(), base) != 0) continue;
+    const std::string pid = name.substr(base.size());
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || process_alive(std::stoll(pid)))
+      continue;
+    if (!file_exists(target_)) {
+      if (std::rename(entry.path().c_str(), target_.c_str()) != 0) throw WriteError(target_, std::strerror(errno));
+    } else {
+      std::error_code rm;
+      std::filesystem::remove_all(entry.path(), rm);
+    }
+  }
+}
+
+void ModelTransaction::clear_staging() {
+  for (const auto& entry : std::filesystem::directory_iterator(staging_)) std::filesystem::remove_all(entry.path());
+}
+
+void ModelTransaction::prepare(const ModelWriteOptions& options) {
+  remove_stale_temporaries(staging_);
+  const bool target_exists = file_exists(target_);
+  if (target_exists && !is_directory(target_)) throw InputError(target_, 0, "exists and is not a directory");
+  const bool target_is_model = target_exists && file_exists(target_ + "/config.json");
+  const bool target_empty = target_exists && is_empty_directory(target_);
+  if (target_exists && !target_is_model && !target_empty)
+    throw InputError(target_, 0,
+                     "holds files but no cellstate model (no config.json); choose another --model directory");
+  const bool interrupted = has_checkpoint(staging_);
+  if (options.resume) {
+    if (interrupted) {
+      resuming_ = true;
+      return;
+    }
+    if (target_is_model && has_checkpoint(target_)) {
+      // A finished run trained further: its directory copied (the copy is
+      // what changes; DIR stays as it is until commit).
+      clear_staging();
+      for (const auto& entry : std::filesystem::directory_iterator(target_)) {
+        const std::string name = entry.path().filename().string();
+        if (!entry.is_regular_file() || is_temporary(name) || name == kManifest) continue;
+        std::error_code ec;
+        std::filesystem::copy_file(entry.path(), staging_ + "/" + name,
+                                   std::filesystem::copy_options::overwrite_existing, ec);
+        if (ec) throw WriteError(staging_ + "/" + name, ec.message());
+      }
+      resuming_ = resuming_finished_ = true;
+      return;
+    }
+    throw InputError(target_, 0,
+                     std::string("nothing to resume: no checkpoint in ") + staging_ +
+                         (target_is_model ? " nor in the model (it was trained without keeping one)" : "") +
+                         "; train without --resume to start afresh");
+  }
+  if (interrupted && !options.overwrite)
+    throw InputError(staging_, 0,
+                     "holds an interrupted training run; continue it with --resume, or discard it with --overwrite");
+  if (target_is_model && !options.overwrite) {
+    std::string what = "a trained model";
+    try {
+      const auto config = nlohmann::json::parse(read_file(target_ + "/config.json"));
+      if (config.is_object() && config.contains("task") && config["task"].is_string())
+        what = "a trained " + config["task"].get<std::string>() + " model";
+    } catch (const std::exception&) {
+    }
+    throw InputError(target_, 0,
+                     "already holds " + what +
+                         "; replace it with --overwrite (it stays until the new one is complete), or continue its "
+                         "training with --resume");
+  }
+  clear_staging();
+}
+
+void ModelTransaction::commit() {
+  if (committed_) return;
+  std::remove((staging_ + "/" + kOwnerFile).c_str());
+  remove_stale_temporaries(staging_);
+  write_manifest(staging_, task_);
+  for (const auto& entry : std::filesystem::directory_iterator(staging_))
+    if (entry.is_regular_file()) sync_path(entry.path().string());
+  sync_path(staging_);
+  const auto parent_path = std::filesystem::path(target_).parent_path();
+  const std::string parent = parent_path.empty() ? std::string(".") : parent_path.string();
+  if (!file_exists(target_)) {
+    if (std::rename(staging_.c_str(), target_.c_str()) != 0) throw WriteError(target_, std::strerror(errno));
+  } else if (::renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, target_.c_str(), RENAME_EXCHANGE) == 0) {
+    std::error_code ec;
+    std::filesystem::remove_all(staging_, ec);  // the old model, now at the staging path
+  } else if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+    // No exchange on this file system: two renames, the old model kept
+    // aside until the new one is in place (recover_swap() finishes the job
+    // if a kill comes between them).
+    const std::string aside = target_ + kReplacedInfix + std::to_string(::getpid());
+    if (std::rename(target_.c_str(), aside.c_str()) != 0) throw WriteError(target_, std::strerror(errno));
+    if (std::rename(staging_.c_str(), target_.c_str()) != 0) {
+      const int err = errno;
+      std::rename(aside.c_str(), target_.c_str());
+      throw WriteError(target_, std::strerror(err));
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(aside, ec);
+  } else {
+    throw WriteError(target_, std::strerror(errno));
+  }
+  sync_path(parent);
+  committed_ = true;
+}
+
+ModelTransaction::~ModelTransaction() { release(); }
+
+void ModelTransaction::release() noexcept {
+  if (lock_fd_ < 0) return;
+  if (!committed_) {
+    try {
+      std::error_code ec;
+      if (has_checkpoint(staging_)) {  // an interrupted run, kept for --resume
+        std::filesystem::remove(staging_ + "/" + kOwnerFile, ec);
+        remove_stale_temporaries(staging_);
+      } else {
+        std::filesystem::remove_all(staging_, ec);
+      }
+    } catch (...) {
+      // Left for the next run to clean up: never an exception from here.
+    }
+  }
+  ::close(lock_fd_);
+  lock_fd_ = -1;
 }
 
 }  // namespace cellstate

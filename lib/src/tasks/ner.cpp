@@ -14,6 +14,7 @@
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
@@ -41,9 +42,20 @@ std::string normalize_word(const std::string& word) {
 
 using Vocabulary = std::unordered_map<std::string, int64_t>;
 
+/// The first and last `keep / 2` elements of `v` when it is longer than
+/// `keep` (a word's prefix and suffix carry what its characters tell).
+template <typename T>
+void keep_ends(std::vector<T>& v, size_t keep) {
+  if (v.size() <= keep) return;
+  const size_t half = keep / 2;
+  v.erase(v.begin() + static_cast<std::ptrdiff_t>(half), v.end() - static_cast<std::ptrdiff_t>(keep - half));
+}
+
 /// Turns tokens into a TaggerInput: words (normalised; 0 pad, 1 unk),
 /// characters (code points; 0 pad, 1 unk; empty map: no character model),
-/// SentencePiece pieces (null: none).
+/// SentencePiece pieces (null: none). A word's characters and pieces are
+/// capped at kMaxWordChars and kMaxWordPieces (its two ends), so the cost of
+/// a sentence stays linear in its words whatever one word's length.
 TaggerInput encode_tokens(const std::vector<std::string>& tokens, const Vocabulary& words, const Vocabulary& chars,
                           const Tokenizer* pieces) {
   TaggerInput in;
@@ -58,11 +70,13 @@ TaggerInput encode_tokens(const std::vector<std::string>& tokens, const Vocabula
         c.push_back(it == chars.end() ? kUnk : it->second);
       }
       if (c.empty()) c.push_back(kUnk);
+      keep_ends(c, static_cast<size_t>(kMaxWordChars));
       in.chars.push_back(std::move(c));
     }
     if (pieces) {
       auto p = pieces->encode(t);
       if (p.empty()) p.push_back(Tokenizer::kUnkId);
+      keep_ends(p, static_cast<size_t>(kMaxWordPieces));
       in.pieces.push_back(std::move(p));
     }
   }
@@ -266,7 +280,9 @@ TagScheme detect_tag_scheme(const std::vector<ConllSentence>& sentences) {
 // ---------------------------------------------------------------- training
 
 TrainResult train_ner(const NerTrainConfig& config) {
-  const auto& dir = config.model.dir;
+  const InterruptGuard interrupts;
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   ConllOptions conll = config.conll;
   conll.has_tags = true;
@@ -280,8 +296,15 @@ TrainResult train_ner(const NerTrainConfig& config) {
   const TagScheme scheme = parse_tag_scheme(config.tag_scheme);
   const auto train_tags = converted_tags(train, train_scheme, scheme, config.train_path);
   const auto dev_tags = converted_tags(dev, dev_scheme, scheme, config.dev_path);
-  int64_t train_tokens = 0;
-  for (const auto& s : train) train_tokens += static_cast<int64_t>(s.tokens.size());
+  int64_t train_tokens = 0, long_words = 0;
+  for (const auto& s : train) {
+    train_tokens += static_cast<int64_t>(s.tokens.size());
+    for (const auto& t : s.tokens) long_words += utf8_length(t) > kMaxWordChars;
+  }
+  if (long_words > 0)
+    log("warning: " + std::to_string(long_words) + " training words longer than " + std::to_string(kMaxWordChars) +
+        " characters: their character features read only their first and last " +
+        std::to_string(kMaxWordChars / 2));
   log("train: " + std::to_string(train.size()) + " sentences, " + std::to_string(train_tokens) + " tokens (" +
       to_string(train_scheme) + "); dev: " + std::to_string(dev.size()) + " sentences (" + to_string(dev_scheme) +
       "); the model tags in " + to_string(scheme));
@@ -314,12 +337,19 @@ TrainResult train_ner(const NerTrainConfig& config) {
       words.push_back(w);
       rare.push_back(n == 1);
     }
+  if (words.size() <= 2) {
+    int64_t most = 0;
+    for (const auto& [w, n] : word_counts) most = std::max(most, n);
+    throw std::invalid_argument("--min-word-count " + std::to_string(config.min_word_count) +
+                                ": no training word occurs that often (the most frequent occurs " +
+                                std::to_string(most) + " times), so the model would know no word");
+  }
   if (config.char_embed > 0)
     for (const auto& [c, n] : char_counts) {
       char_ids[c] = static_cast<int64_t>(chars.size());
       chars.push_back(c);
     }
-  std::filesystem::create_directories(dir);
+  interrupts.check();
   std::optional<Tokenizer> pieces;
   if (config.piece_vocab > 0) {
     std::vector<std::string> texts;
@@ -371,6 +401,7 @@ TrainResult train_ner(const NerTrainConfig& config) {
                   {"train_sentences", train.size()}, {"dev_sentences", dev.size()},
                   {"train_scheme", to_string(train_scheme)}};
   write_model_config(dir, json);
+  interrupts.check();
 
   torch::manual_seed(config.training.seed);
   SequenceTagger tagger(tagger_options(json, dir + "/config.json", config.model.implementation()));
@@ -386,9 +417,15 @@ TrainResult train_ner(const NerTrainConfig& config) {
                std::move(gold), names, scheme, dir + "/weights.pt");
   const auto result = Trainer(TrainerOptions::of(config.training, dir, "F1", config.runtime.quiet)).fit(task);
   if (result.interrupted()) return result;
+  if (result.already_finished && transaction.resuming_finished()) {
+    log.always(already_finished_message(transaction.target(), result));
+    return result;
+  }
   json["results"] = training_results(result, "dev_f1");
   write_model_config(dir, json);
-  log("dev F1 " + format_fixed(result.best_score, 2) + " at epoch " + std::to_string(result.best_epoch) + "; model in " + dir);
+  transaction.commit();
+  log("dev F1 " + format_fixed(result.best_score, 2) + " at epoch " + std::to_string(result.best_epoch) +
+      "; model in " + transaction.target());
   return result;
 }
 
@@ -402,8 +439,8 @@ NerModel::NerModel(nlohmann::json config, SequenceTagger tagger, std::vector<std
   for (size_t k = 2; k < chars.size(); ++k) chars_[chars[k]] = static_cast<int64_t>(k);
 }
 
-NerModel NerModel::load(const std::string& dir, std::optional<Implementation> impl) {
-  auto config = read_model_config(dir, kTask);
+NerModel NerModel::load(const std::string& dir, std::optional<Implementation> impl, bool verify) {
+  auto config = read_model_config(dir, kTask, verify);
   const std::string file = dir + "/config.json";
   const Implementation chosen = model_implementation(config, file, impl);
   const auto options = tagger_options(config, file, chosen);
@@ -622,6 +659,17 @@ Document make_document(const std::string& path, int64_t line_number, const std::
   return d;
 }
 
+/// A FILE:LINE warning for each word of `d` longer than kMaxWordChars.
+void warn_long_words(const Document& d, const std::string& prefix, std::ostream& err) {
+  for (const auto& s : d.sentences)
+    for (const auto& w : s) {
+      const int64_t n = utf8_length(w.text);
+      if (n > kMaxWordChars)
+        err << prefix << "warning: " << (d.source == "-" ? "<stdin>" : d.source) << ":" << d.line << ": a word of " << n
+            << " characters; its character features read only its first and last " << kMaxWordChars / 2 << "\n";
+    }
+}
+
 /// Tags documents together and writes them in order.
 void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredictOptions& options,
                    std::ostream& out) {
@@ -652,6 +700,7 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
                 std::ostream& out, std::ostream& err) {
   const size_t chunk = static_cast<size_t>(options.batch_size) * 8;  // sentences (or lines) tagged together
   CountProgress bar(!options.progress, "lines");
+  const std::string prefix = options.error_prefix.empty() ? "" : options.error_prefix + ": ";
   return for_each_input(inputs, options.error_prefix, err, [&](const std::string& path) {
     std::vector<Document> docs;
     if (options.input_format == "conll") {
@@ -660,6 +709,7 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
         TokenizedSentence sent;
         for (const auto& t : s.tokens) sent.push_back({t, 0, 0, 0, 0});
         d.sentences.push_back(std::move(sent));
+        warn_long_words(d, prefix, err);
         docs.push_back(std::move(d));
         if (docs.size() >= chunk) tag_and_write(model, docs, options, out);
       }
@@ -668,7 +718,10 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
     }
     // Line by line, so large files stream and a terminal gets each answer at once.
     stream_lines(path, chunk, [&](const std::vector<NumberedLine>& lines) {
-      for (const auto& line : lines) docs.push_back(make_document(path, line.number, line.text, options));
+      for (const auto& line : lines) {
+        docs.push_back(make_document(path, line.number, line.text, options));
+        warn_long_words(docs.back(), prefix, err);
+      }
       tag_and_write(model, docs, options, out);
     }, &bar);
   });

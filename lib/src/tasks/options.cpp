@@ -2,7 +2,9 @@
 
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <stdexcept>
+#include <thread>
 
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/runtime.h"
@@ -38,10 +40,28 @@ void ModelOptions::from_json(const nlohmann::json& j, const std::string& file) {
   } catch (const std::exception& e) {
     throw_config_error(file, e.what());
   }
+  // Sizes a model could not have been trained with (a hand-edited or
+  // damaged config) are refused before anything is allocated.
+  auto size = [&](const char* key, int64_t v, int64_t most) {
+    if (v < 1 || v > most)
+      throw_config_error(file, std::string("\"") + key + "\" must be in [1, " + std::to_string(most) + "], got " +
+                                   std::to_string(v));
+  };
+  size("layers", layers, 64);
+  size("hidden", hidden, 65536);
+  size("embed", embed, 65536);
+  if (!(dropout >= 0 && dropout < 1))
+    throw_config_error(file, "\"dropout\" must be in [0, 1), got " + std::to_string(dropout));
 }
 
 void RuntimeOptions::validate() const {
   if (threads < 0) throw std::invalid_argument("--threads must be >= 0, got " + std::to_string(threads));
+  // More threads than a few per core only slow the work (and thousands
+  // would exhaust the machine).
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads > 4 * cores)
+    throw std::invalid_argument("--threads must be at most " + std::to_string(4 * cores) + " (4 x the " +
+                                std::to_string(cores) + " cores), got " + std::to_string(threads));
   if (device != "cpu" && device != "cuda")
     throw std::invalid_argument("--device must be cpu or cuda, got '" + device + "'");
   if (device == "cuda" && !torch::cuda::is_available())

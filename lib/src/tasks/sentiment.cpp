@@ -8,6 +8,7 @@
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
@@ -251,16 +252,22 @@ nlohmann::json sentiment_config(const SentimentTrainConfig& config, const Sentim
                   {"format", config.format},
                   {"train_examples", d.train_examples},
                   {"dev_examples", d.dev_examples}};
-  // On --resume, members finished before the interruption are kept.
-  int64_t members_done = 0;
-  const std::string dir = config.model.dir;
-  if (config.training.resume && file_exists(dir + "/config.json")) {
-    const auto old = nlohmann::json::parse(read_file(dir + "/config.json"));
-    members_done = old.value("members_done", int64_t{0});
-    if (old.contains("member_results")) json["member_results"] = old["member_results"];
-  }
-  json["members_done"] = members_done;
+  json["members_done"] = 0;
   return json;
+}
+
+/// On --resume, what the run being continued recorded of its members.
+void keep_member_results(const std::string& dir, nlohmann::json& json) {
+  const std::string file = dir + "/config.json";
+  if (!file_exists(file)) return;
+  nlohmann::json old;
+  try {
+    old = nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::parse_error&) {
+    throw InputError(file, 0, "not valid JSON (the run to resume is damaged)");
+  }
+  if (old.is_object() && old.contains("member_results") && old["member_results"].is_array())
+    json["member_results"] = old["member_results"];
 }
 
 /// Distillation from a teacher model on random spans of the training texts:
@@ -269,7 +276,7 @@ nlohmann::json sentiment_config(const SentimentTrainConfig& config, const Sentim
 /// returns their target probabilities [spans, C] (undefined when off).
 torch::Tensor add_distillation_spans(const SentimentTrainConfig& config, SentimentData& d, const TaskLog& log) {
   if (config.teacher.empty() || config.augment_spans <= 0) return {};
-  auto teacher = SentimentModel::load(config.teacher);
+  auto teacher = SentimentModel::load(config.teacher, std::nullopt, config.model.verify);
   if (teacher.labels().names() != d.labels.names())
     throw InputError(config.teacher + "/config.json", 0, "the teacher's labels differ from the data's");
   DataRng rng(config.training.seed * 7919 + 17);
@@ -294,21 +301,26 @@ torch::Tensor add_distillation_spans(const SentimentTrainConfig& config, Sentime
   return soft;
 }
 
-/// Trains ensemble member `member` (seed + member) and records it in `json`.
-TrainResult train_member(const SentimentTrainConfig& config, int64_t member, int64_t members_done,
+std::string member_checkpoint(int64_t member) {
+  return member == 0 ? "checkpoint.pt" : "checkpoint." + std::to_string(member) + ".pt";
+}
+
+/// Trains ensemble member `member` (seed + member) into `dir`; with --resume,
+/// a member with a checkpoint continues (or reports it had finished) and
+/// one without starts afresh.
+TrainResult train_member(const SentimentTrainConfig& config, const std::string& dir, int64_t member,
                          const TextClassifierOptions& options, const Tokenizer& tokenizer, const SentimentData& d,
                          const std::vector<std::vector<int64_t>>& dev_ids, const torch::Tensor& soft,
                          const TaskLog& log) {
-  const std::string& dir = config.model.dir;
   const uint64_t seed = config.training.seed + static_cast<uint64_t>(member);
   torch::manual_seed(seed);
   TextClassifier model(options);
   SentimentTrainConfig member_config = config;
   member_config.training.seed = seed;
-  if (member > members_done) member_config.training.resume = false;
+  member_config.training.resume = config.training.resume && file_exists(dir + "/" + member_checkpoint(member));
   SentimentTask task(member_config, model, tokenizer, d.texts, d.train_y, dev_ids, d.dev_y, d.labels.names(),
                      dir + "/" + sentiment_weights_name(member), soft);
-  if (member == members_done && task.truncated() > 0)
+  if (member == 0 && task.truncated() > 0)
     log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
         std::to_string(config.max_length) + " tokens");
   log((config.ensemble > 1 ? "member " + std::to_string(member + 1) + "/" + std::to_string(config.ensemble) + ": "
@@ -318,7 +330,7 @@ TrainResult train_member(const SentimentTrainConfig& config, int64_t member, int
       std::to_string(config.model.hidden) + (config.model.bidirectional ? " x 2 directions" : "") + ", " +
       config.pooling + " pooling, seed " + std::to_string(seed));
   auto t = TrainerOptions::of(member_config.training, dir, "accuracy", config.runtime.quiet);
-  t.checkpoint_name = member == 0 ? "checkpoint.pt" : "checkpoint." + std::to_string(member) + ".pt";
+  t.checkpoint_name = member_checkpoint(member);
   t.log_fields = {{"member", member}};
   t.append_log = member > 0;
   return Trainer(t).fit(task);
@@ -327,7 +339,7 @@ TrainResult train_member(const SentimentTrainConfig& config, int64_t member, int
 /// The dev scores of what predict will use: the members' averaged probabilities.
 ClassificationReport evaluate_ensemble(const std::string& dir, const std::vector<std::vector<int64_t>>& dev_ids,
                                        const SentimentData& d) {
-  auto loaded = SentimentModel::load(dir);
+  auto loaded = SentimentModel::load(dir, std::nullopt, false);
   auto probs = loaded.probabilities_of_ids(dev_ids, 128);
   const auto pred = probs.argmax(1);
   return classification_report(
@@ -338,11 +350,13 @@ ClassificationReport evaluate_ensemble(const std::string& dir, const std::vector
 }  // namespace
 
 TrainResult train_sentiment(const SentimentTrainConfig& config) {
-  const auto& dir = config.model.dir;
+  const InterruptGuard interrupts;
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   SentimentData d = read_sentiment_data(config, log);
+  interrupts.check();
 
-  std::filesystem::create_directories(dir);
   TokenizerTrainOptions spm;
   spm.vocab_size = config.vocab_size;
   spm.model_type = config.spm_type;
@@ -350,7 +364,9 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, d.texts, spm);
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
 
+  interrupts.check();
   auto json = sentiment_config(config, d, tokenizer);
+  if (transaction.resuming()) keep_member_results(dir, json);
   write_model_config(dir, json);
   const auto options = classifier_options(json, dir + "/config.json", config.model.implementation());
 
@@ -358,24 +374,33 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   for (const auto& text : d.dev_texts) dev_ids.push_back(finish_ids(tokenizer.encode(text), config.max_length));
   const torch::Tensor soft = add_distillation_spans(config, d, log);
 
-  const int64_t members_done = json["members_done"].get<int64_t>();
   TrainResult last;
-  for (int64_t member = members_done; member < config.ensemble; ++member) {
-    last = train_member(config, member, members_done, options, tokenizer, d, dev_ids, soft, log);
+  bool trained = false;
+  for (int64_t member = 0; member < config.ensemble; ++member) {
+    last = train_member(config, dir, member, options, tokenizer, d, dev_ids, soft, log);
     if (last.interrupted()) return last;
-    auto record = training_results(last, "dev_accuracy");
-    record["seed"] = config.training.seed + static_cast<uint64_t>(member);
-    json["member_results"][static_cast<size_t>(member)] = record;
+    trained = trained || !last.already_finished;
+    if (!last.already_finished || !json.contains("member_results") ||
+        json["member_results"].size() <= static_cast<size_t>(member)) {
+      auto record = training_results(last, "dev_accuracy");
+      record["seed"] = config.training.seed + static_cast<uint64_t>(member);
+      json["member_results"][static_cast<size_t>(member)] = record;
+    }
     json["members_done"] = member + 1;
     write_model_config(dir, json);
+  }
+  if (!trained && transaction.resuming_finished()) {
+    log.always(already_finished_message(transaction.target(), last));
+    return last;
   }
 
   const auto report = evaluate_ensemble(dir, dev_ids, d);
   json["results"] = {{"dev_accuracy", report.accuracy}, {"dev_macro_f1", report.macro_f1}};
   write_model_config(dir, json);
+  transaction.commit();
   log("dev accuracy " + format_fixed(100 * report.accuracy, 2) + "%" +
       (config.ensemble > 1 ? " (ensemble of " + std::to_string(config.ensemble) + ")" : std::string()) +
-      ", macro-F1 " + format_fixed(100 * report.macro_f1, 2) + "%; model in " + dir);
+      ", macro-F1 " + format_fixed(100 * report.macro_f1, 2) + "%; model in " + transaction.target());
   last.best_score = report.accuracy;
   return last;
 }
@@ -407,8 +432,8 @@ SentimentModel::SentimentModel(nlohmann::json config, Tokenizer tokenizer, Label
     : config_(std::move(config)), tokenizer_(std::move(tokenizer)), labels_(std::move(labels)),
       members_(std::move(members)), max_length_(config_.value("max_length", int64_t{256})) {}
 
-SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implementation> impl) {
-  auto config = read_model_config(dir, kTask);
+SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implementation> impl, bool verify) {
+  auto config = read_model_config(dir, kTask, verify);
   const std::string file = dir + "/config.json";
   const Implementation chosen = model_implementation(config, file, impl);
   auto tokenizer = load_model_tokenizer(dir, config);

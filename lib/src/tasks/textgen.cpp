@@ -10,6 +10,7 @@
 
 #include "cellstate/decode/stop_strings.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/util/io.h"
@@ -227,7 +228,9 @@ LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& i
 // ---------------------------------------------------------------- training
 
 TrainResult train_textgen(const TextgenTrainConfig& config) {
-  const auto& dir = config.model.dir;
+  const InterruptGuard interrupts;
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   std::string train_text = read_corpus(config.train_path);
   std::string valid_text;
@@ -245,7 +248,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
   log("train: " + std::to_string(train_chars) + " characters; valid: " + std::to_string(valid_chars) +
       " characters from " + valid_source);
 
-  std::filesystem::create_directories(dir);
+  interrupts.check();
   const std::string tokenizer_path = dir + "/tokenizer.model";
   TokenizerTrainOptions spm;
   spm.vocab_size = config.vocab_size;
@@ -286,6 +289,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
                   {"train_characters", train_chars}, {"valid_characters", valid_chars},
                   {"train_tokens", train_ids.size()}, {"valid_tokens", valid_ids.size()}};
   write_model_config(dir, json);
+  interrupts.check();
 
   torch::manual_seed(config.training.seed);
   LanguageModel model(lm_options(json, dir + "/config.json", config.model.implementation()));
@@ -299,12 +303,17 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
   t.higher_is_better = false;
   const auto result = Trainer(t).fit(task);
   if (result.interrupted()) return result;
+  if (result.already_finished && transaction.resuming_finished()) {
+    log.always(already_finished_message(transaction.target(), result));
+    return result;
+  }
 
   json["results"] = training_results(result, "valid_nats_per_char");
   json["results"]["valid_bits_per_char"] = result.best_score / std::log(2.0);
   write_model_config(dir, json);
+  transaction.commit();
   log("valid " + format_fixed(result.best_score, 4) + " nats/char (" + format_fixed(result.best_score / std::log(2.0), 4) +
-      " bits/char) at step " + std::to_string(result.best_step) + "; model in " + dir);
+      " bits/char) at step " + std::to_string(result.best_step) + "; model in " + transaction.target());
   return result;
 }
 
@@ -313,8 +322,8 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
 TextgenModel::TextgenModel(nlohmann::json config, Tokenizer tokenizer, LanguageModel model, int64_t newline_id)
     : config_(std::move(config)), tokenizer_(std::move(tokenizer)), model_(std::move(model)), newline_id_(newline_id) {}
 
-TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementation> impl) {
-  auto config = read_model_config(dir, kTask);
+TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementation> impl, bool verify) {
+  auto config = read_model_config(dir, kTask, verify);
   const std::string file = dir + "/config.json";
   const Implementation chosen = model_implementation(config, file, impl);
   auto tokenizer = load_model_tokenizer(dir, config);

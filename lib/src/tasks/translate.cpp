@@ -4,15 +4,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
+#include <sys/stat.h>
+
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
 #include "cellstate/data/readers.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
@@ -150,7 +155,9 @@ class TranslateTask : public TrainTask {
 }  // namespace
 
 TrainResult train_translation(const TranslateTrainConfig& config) {
-  const auto& dir = config.model.dir;
+  const InterruptGuard interrupts;
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   ReadStats train_stats, dev_stats;
   ParallelOptions po;
@@ -160,7 +167,7 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   log("train: " + std::to_string(train.size()) + " pairs" +
       (train_stats.summary().empty() ? "" : " (" + train_stats.summary() + ")") + "; dev: " +
       std::to_string(dev.size()) + " pairs");
-  std::filesystem::create_directories(dir);
+  interrupts.check();
   TokenizerTrainOptions spm;
   spm.vocab_size = config.vocab_size;
   std::vector<std::string> src_texts, tgt_texts;
@@ -208,6 +215,7 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   json["data"] = {{"src_train", config.src_train}, {"tgt_train", config.tgt_train}, {"src_dev", config.src_dev},
                   {"tgt_dev", config.tgt_dev},     {"train_pairs", train.size()},    {"dev_pairs", dev.size()}};
   write_model_config(dir, json);
+  interrupts.check();
   torch::manual_seed(config.training.seed);
   Seq2Seq model(seq2seq_options(json, dir + "/config.json", config.model.implementation()));
   log("model with " + std::to_string(count_parameters(*model)) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +
@@ -216,10 +224,15 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
                      dir + "/weights.pt");
   const auto result = Trainer(TrainerOptions::of(config.training, dir, "BLEU", config.runtime.quiet)).fit(task);
   if (result.interrupted()) return result;
+  if (result.already_finished && transaction.resuming_finished()) {
+    log.always(already_finished_message(transaction.target(), result));
+    return result;
+  }
   json["results"] = training_results(result, "dev_bleu");
   write_model_config(dir, json);
+  transaction.commit();
   log("dev BLEU " + format_fixed(result.best_score, 2) + " (beam " + std::to_string(config.dev_beam) + ") at epoch " +
-      std::to_string(result.best_epoch) + "; model in " + dir);
+      std::to_string(result.best_epoch) + "; model in " + transaction.target());
   return result;
 }
 
@@ -228,8 +241,8 @@ TranslationModel::TranslationModel(nlohmann::json config, Seq2Seq model, std::sh
     : config_(std::move(config)), model_(std::move(model)), source_(std::move(source)), target_(std::move(target)),
       max_source_tokens_(max_source_tokens) {}
 
-TranslationModel TranslationModel::load(const std::string& dir, std::optional<Implementation> impl) {
-  auto config = read_model_config(dir, kTask);
+TranslationModel TranslationModel::load(const std::string& dir, std::optional<Implementation> impl, bool verify) {
+  auto config = read_model_config(dir, kTask, verify);
   const std::string file = dir + "/config.json";
   const Implementation chosen = model_implementation(config, file, impl);
   const auto options = seq2seq_options(config, file, chosen);
@@ -393,7 +406,19 @@ std::pair<std::string, double> joined_hypothesis(const std::vector<const Transla
 
 int translate_files(TranslationModel& model, const std::vector<std::string>& inputs,
                     const TranslateFilesOptions& options, std::ostream& out, std::ostream& err) {
-  if (!options.svg_dir.empty()) std::filesystem::create_directories(options.svg_dir);
+  if (!options.svg_dir.empty()) {
+    // One new directory at most: a mistyped path must not create a tree.
+    const auto& dir = options.svg_dir;
+    if (file_exists(dir) && !is_directory(dir))
+      throw InputError(dir, 0, "--attention-svg: exists and is not a directory");
+    auto path = std::filesystem::path(dir);
+    if (!path.has_filename()) path = path.parent_path();  // "att/"
+    const auto parent = path.parent_path();
+    if (!file_exists(dir) && !parent.empty() && !is_directory(parent.string()))
+      throw InputError(dir, 0, "--attention-svg: its parent directory " + parent.string() + " does not exist");
+    if (!file_exists(dir) && ::mkdir(dir.c_str(), 0755) != 0)
+      throw WriteError(dir + "/", std::strerror(errno));
+  }
   const std::string prefix = options.error_prefix.empty() ? "" : options.error_prefix + ": ";
   int64_t sentence = 0;  // numbers the attention heatmaps across all inputs
   CountProgress bar(!options.progress, "lines");

@@ -51,7 +51,29 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts, cons
     std::lock_guard<std::mutex> lock(generator.mutex());
     root.write("rng", generator.get_state());
   }
-  atomic_write_with(path, [&](const std::string& tmp) { root.save_to(tmp); });
+  // Serialised in memory, then written with every error checked: a full
+  // disk is a WriteError, never a half-written archive or an abort.
+  std::string bytes;
+  root.save_to([&bytes](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  atomic_write(path, bytes);
+}
+
+RunState read_run_state(const std::string& path) {
+  if (!file_exists(path)) throw InputError(path, 0, "no checkpoint to resume from");
+  try {
+    torch::serialize::InputArchive root;
+    root.load_from(path);
+    torch::Tensor ints, doubles;
+    root.read("state_i", ints);
+    root.read("state_f", doubles);
+    return run_state_of(ints, doubles);
+  } catch (const c10::Error& e) {
+    throw InputError(path, 0, "not a readable checkpoint (" + std::string(e.what_without_backtrace()).substr(0, 160) +
+                                  ")");
+  }
 }
 
 RunState load_checkpoint(const std::string& path, const CheckpointParts& parts) {

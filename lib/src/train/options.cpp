@@ -58,6 +58,8 @@ void TrainingOptions::validate() const {
   non_negative("max-time", max_time);
   non_negative("checkpoint-every", checkpoint_every);
   positive("lr-step", static_cast<double>(lr_step));
+  if (resume && overwrite)
+    throw std::invalid_argument("--resume and --overwrite contradict each other (continue the run, or replace it)");
   if (!(lr_decay > 0 && lr_decay <= 1))
     throw std::invalid_argument("--lr-decay must be in (0, 1], got " + std::to_string(lr_decay));
 }

@@ -5,7 +5,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -15,46 +14,13 @@
 
 #include "cellstate/train/checkpoint.h"
 #include "cellstate/train/schedule.h"
+#include "cellstate/util/interrupt.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/progress.h"
 
 namespace cellstate {
 
 namespace {
-
-// A signal handler can only reach static storage; this flag is the one
-// piece of it, set by SIGINT/SIGTERM while an InterruptGuard is alive.
-std::atomic<int> interrupt_count{0};
-
-extern "C" void on_interrupt(int) {
-  // A second interrupt means "now": leave without the checkpoint.
-  if (interrupt_count.fetch_add(1) >= 1) _exit(130);
-}
-
-/// Installs the SIGINT/SIGTERM handler for its lifetime, restoring the
-/// previous handlers after.
-class InterruptGuard {
- public:
-  InterruptGuard() {
-    interrupt_count = 0;
-    struct sigaction sa {};
-    sa.sa_handler = on_interrupt;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~InterruptGuard() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-  bool requested() const { return interrupt_count.load() > 0; }
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
 
 using Clock = std::chrono::steady_clock;
 
@@ -72,6 +38,10 @@ class TrainingRun {
 
   TrainResult run() {
     start();
+    if (already_finished_) {
+      stopped_ = true;
+      stop_reason_ = finished_reason();
+    }
     module_.train();
     while (!stopped_ && state_.epoch < t_.epochs) {
       prepare_epoch();
@@ -93,6 +63,8 @@ class TrainingRun {
     r.steps = state_.step;
     r.seconds = elapsed();
     r.stop_reason = stop_reason_;
+    r.signal = stop_reason_ == StopReason::kInterrupted ? interrupts_.signal() : 0;
+    r.already_finished = already_finished_;
     return r;
   }
 
@@ -100,19 +72,36 @@ class TrainingRun {
   /// Restores the checkpoint with --resume; otherwise starts the log afresh.
   void start() {
     if (t_.resume) {
-      state_ = load_checkpoint(checkpoint_path_, parts());
-      if (state_.epoch != 0) {
-        batches_ = task_.begin_epoch(state_.epoch);
-        prepared_epoch_ = state_.epoch;
+      // The epoch is prepared first, then the task's state restored into it
+      // (a language model's hidden state carried across batches).
+      const RunState saved = read_run_state(checkpoint_path_);
+      if (saved.epoch != 0) {
+        batches_ = task_.begin_epoch(saved.epoch);
+        prepared_epoch_ = saved.epoch;
       }
+      state_ = load_checkpoint(checkpoint_path_, parts());
+      already_finished_ = finished_reason_of_state();
       progress_.message("resuming from " + checkpoint_path_ + " at epoch " + std::to_string(state_.epoch + 1) +
-                        ", batch " + std::to_string(state_.next_batch) + ", step " + std::to_string(state_.step));
+                        ", batch " + std::to_string(state_.next_batch) + ", step " + std::to_string(state_.step) +
+                        (already_finished_ ? " (its training had ended: " + to_string(finished_reason()) + ")" : ""));
     } else if (!options_.append_log) {
       atomic_write(log_path_, "");
     }
     window_base_ = state_.window_seconds;
     elapsed_before_ = state_.elapsed;
     window_start_ = started_ = last_checkpoint_ = Clock::now();
+  }
+
+  /// Whether the checkpoint restored is of a run that already ended under
+  /// the present options (its epochs done, early stopping, --max-time).
+  bool finished_reason_of_state() const {
+    return state_.epoch >= t_.epochs || (t_.patience > 0 && state_.bad_evaluations >= t_.patience) ||
+           (t_.max_time > 0 && state_.elapsed >= t_.max_time * 60);
+  }
+  StopReason finished_reason() const {
+    if (state_.epoch >= t_.epochs) return StopReason::kEpochs;
+    if (t_.patience > 0 && state_.bad_evaluations >= t_.patience) return StopReason::kEarlyStopping;
+    return StopReason::kMaxTime;
   }
 
   CheckpointParts parts() { return {module_, *optimizer_, schedule_, task_}; }
@@ -134,6 +123,12 @@ class TrainingRun {
     stopped_ = true;
   }
 
+  void interrupt() {
+    finish(StopReason::kInterrupted);
+    progress_.message("interrupted by " + Interrupted::name(interrupts_.signal()) + ": checkpoint written to " +
+                      checkpoint_path_ + " (continue with --resume)");
+  }
+
   void prepare_epoch() {
     if (prepared_epoch_ == state_.epoch) return;
     batches_ = task_.begin_epoch(state_.epoch);
@@ -144,6 +139,10 @@ class TrainingRun {
     const auto epoch_start = Clock::now();
     const int64_t first_batch = state_.next_batch;
     for (int64_t b = state_.next_batch; b < batches_ && !stopped_; ++b) {
+      if (interrupts_.requested()) {  // a signal before this step (during start-up or an evaluation)
+        interrupt();
+        break;
+      }
       train_step(b);
       show_progress(b, first_batch, seconds_since(epoch_start));
       after_step();
@@ -194,8 +193,7 @@ class TrainingRun {
     if (t_.eval_every > 0 && state_.step % t_.eval_every == 0 && evaluate()) {
       finish(StopReason::kEarlyStopping);
     } else if (interrupts_.requested()) {
-      finish(StopReason::kInterrupted);
-      progress_.message("interrupted: checkpoint written to " + checkpoint_path_ + " (continue with --resume)");
+      interrupt();
     } else if (t_.max_time > 0 && elapsed() >= t_.max_time * 60) {
       if (t_.eval_every == 0 || state_.step % t_.eval_every != 0) evaluate();
       finish(StopReason::kMaxTime);
@@ -262,10 +260,7 @@ class TrainingRun {
         {"best", state_.best_score},
         {"improved", improved}};
     record.update(options_.log_fields);
-    {
-      std::ofstream log(log_path_, std::ios::app);
-      log << record.dump() << "\n";
-    }
+    append_to_file(log_path_, record.dump() + "\n");
     std::ostringstream line;
     line << "epoch " << record["epoch"] << " step " << state_.step << ": train loss " << std::fixed
          << std::setprecision(4) << train_loss << ", dev " << options_.metric << " " << e.score
@@ -291,6 +286,7 @@ class TrainingRun {
   double elapsed_before_ = 0;    // training seconds before this process
   Clock::time_point started_, window_start_, last_checkpoint_;
   bool stopped_ = false;
+  bool already_finished_ = false;
   StopReason stop_reason_ = StopReason::kEpochs;
 };
 

@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -225,6 +226,9 @@ bool LineReader::next(std::string& line) {
                 " bytes (expected a text file with lines)");
   if (line.find('\0') != std::string::npos)
     throw error("NUL byte in line (expected UTF-8 text, got binary data?)");
+  if (line.find('\r') != std::string::npos)
+    throw error("a carriage return inside the line (a file with CR-only line endings? convert it with "
+                "tr '\\r' '\\n'; cellstate reads LF or CRLF)");
   const size_t bad = find_invalid_utf8(line);
   if (bad != std::string_view::npos)
     throw error("invalid UTF-8 at byte " + std::to_string(bad + 1) +
@@ -271,48 +275,132 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+WriteError::WriteError(const std::string& path, const std::string& reason)
+    : std::runtime_error([&] {
+        const auto p = std::filesystem::path(path);
+        const std::string dir = p.parent_path().empty() ? std::string(".") : p.parent_path().string();
+        return dir + ": cannot write " + p.filename().string() + ": " + reason;
+      }()),
+      path_(path) {}
+
 namespace {
 
-std::string temp_name_for(const std::string& path) {
-  return path + ".tmp." + std::to_string(::getpid());
+constexpr const char* kTempInfix = ".tmp.";
+
+std::string temp_name_for(const std::string& path) { return path + kTempInfix + std::to_string(::getpid()); }
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR; false
+/// (errno set) on failure.
+bool write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
 }
 
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+std::string parent_of(const std::string& path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+/// The PID a temporary's name ends with, or 0 when it is not one.
+int64_t temporary_pid(const std::string& name) {
+  const size_t at = name.rfind(kTempInfix);
+  if (at == std::string::npos || at == 0) return 0;
+  const std::string digits = name.substr(at + std::strlen(kTempInfix));
+  if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return std::stoll(digits);
 }
 
 }  // namespace
 
+bool process_alive(int64_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const int64_t pid = temporary_pid(name);
+    if (pid == 0 || pid == ::getpid() || process_alive(pid)) continue;
+    std::error_code rm;
+    if (std::filesystem::remove_all(entry.path(), rm) > 0) ++removed;
+  }
+  return removed;
+}
+
+void sync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw WriteError(path, std::strerror(errno));
+  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
+    const int err = errno;
+    ::close(fd);
+    throw WriteError(path, std::strerror(err));
+  }
+  ::close(fd);
+}
+
 void atomic_write_with(const std::string& path,
                        const std::function<void(const std::string&)>& write) {
+  const std::string dir = parent_of(path);
+  const std::string prefix = std::filesystem::path(path).filename().string() + kTempInfix;
+  {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      const int64_t pid = temporary_pid(name);
+      std::error_code rm;
+      if (pid != 0 && pid != ::getpid() && !process_alive(pid)) std::filesystem::remove(entry.path(), rm);
+    }
+  }
   const std::string tmp = temp_name_for(path);
   try {
     write(tmp);
-    fsync_path(tmp);
+    sync_path(tmp);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw WriteError(path, std::strerror(errno));
   } catch (...) {
     std::remove(tmp.c_str());
     throw;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot write: " + reason);
-  }
-  const auto parent = std::filesystem::path(path).parent_path();
-  fsync_path(parent.empty() ? std::string(".") : parent.string());
+  sync_path(dir);
 }
 
 void atomic_write(const std::string& path, std::string_view bytes) {
   atomic_write_with(path, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw WriteError(path, std::strerror(errno));
+    if (!write_all(fd, bytes)) {
+      const int err = errno;
+      ::close(fd);
+      throw WriteError(path, std::strerror(err));
+    }
+    if (::close(fd) != 0) throw WriteError(path, std::strerror(errno));
   });
+}
+
+void append_to_file(const std::string& path, std::string_view text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw WriteError(path, std::strerror(errno));
+  struct stat st {};
+  const off_t before = ::fstat(fd, &st) == 0 ? st.st_size : -1;
+  if (!write_all(fd, text)) {
+    const int err = errno;
+    if (before >= 0 && ::ftruncate(fd, before) != 0) {
+      // The partial line stays; the error below is what matters.
+    }
+    ::close(fd);
+    throw WriteError(path, std::strerror(err));
+  }
+  if (::close(fd) != 0) throw WriteError(path, std::strerror(errno));
 }
 
 TempDir::TempDir(const std::string& prefix) {

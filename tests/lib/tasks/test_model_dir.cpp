@@ -5,10 +5,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "cellstate/data/batching.h"
 #include "cellstate/nn/rnn.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/sha256.h"
 #include "test_util.h"
 #include "tiny_model.h"
 
@@ -21,25 +24,25 @@ TEST(ModelDir, ConfigRoundTripAndChecks) {
   auto config = cs::new_model_config("sentiment");
   config["hidden"] = 64;
   cs::write_model_config(dir.file("m"), config);
-  const auto back = cs::read_model_config(dir.file("m"), "sentiment");
+  const auto back = cs::read_model_config(dir.file("m"), "sentiment", false);
   EXPECT_EQ(back["hidden"], 64);
   EXPECT_EQ(back["format_version"], cs::kModelFormatVersion);
-  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "ner"); })
+  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "ner", false); })
                 .find("config.json: a 'sentiment' model, expected a 'ner' model"),
             std::string::npos);
   config["format_version"] = 99;
   cs::write_model_config(dir.file("m"), config);
-  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment"); })
+  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment", false); })
                 .find("model format version 99, this cellstate reads version 1"),
             std::string::npos);
   cs::atomic_write(dir.file("m/config.json"), "{ not json");
-  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment"); }).find("not valid JSON"),
+  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment", false); }).find("not valid JSON"),
             std::string::npos);
   EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("nothing"), "sentiment"); })
                 .find("no such model directory"),
             std::string::npos);
   std::filesystem::create_directories(dir.file("empty"));
-  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("empty"), "sentiment"); })
+  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("empty"), "sentiment", false); })
                 .find("empty/config.json: missing file"),
             std::string::npos);
   EXPECT_NE(exception_of([&] { cs::config_get<int>(back, "layers", "c.json"); })
@@ -91,4 +94,124 @@ TEST(ModelDir, CustomWeightsLoadIntoBuiltinWithSamePredictions) {
   auto batch = cs::pad_batch({{1, 2, 3, 4}, {5, 6}, {7, 8, 9}});
   auto x = custom->forward(batch.ids, batch.lengths), y = builtin->forward(batch.ids, batch.lengths);
   EXPECT_LT((x - y).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Sha256, KnownDigests) {
+  // FIPS 180-4 examples, and one message spanning several blocks fed in pieces.
+  EXPECT_EQ(cs::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(cs::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(cs::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  cs::Sha256 h;
+  const std::string a(1000, 'a');
+  for (int i = 0; i < 1000; ++i) h.update(a);
+  EXPECT_EQ(h.hex(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");  // a million 'a'
+}
+
+TEST(ModelDir, ManifestDetectsEveryChange) {
+  cs::TempDir dir;
+  const auto m = dir.file("m");
+  cs::write_model_config(m, cs::new_model_config("sentiment"));
+  cs::atomic_write(m + "/weights.pt", std::string(5000, 'w'));
+  cs::write_manifest(m, "sentiment");
+  EXPECT_NO_THROW(cs::read_model_config(m, "sentiment"));
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "ner"); })
+                .find("MANIFEST.json: describes a \"sentiment\" model, expected a 'ner' model"),
+            std::string::npos);
+  // One byte changed, the size kept.
+  std::string w(5000, 'w');
+  w[2500] = 'x';
+  cs::atomic_write(m + "/weights.pt", w);
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); })
+                .find("weights.pt: damaged or changed since the model was written"),
+            std::string::npos);
+  EXPECT_NO_THROW(cs::read_model_config(m, "sentiment", false));
+  cs::atomic_write(m + "/weights.pt", std::string(10, 'w'));
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); })
+                .find("weights.pt: 10 bytes, MANIFEST.json records 5000"),
+            std::string::npos);
+  std::filesystem::remove(m + "/weights.pt");
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); })
+                .find("weights.pt: missing (MANIFEST.json lists it)"),
+            std::string::npos);
+  cs::atomic_write(m + "/MANIFEST.json", "{\"files\": [{\"name\": \"../x\", \"bytes\": 1, \"sha256\": \"\"}], "
+                                         "\"format_version\": 1, \"task\": \"sentiment\"}");
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); }).find("not a plain name"), std::string::npos);
+  cs::atomic_write(m + "/MANIFEST.json", "[1, 2");
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); }).find("MANIFEST.json: not valid JSON"),
+            std::string::npos);
+  std::filesystem::remove(m + "/MANIFEST.json");
+  EXPECT_NE(exception_of([&] { cs::read_model_config(m, "sentiment"); }).find("MANIFEST.json: missing"),
+            std::string::npos);
+}
+
+TEST(ModelTransaction, CommitSwapsInAndFailureLeavesTheOldModel) {
+  cs::TempDir dir;
+  const auto m = dir.file("m");
+  {
+    cs::ModelTransaction t(m, "sentiment", {});
+    EXPECT_EQ(t.path(), m + ".partial");
+    EXPECT_FALSE(t.resuming());
+    cs::write_model_config(t.path(), cs::new_model_config("sentiment"));
+    cs::atomic_write(t.path() + "/weights.pt", "one");
+    EXPECT_FALSE(std::filesystem::exists(m));
+    t.commit();
+    EXPECT_EQ(t.path(), m);
+  }
+  EXPECT_FALSE(std::filesystem::exists(m + ".partial"));
+  EXPECT_EQ(cs::read_file(m + "/weights.pt"), "one");
+  EXPECT_NO_THROW(cs::read_model_config(m, "sentiment"));
+  // Without --overwrite an existing model is refused; with it, replaced as a whole.
+  EXPECT_NE(exception_of([&] { cs::ModelTransaction t(m, "sentiment", {}); }).find("already holds a trained sentiment model"),
+            std::string::npos);
+  cs::ModelWriteOptions overwrite;
+  overwrite.overwrite = true;
+  {
+    cs::ModelTransaction t(m, "sentiment", overwrite);
+    cs::write_model_config(t.path(), cs::new_model_config("sentiment"));
+    cs::atomic_write(t.path() + "/weights.pt", "two");
+    // A second writer of the same directory fails at once, naming this process.
+    EXPECT_NE(exception_of([&] { cs::ModelTransaction u(m, "sentiment", overwrite); })
+                  .find("another process (PID " + std::to_string(::getpid()) + ")"),
+              std::string::npos);
+    // Destroyed without commit and without a checkpoint: nothing changes, nothing stays.
+  }
+  EXPECT_EQ(cs::read_file(m + "/weights.pt"), "one");
+  EXPECT_FALSE(std::filesystem::exists(m + ".partial"));
+  {
+    cs::ModelTransaction t(m, "sentiment", overwrite);
+    cs::write_model_config(t.path(), cs::new_model_config("sentiment"));
+    cs::atomic_write(t.path() + "/weights.pt", "three");
+    cs::atomic_write(t.path() + "/checkpoint.pt", "state");
+  }
+  // An interrupted run (a checkpoint) stays for --resume, and is not discarded silently.
+  EXPECT_TRUE(std::filesystem::exists(m + ".partial/checkpoint.pt"));
+  EXPECT_NE(exception_of([&] { cs::ModelTransaction t(m, "sentiment", {}); }).find("holds an interrupted training run"),
+            std::string::npos);
+  cs::ModelWriteOptions resume;
+  resume.resume = true;
+  {
+    cs::ModelTransaction t(m, "sentiment", resume);
+    EXPECT_TRUE(t.resuming());
+    EXPECT_FALSE(t.resuming_finished());
+    EXPECT_EQ(cs::read_file(t.path() + "/weights.pt"), "three");
+    t.commit();
+  }
+  EXPECT_EQ(cs::read_file(m + "/weights.pt"), "three");
+  EXPECT_TRUE(std::filesystem::exists(m + "/MANIFEST.json"));
+  // A directory of someone else's files is never replaced.
+  std::filesystem::create_directories(dir.file("notes"));
+  cs::atomic_write(dir.file("notes/todo.txt"), "x");
+  EXPECT_NE(exception_of([&] { cs::ModelTransaction t(dir.file("notes"), "sentiment", overwrite); })
+                .find("holds files but no cellstate model"),
+            std::string::npos);
+}
+
+TEST(AtomicWrite, StaleTemporariesOfDeadWritersAreRemoved) {
+  cs::TempDir dir;
+  // PID 2^22 + 1 is above Linux's pid_max limit: never a live process.
+  cs::atomic_write(dir.file("f.txt.tmp.4194305"), "stale");
+  cs::atomic_write(dir.file("f.txt"), "fresh");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("f.txt.tmp.4194305")));
+  EXPECT_EQ(cs::read_file(dir.file("f.txt")), "fresh");
 }

@@ -165,6 +165,7 @@ TEST(Textgen, BadInputsAreErrorsNamingTheFile) {
   EXPECT_NE(exception_of([&] { cs::TextgenModel::load(dir.file("nothing")); }), "");
   // A model of another app is refused.
   cs::write_model_config(dir.file("other"), cs::new_model_config("sentiment"));
+  cs::write_manifest(dir.file("other"), "sentiment");
   EXPECT_NE(exception_of([&] { cs::TextgenModel::load(dir.file("other")); }).find("sentiment"), std::string::npos);
   auto model = cs::TextgenModel::load(trained().model_dir());
   EXPECT_NE(exception_of([&] { cs::evaluate_textgen(model, data_path("empty.txt")); }).find("empty input"),

@@ -78,7 +78,7 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
 
 /// Runs `body` and maps what escapes it to an exit status, printing one line
 /// "PROGRAM: message" on stderr: InputError and std::invalid_argument -> 2,
-/// anything else -> 1.
+/// Interrupted (SIGINT, SIGTERM) -> 128 + signal, anything else -> 1.
 int run_guarded(const std::string& program, const std::function<int()>& body);
 
 struct Subcommand {

@@ -7,8 +7,10 @@
 
 #include <boost/program_options.hpp>
 
+#include <functional>
 #include <string>
 
+#include "cellstate/cli/cli.h"
 #include "cellstate/decode/sampling.h"
 #include "cellstate/tasks/options.h"
 #include "cellstate/train/options.h"
@@ -24,7 +26,8 @@ struct ArchitectureOptions {
   bool bidirectional = true;  // --bidirectional / --no-bidirectional
 };
 
-/// --model DIR, --impl and, as `which` allows, --rnn, --layers, --hidden,
+/// --model DIR, --impl and, for use commands (which.any false), --verify /
+/// --no-verify; as `which` allows, --rnn, --layers, --hidden,
 /// --embed, --dropout, --bidirectional.
 void add_model_options(boost::program_options::options_description& options, ModelOptions& model,
                        ArchitectureOptions which = {});
@@ -36,7 +39,8 @@ void add_sampling_options(boost::program_options::options_description& options, 
 
 /// --epochs, --batch-size, --lr, --optimizer, --weight-decay, --momentum,
 /// --clip, --lr-schedule (+ --lr-decay, --lr-step, --warmup, --min-lr),
-/// --patience, --eval-every, --seed, --resume, --max-time, --checkpoint-every.
+/// --patience, --eval-every, --seed, --resume, --overwrite, --max-time,
+/// --checkpoint-every.
 void add_training_options(boost::program_options::options_description& options, TrainingOptions& training);
 
 /// --threads, --device, --quiet / --no-quiet.
@@ -54,5 +58,12 @@ struct UseOptions {
   /// Checks --impl and the runtime options (throws std::invalid_argument).
   void validate() const;
 };
+
+/// `PROGRAM seal --model DIR`: checks that DIR loads as a `task` model
+/// (`load_unverified` loads it without the manifest check, throwing on any
+/// problem), then writes its MANIFEST.json. For a model whose files were
+/// edited on purpose, or one written before manifests existed.
+Subcommand seal_subcommand(const std::string& program, const std::string& task,
+                           std::function<void(const std::string& dir)> load_unverified);
 
 }  // namespace cellstate

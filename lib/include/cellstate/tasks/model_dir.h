@@ -7,9 +7,16 @@
 //   DIR/weights.pt        the module's parameters and buffers (torch archive)
 //   DIR/train_log.jsonl   one JSON object per evaluation during training
 //   DIR/checkpoint.pt     the latest training checkpoint (for --resume)
+//   DIR/MANIFEST.json     written last: the SHA-256 and size of every other
+//                         file (checkpoints aside), the task, the format
+//                         version; every load verifies it
 //
-// Every file is written atomically (temporary file, then rename), so an
-// interrupted save never leaves a half-written model.
+// Training writes a model as a transaction (ModelTransaction): everything
+// goes into the sibling DIR.partial/, locked with flock(2) while a trainer
+// uses it, and only a complete, fsync'ed model is swapped in for DIR with
+// one rename. A failure at any point (a full disk, a signal, kill -9)
+// leaves DIR exactly as it was; an interrupted run's checkpoint stays in
+// DIR.partial/ for --resume.
 
 #include <torch/nn/module.h>
 
@@ -35,8 +42,79 @@ nlohmann::json new_model_config(const std::string& task);
 void write_model_config(const std::string& dir, const nlohmann::json& config);
 
 /// Reads DIR/config.json and checks it is a model of `task` in this format
-/// version; any problem is an InputError naming the file.
-nlohmann::json read_model_config(const std::string& dir, const std::string& task);
+/// version; with `verify`, first checks every file against DIR/MANIFEST.json
+/// (verify_manifest). Any problem is an InputError naming the file.
+nlohmann::json read_model_config(const std::string& dir, const std::string& task, bool verify = true);
+
+/// Writes DIR/MANIFEST.json for the files now in DIR: format version, task,
+/// cellstate version, and for every regular file but the manifest itself,
+/// checkpoints and temporaries, its size and SHA-256; the tokenizers
+/// (*.model) are also listed with their piece counts.
+void write_manifest(const std::string& dir, const std::string& task);
+
+/// Checks DIR against DIR/MANIFEST.json: every listed file present with the
+/// recorded size and SHA-256. A missing manifest, a missing, truncated or
+/// changed file is an InputError naming it (loading with --no-verify skips
+/// this check).
+void verify_manifest(const std::string& dir, const std::string& task);
+
+/// What `train` may do with a model directory that already holds something.
+struct ModelWriteOptions {
+  bool resume = false;     // continue the interrupted (or finished) run of DIR
+  bool overwrite = false;  // replace the model in DIR, or discard an interrupted run
+};
+
+/// A model directory written as a transaction (see the top of this file).
+///
+/// Opening one locks DIR.partial/ (a second trainer fails at once, naming
+/// the first one's PID), puts back a model a crashed swap left aside, and
+/// decides what the run starts from:
+///   --resume     DIR.partial/'s checkpoint (an interrupted run), else a copy
+///                of DIR with its checkpoint (a finished run trained further);
+///                neither is an InputError
+///   otherwise    a fresh DIR.partial/: an existing model in DIR, or an
+///                interrupted run in DIR.partial/, is refused unless
+///                --overwrite; a directory holding anything that is not a
+///                cellstate model is always refused
+/// commit() writes the manifest, fsyncs every file, and swaps DIR.partial/
+/// in for DIR (renameat2 RENAME_EXCHANGE, the old model then removed).
+/// Destroyed without commit(), it keeps DIR.partial/ when it holds a
+/// checkpoint to resume and removes it otherwise.
+class ModelTransaction {
+ public:
+  ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options);
+  ~ModelTransaction();
+  ModelTransaction(const ModelTransaction&) = delete;
+  ModelTransaction& operator=(const ModelTransaction&) = delete;
+
+  /// Where the run writes: DIR.partial until commit(), DIR after.
+  const std::string& path() const { return committed_ ? target_ : staging_; }
+  /// DIR.
+  const std::string& target() const { return target_; }
+  /// Whether the run continues from a checkpoint now in path().
+  bool resuming() const { return resuming_; }
+  /// Whether that checkpoint is a finished model's (copied from DIR), not an
+  /// interrupted run's: when it has nothing left to train, DIR stays as it is.
+  bool resuming_finished() const { return resuming_finished_; }
+  /// Makes the model in path() the model in DIR (see above).
+  void commit();
+
+ private:
+  void lock();
+  void recover_swap();
+  void prepare(const ModelWriteOptions& options);
+  void clear_staging();
+  void release() noexcept;
+
+  std::string target_, staging_, task_;
+  int lock_fd_ = -1;
+  bool resuming_ = false;
+  bool resuming_finished_ = false;
+  bool committed_ = false;
+};
+
+/// Whether DIR holds a training checkpoint (checkpoint*.pt).
+bool has_checkpoint(const std::string& dir);
 
 /// InputError "FILE: config: MESSAGE".
 [[noreturn]] void throw_config_error(const std::string& file, const std::string& message);

@@ -21,6 +21,13 @@
 
 namespace cellstate {
 
+/// The most characters of one word the character features read (its first
+/// and last halves; a longer word is cut, with a FILE:LINE warning when
+/// tagging), and the most SentencePiece pieces of one word, so that one
+/// absurd "word" cannot make a sentence cost more than its length in words.
+constexpr int64_t kMaxWordChars = 64;
+constexpr int64_t kMaxWordPieces = 32;
+
 struct NerTrainConfig {
   ModelOptions model;
   TrainingOptions training;
@@ -65,7 +72,7 @@ struct TaggedSentence {
 /// A trained tagger, ready to tag.
 class NerModel {
  public:
-  static NerModel load(const std::string& dir, std::optional<Implementation> impl = {});
+  static NerModel load(const std::string& dir, std::optional<Implementation> impl = {}, bool verify = true);
 
   const nlohmann::json& config() const { return config_; }
   TagScheme scheme() const { return scheme_; }

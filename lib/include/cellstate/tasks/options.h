@@ -24,6 +24,7 @@ struct ModelOptions {
   int64_t embed = 128;           // embedding size
   double dropout = 0.3;          // dropout probability
   bool bidirectional = false;    // read both directions
+  bool verify = true;            // check the model's files against its MANIFEST.json when loading
 
   /// Throws std::invalid_argument naming the option.
   void validate() const;

@@ -56,8 +56,9 @@ TrainResult train_sentiment(const SentimentTrainConfig& config);
 /// A trained classifier, ready to predict.
 class SentimentModel {
  public:
-  /// Loads DIR; `impl` overrides the implementation the model was trained with.
-  static SentimentModel load(const std::string& dir, std::optional<Implementation> impl = {});
+  /// Loads DIR; `impl` overrides the implementation the model was trained with;
+  /// `verify` checks its files against MANIFEST.json first.
+  static SentimentModel load(const std::string& dir, std::optional<Implementation> impl = {}, bool verify = true);
 
   const LabelSet& labels() const { return labels_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }

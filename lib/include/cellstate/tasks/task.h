@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cellstate/tasks/model_dir.h"
 #include "cellstate/train/trainer.h"
 
 namespace cellstate {
@@ -19,6 +20,8 @@ class TaskLog {
  public:
   explicit TaskLog(bool quiet) : quiet_(quiet) {}
   void operator()(const std::string& line) const;
+  /// A line shown even when quiet: the outcome of the command itself.
+  void always(const std::string& line) const;
 
  private:
   bool quiet_;
@@ -34,8 +37,17 @@ nlohmann::json weights_entry(bool half, const std::string& file = "weights.pt");
 /// `score_key`, where and why training stopped, and how long it took.
 nlohmann::json training_results(const TrainResult& result, const std::string& score_key);
 
-/// The exit status a train command ends with: 130 when it was interrupted
-/// (a checkpoint was written), else 0.
+/// What a train command may do with an existing model directory (--resume,
+/// --overwrite).
+ModelWriteOptions write_options(const TrainingOptions& training);
+
+/// The line a --resume that found nothing left to train prints: where and
+/// why the run ended, and which option trains on.
+std::string already_finished_message(const std::string& dir, const TrainResult& result);
+
+/// The exit status a train command ends with: 128 + the signal when it was
+/// interrupted (130 for SIGINT, 143 for SIGTERM; a checkpoint was written),
+/// else 0.
 int exit_status(const TrainResult& result);
 
 }  // namespace cellstate

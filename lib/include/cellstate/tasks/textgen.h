@@ -70,7 +70,7 @@ LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& i
 class TextgenModel {
  public:
   /// Loads DIR; `impl` overrides the implementation it was trained with.
-  static TextgenModel load(const std::string& dir, std::optional<Implementation> impl = {});
+  static TextgenModel load(const std::string& dir, std::optional<Implementation> impl = {}, bool verify = true);
 
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const nlohmann::json& config() const { return config_; }

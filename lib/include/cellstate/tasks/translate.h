@@ -50,7 +50,7 @@ struct Translation {
 
 class TranslationModel {
  public:
-  static TranslationModel load(const std::string& dir, std::optional<Implementation> impl = {});
+  static TranslationModel load(const std::string& dir, std::optional<Implementation> impl = {}, bool verify = true);
   const nlohmann::json& config() const { return config_; }
   Seq2Seq& model() { return model_; }
   const Tokenizer& source_tokenizer() const { return *source_; }

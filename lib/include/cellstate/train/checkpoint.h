@@ -44,6 +44,10 @@ struct CheckpointParts {
 /// atomically.
 void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state);
 
+/// Only the RunState of the checkpoint at `path` (to prepare its epoch
+/// before the task's own state is restored into it).
+RunState read_run_state(const std::string& path);
+
 /// Restores what save_checkpoint wrote. A missing checkpoint, or one that
 /// does not fit the module and options, is an InputError naming `path`.
 RunState load_checkpoint(const std::string& path, const CheckpointParts& parts);

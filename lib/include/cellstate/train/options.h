@@ -41,7 +41,8 @@ struct TrainingOptions {
   int64_t patience = 3;              // stop after N evaluations without improvement (0: never)
   int64_t eval_every = 0;            // evaluate every N steps (0: each epoch)
   uint64_t seed = 1;                 // seeds initialisation, data order, dropout
-  bool resume = false;               // continue from MODEL/checkpoint.pt
+  bool resume = false;               // continue the interrupted (or finished) run of MODEL
+  bool overwrite = false;            // replace a model already in MODEL (kept until the new one is complete)
   double max_time = 0;               // stop after this many minutes (0: no limit)
   double checkpoint_every = 10;      // also checkpoint every N minutes (0: only at evaluations)
 

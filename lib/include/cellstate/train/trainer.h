@@ -55,6 +55,8 @@ struct TrainResult {
   int64_t steps = 0;
   double seconds = 0;
   StopReason stop_reason = StopReason::kEpochs;
+  int signal = 0;                 // the signal that interrupted the run (SIGINT, SIGTERM)
+  bool already_finished = false;  // --resume found a run that had ended under these options: nothing trained
   bool interrupted() const { return stop_reason == StopReason::kInterrupted; }
 };
 

@@ -29,7 +29,8 @@ class InputError : public std::runtime_error {
 /// Reads a text file line by line; "-" is standard input. Gzip-compressed
 /// input (any name, standard input too) is decompressed transparently. Each line has its "\n" or
 /// "\r\n" removed, and a UTF-8 byte-order mark at the start of the file is
-/// dropped. A line that is not valid UTF-8, contains a NUL byte, or is longer
+/// dropped. A line that is not valid UTF-8, contains a NUL byte or a carriage
+/// return elsewhere than before its "\n" (CR-only line endings), or is longer
 /// than `max_line_bytes` is an InputError naming file and line: cellstate never
 /// guesses an encoding or silently alters text.
 class LineReader {
@@ -73,13 +74,43 @@ std::string read_text_file(const std::string& path);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, flushed and fsync'ed, then renamed over `path`.
+/// A file that could not be written (a full disk, an I/O error, no
+/// permission): what() is "DIR: cannot write NAME: REASON". Apps map it to
+/// exit 1; whatever was there before stays as it was.
+class WriteError : public std::runtime_error {
+ public:
+  WriteError(const std::string& path, const std::string& reason);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// Writes `bytes` to `path` atomically: a temporary file PATH.tmp.PID in the
+/// same directory, written and fsync'ed with every error checked, then
+/// renamed over `path` and the directory fsync'ed. On any failure the
+/// temporary is removed, `path` is left as it was, and a WriteError is
+/// thrown. Temporaries of `path` left by killed processes are removed first.
 void atomic_write(const std::string& path, std::string_view bytes);
 
 /// Same, for writers that need a path: `write(tmp)` writes the temporary file,
-/// which is then renamed over `path` (and removed if `write` throws).
+/// which is then fsync'ed and renamed over `path` (and removed if anything
+/// throws).
 void atomic_write_with(const std::string& path, const std::function<void(const std::string&)>& write);
+
+/// Appends `text` to `path` (created if missing); a failed write is a
+/// WriteError (a partial line is cut off again).
+void append_to_file(const std::string& path, std::string_view text);
+
+/// fsync()s the file or directory `path`; a failure is a WriteError.
+void sync_path(const std::string& path);
+
+/// Whether `pid` is a running process (false for 0 and negatives).
+bool process_alive(int64_t pid);
+
+/// Removes "NAME.tmp.PID" files in `dir` whose process is gone (left by a
+/// killed writer); returns how many were removed.
+int remove_stale_temporaries(const std::string& dir);
 
 /// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
 class TempDir {
