@@ -104,7 +104,7 @@ std::vector<std::string> config_to_arguments(const std::string& json_text, const
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 9e999
     throw InputError(file, 0, std::string("not valid JSON (") + e.what() + ")");
   }
   if (!config.is_object()) throw InputError(file, 0, "expected a JSON object of option values");

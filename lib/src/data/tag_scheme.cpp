@@ -1,5 +1,6 @@
 #include "cellstate/data/tag_scheme.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "cellstate/util/text.h"

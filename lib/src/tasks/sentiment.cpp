@@ -263,7 +263,7 @@ void keep_member_results(const std::string& dir, nlohmann::json& json) {
   nlohmann::json old;
   try {
     old = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::parse_error&) {
+  } catch (const nlohmann::json::exception&) {
     throw InputError(file, 0, "not valid JSON (the run to resume is damaged)");
   }
   if (old.is_object() && old.contains("member_results") && old["member_results"].is_array())

@@ -35,6 +35,10 @@ TEST(ModelDir, ConfigRoundTripAndChecks) {
   EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment", false); })
                 .find("model format version 99, this cellstate reads version 1"),
             std::string::npos);
+  // A number no double holds is bad JSON too (found by fuzz/fuzz_model_files).
+  cs::atomic_write(dir.file("m/config.json"), "{\"hidden\": 9e7333}");
+  EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment", false); }).find("not valid JSON"),
+            std::string::npos);
   cs::atomic_write(dir.file("m/config.json"), "{ not json");
   EXPECT_NE(exception_of([&] { cs::read_model_config(dir.file("m"), "sentiment", false); }).find("not valid JSON"),
             std::string::npos);

@@ -26,13 +26,10 @@
 #include <string>
 
 #include "cellstate/nn/rnn.h"
+#include "cellstate/tasks/model_files.h"
 #include "cellstate/data/tokenizer.h"
 
 namespace cellstate {
-
-/// Bumped when a model directory written by this version cannot be read by
-/// an older one (or the other way round).
-constexpr int kModelFormatVersion = 1;
 
 /// A config with "task", "format_version", "created" (UTC, ISO 8601) and
 /// "cellstate_version" filled in.
@@ -41,22 +38,11 @@ nlohmann::json new_model_config(const std::string& task);
 /// Creates DIR (and parents) if needed, then writes DIR/config.json atomically.
 void write_model_config(const std::string& dir, const nlohmann::json& config);
 
-/// Reads DIR/config.json and checks it is a model of `task` in this format
-/// version; with `verify`, first checks every file against DIR/MANIFEST.json
-/// (verify_manifest). Any problem is an InputError naming the file.
-nlohmann::json read_model_config(const std::string& dir, const std::string& task, bool verify = true);
-
 /// Writes DIR/MANIFEST.json for the files now in DIR: format version, task,
 /// cellstate version, and for every regular file but the manifest itself,
 /// checkpoints and temporaries, its size and SHA-256; the tokenizers
 /// (*.model) are also listed with their piece counts.
 void write_manifest(const std::string& dir, const std::string& task);
-
-/// Checks DIR against DIR/MANIFEST.json: every listed file present with the
-/// recorded size and SHA-256. A missing manifest, a missing, truncated or
-/// changed file is an InputError naming it (loading with --no-verify skips
-/// this check).
-void verify_manifest(const std::string& dir, const std::string& task);
 
 /// What `train` may do with a model directory that already holds something.
 struct ModelWriteOptions {
@@ -112,25 +98,6 @@ class ModelTransaction {
   bool resuming_finished_ = false;
   bool committed_ = false;
 };
-
-/// Whether DIR holds a training checkpoint (checkpoint*.pt).
-bool has_checkpoint(const std::string& dir);
-
-/// InputError "FILE: config: MESSAGE".
-[[noreturn]] void throw_config_error(const std::string& file, const std::string& message);
-
-/// config[key] converted to T; a missing key or wrong type is an InputError
-/// naming `file` and the key.
-template <typename T>
-T config_get(const nlohmann::json& config, const std::string& key, const std::string& file) {
-  if (!config.contains(key)) throw_config_error(file, "missing key \"" + key + "\"");
-  try {
-    return config.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw_config_error(file, "key \"" + key + "\" has the wrong type (" +
-                                 std::string(config.at(key).type_name()) + ")");
-  }
-}
 
 /// Saves every parameter and buffer of `module` under its dotted name;
 /// `half` stores floating tensors as float16 (halves the size; widened on

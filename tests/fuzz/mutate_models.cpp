@@ -1,0 +1,182 @@
+// A mutation fuzzer for loading model directories, which needs LibTorch
+// (so it is not a libFuzzer target; see fuzz/). Each run damages one file of
+// one of the given model directories -- bytes flipped, cut, inserted or
+// repeated, or a config.json value replaced by one of another type or an
+// absurd one -- then
+//   1. loads it verified: it must be refused with an InputError (exit 2),
+//      since a file no longer matches MANIFEST.json;
+//   2. loads it with --no-verify and uses it (a short prediction): the
+//      outcome must be a result or an exception with a message (an app
+//      prints one line), never a crash, a hang or an abort.
+// A crash ends the process; the run and seed it prints reproduce it.
+//
+//   cellstate_mutate_models [--runs N] [--seed S] DIR...
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cellstate/tasks/model_dir.h"
+#include "cellstate/tasks/ner.h"
+#include "cellstate/tasks/sentiment.h"
+#include "cellstate/tasks/textgen.h"
+#include "cellstate/tasks/translate.h"
+#include "cellstate/util/io.h"
+
+namespace cs = cellstate;
+
+namespace {
+
+struct Model {
+  std::string dir, task;
+  std::map<std::string, std::string> files;  // name -> pristine bytes
+};
+
+Model read_model(const std::string& dir) {
+  Model m;
+  m.dir = dir;
+  m.task = nlohmann::json::parse(cs::read_file(dir + "/config.json")).at("task").get<std::string>();
+  for (const auto& name : cs::manifest_files(dir)) m.files[name] = cs::read_file(dir + "/" + name);
+  return m;
+}
+
+/// `bytes` damaged one way, chosen by `rng`.
+std::string mutate(std::string bytes, bool json, std::mt19937_64& rng) {
+  auto pick = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
+  if (json && rng() % 2 == 0) {
+    try {
+      auto j = nlohmann::json::parse(bytes);
+      std::vector<nlohmann::json*> leaves;
+      std::function<void(nlohmann::json&)> walk = [&](nlohmann::json& v) {
+        if (v.is_structured()) {
+          for (auto& c : v) walk(c);
+        } else {
+          leaves.push_back(&v);
+        }
+      };
+      walk(j);
+      if (!leaves.empty()) {
+        static const nlohmann::json kValues[] = {-1, 0, 1, 1e12, -1e300, "x", true, nullptr, nlohmann::json::array(),
+                                                 nlohmann::json::object(), 2147483648LL, 0.5};
+        *leaves[pick(leaves.size())] = kValues[pick(std::size(kValues))];
+        return j.dump();
+      }
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  switch (rng() % 4) {
+    case 0:  // flip bytes
+      for (int k = 0, n = 1 + static_cast<int>(rng() % 8); k < n && !bytes.empty(); ++k)
+        bytes[pick(bytes.size())] ^= static_cast<char>(1 + rng() % 255);
+      break;
+    case 1:  // cut
+      bytes.resize(pick(bytes.size() + 1));
+      break;
+    case 2:  // insert random bytes
+      bytes.insert(pick(bytes.size() + 1), std::string(1 + rng() % 16, static_cast<char>(rng())));
+      break;
+    default: {  // repeat a chunk
+      const size_t at = pick(bytes.size() + 1), n = std::min<size_t>(bytes.size() - at, 1 + rng() % 64);
+      bytes.insert(at, bytes.substr(at, n));
+    }
+  }
+  return bytes;
+}
+
+/// Loads `dir` as `task` and uses it once.
+void load_and_use(const std::string& dir, const std::string& task, bool verify) {
+  if (task == "sentiment") {
+    auto m = cs::SentimentModel::load(dir, std::nullopt, verify);
+    m.probabilities({"a fine film", ""}, 8);
+  } else if (task == "ner") {
+    auto m = cs::NerModel::load(dir, std::nullopt, verify);
+    m.tag({{"John", "lives", "in", "Paris"}}, true, 8);
+  } else if (task == "textgen") {
+    auto m = cs::TextgenModel::load(dir, std::nullopt, verify);
+    cs::GenerateOptions o;
+    o.max_tokens = 5;
+    cs::generate_text(m, "The", o, 1);
+  } else if (task == "translate") {
+    auto m = cs::TranslationModel::load(dir, std::nullopt, verify);
+    cs::DecodingOptions o;
+    o.beam = 2;
+    m.translate({"a dog runs ."}, o, 8);
+  } else {
+    throw std::invalid_argument("unknown task " + task);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t runs = 1000;
+  uint64_t seed = 1;
+  std::vector<std::string> dirs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::atoll(argv[++i]);
+    else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else dirs.push_back(a);
+  }
+  if (dirs.empty()) {
+    std::cerr << "usage: cellstate_mutate_models [--runs N] [--seed S] DIR...\n";
+    return 2;
+  }
+  torch::set_num_threads(1);
+  std::vector<Model> models;
+  for (const auto& d : dirs) models.push_back(read_model(d));
+  const cs::TempDir scratch("cellstate-mutate");
+  std::mt19937_64 rng(seed);
+  std::map<std::string, int64_t> outcomes;
+  std::map<std::string, std::string> examples;  // the first message of each kind of exit 1
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t run = 0; run < runs; ++run) {
+    const Model& m = models[static_cast<size_t>(rng() % models.size())];
+    auto it = m.files.begin();
+    std::advance(it, static_cast<std::ptrdiff_t>(rng() % m.files.size()));
+    const std::string damaged = mutate(it->second, it->first.size() > 5 && it->first.substr(it->first.size() - 5) == ".json", rng);
+    if (damaged == it->second) continue;
+    const std::string dir = scratch.file(m.task);
+    if (run == 0 || !std::filesystem::exists(dir)) {
+      std::filesystem::remove_all(dir);
+      std::filesystem::copy(m.dir, dir);
+    }
+    for (const auto& [name, bytes] : m.files) cs::atomic_write(dir + "/" + name, name == it->first ? damaged : bytes);
+    // 1. Verified: refused, naming the file.
+    try {
+      load_and_use(dir, m.task, true);
+      std::cerr << "run " << run << " (seed " << seed << "): a damaged " << it->first << " of " << m.dir
+                << " was loaded although it no longer matches MANIFEST.json\n";
+      return 1;
+    } catch (const cs::InputError&) {
+    }
+    // 2. Unverified: a result or a message, never a crash.
+    std::string outcome = "loaded and used", message;
+    try {
+      load_and_use(dir, m.task, false);
+    } catch (const cs::InputError& e) {
+      outcome = "refused (bad input, exit 2)";
+    } catch (const c10::Error& e) {
+      outcome = "refused by LibTorch (exit 1)";
+      message = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      outcome = "refused (exit 1)";
+      message = e.what();
+    }
+    const std::string key = it->first + ": " + outcome;
+    if (++outcomes[key] == 1 && !message.empty()) examples[key] = message.substr(0, message.find('\n')).substr(0, 160);
+    std::filesystem::remove_all(dir);  // the next run starts from a clean copy of its model
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << runs << " mutated loads in " << seconds << " s (seed " << seed << "), every damaged file refused when "
+            << "verified; unverified outcomes:\n";
+  for (const auto& [what, n] : outcomes)
+    std::cout << "  " << n << "  " << what << (examples.count(what) ? ", e.g. " + examples[what] : "") << "\n";
+  return 0;
+}
