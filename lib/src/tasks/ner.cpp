@@ -246,15 +246,15 @@ SequenceTaggerOptions tagger_options(const nlohmann::json& config, const std::st
   ModelOptions m;
   m.from_json(config_get<nlohmann::json>(config, "model", file), file);
   const auto t = config_get<nlohmann::json>(config, "tagger", file);
-  SequenceTaggerOptions o(config_get<int64_t>(t, "word_vocab", file),
+  SequenceTaggerOptions o(config_get_in(t, "word_vocab", file, int64_t{3}, int64_t{10000000}),
                           static_cast<int64_t>(config_get<std::vector<std::string>>(config, "tags", file).size()));
   o.word_embed(m.embed).hidden(m.hidden).layers(m.layers).kind(m.kind()).impl(impl).dropout(m.dropout);
-  o.char_vocab(config_get<int64_t>(t, "char_vocab", file))
-      .char_embed(config_get<int64_t>(t, "char_embed", file))
-      .char_hidden(config_get<int64_t>(t, "char_hidden", file))
-      .piece_vocab(config_get<int64_t>(t, "piece_vocab", file))
-      .piece_embed(config_get<int64_t>(t, "piece_embed", file))
-      .casing_embed(config_get<int64_t>(t, "casing_embed", file))
+  o.char_vocab(config_get_in(t, "char_vocab", file, int64_t{0}, int64_t{10000000}))
+      .char_embed(config_get_in(t, "char_embed", file, int64_t{0}, int64_t{4096}))
+      .char_hidden(config_get_in(t, "char_hidden", file, int64_t{1}, int64_t{4096}))
+      .piece_vocab(config_get_in(t, "piece_vocab", file, int64_t{0}, int64_t{10000000}))
+      .piece_embed(config_get_in(t, "piece_embed", file, int64_t{1}, int64_t{4096}))
+      .casing_embed(config_get_in(t, "casing_embed", file, int64_t{0}, int64_t{4096}))
       .crf(config_get<std::string>(t, "decoder", file) == "crf");
   return o;
 }

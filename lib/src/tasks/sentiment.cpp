@@ -55,7 +55,7 @@ TextClassifierOptions classifier_options(const nlohmann::json& config, const std
   ModelOptions m;
   m.from_json(config_get<nlohmann::json>(config, "model", file), file);
   const auto c = config_get<nlohmann::json>(config, "classifier", file);
-  TextClassifierOptions o(config_get<int64_t>(config, "vocab_size", file),
+  TextClassifierOptions o(config_get_in(config, "vocab_size", file, int64_t{1}, int64_t{10000000}),
                           static_cast<int64_t>(config_get<std::vector<std::string>>(config, "labels", file).size()));
   o.embed(m.embed).hidden(m.hidden).layers(m.layers).bidirectional(m.bidirectional).kind(m.kind()).impl(impl);
   o.dropout(m.dropout);
@@ -64,8 +64,8 @@ TextClassifierOptions classifier_options(const nlohmann::json& config, const std
   } catch (const std::invalid_argument& e) {
     throw_config_error(file, e.what());
   }
-  o.embed_dropout(config_get<double>(c, "embed_dropout", file));
-  o.word_dropout(config_get<double>(c, "word_dropout", file));
+  o.embed_dropout(config_get_in(c, "embed_dropout", file, 0.0, 0.99));
+  o.word_dropout(config_get_in(c, "word_dropout", file, 0.0, 0.99));
   o.lm_weight(c.value("lm_weight", 0.0));
   return o;
 }

@@ -69,7 +69,7 @@ RecurrentState detached(const RecurrentState& s) {
 LanguageModelOptions lm_options(const nlohmann::json& config, const std::string& file, Implementation impl) {
   ModelOptions m;
   m.from_json(config_get<nlohmann::json>(config, "model", file), file);
-  LanguageModelOptions o(config_get<int64_t>(config, "vocab_size", file));
+  LanguageModelOptions o(config_get_in(config, "vocab_size", file, int64_t{4}, int64_t{10000000}));
   o.embed(m.embed).hidden(m.hidden).layers(m.layers).kind(m.kind()).impl(impl).dropout(m.dropout);
   o.tie(config_get<bool>(config, "tie", file));
   return o;
@@ -327,7 +327,7 @@ TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementa
   const std::string file = dir + "/config.json";
   const Implementation chosen = model_implementation(config, file, impl);
   auto tokenizer = load_model_tokenizer(dir, config);
-  const auto newline_id = config_get<int64_t>(config, "newline_id", file);
+  const auto newline_id = config_get_in(config, "newline_id", file, int64_t{0}, tokenizer.vocab_size() - 1);
   if (tokenizer.id_to_piece(newline_id) != kNewline)
     throw InputError(dir + "/tokenizer.model", 0,
                      "piece " + std::to_string(newline_id) + " is not the line break \"<nl>\" config.json names");

@@ -72,7 +72,8 @@ Seq2SeqOptions seq2seq_options(const nlohmann::json& config, const std::string& 
   ModelOptions m;
   m.from_json(config_get<nlohmann::json>(config, "model", file), file);
   const auto s = config_get<nlohmann::json>(config, "seq2seq", file);
-  Seq2SeqOptions o(config_get<int64_t>(s, "source_vocab", file), config_get<int64_t>(s, "target_vocab", file));
+  Seq2SeqOptions o(config_get_in(s, "source_vocab", file, int64_t{4}, int64_t{10000000}),
+                   config_get_in(s, "target_vocab", file, int64_t{4}, int64_t{10000000}));
   o.embed(m.embed).hidden(m.hidden).layers(m.layers).impl(impl).dropout(m.dropout);
   try {
     o.attention(parse_attention(config_get<std::string>(s, "attention", file)));

@@ -58,4 +58,15 @@ T config_get(const nlohmann::json& config, const std::string& key, const std::st
   }
 }
 
+/// config_get<T> for a number, which must also lie in [lo, hi] (a hand-edited
+/// or damaged config is refused before anything is allocated from it).
+template <typename T>
+T config_get_in(const nlohmann::json& config, const std::string& key, const std::string& file, T lo, T hi) {
+  const T v = config_get<T>(config, key, file);
+  if (!(v >= lo && v <= hi))
+    throw_config_error(file, "\"" + key + "\" must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                 "], got " + std::to_string(v));
+  return v;
+}
+
 }  // namespace cellstate
