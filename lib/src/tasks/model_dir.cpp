@@ -82,19 +82,33 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
 void load_weights(torch::nn::Module& module, const std::string& path) {
   if (!file_exists(path)) throw InputError(path, 0, "missing weights file");
   torch::serialize::InputArchive archive;
+  // A damaged archive can make LibTorch's reader throw c10::Error or plain
+  // std:: exceptions (a missing record, a bad pickle): all of them mean the
+  // same to the user.
+  auto unreadable = [&](const std::string& why) {
+    return InputError(path, 0, "not a readable weights file (" + why.substr(0, 200) + ")");
+  };
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    throw InputError(path, 0, "not a readable weights file (" +
-                                  std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+    throw unreadable(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw unreadable(e.what());
   }
   std::set<std::string> expected;
   torch::NoGradGuard no_grad;
   auto fill = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
     expected.insert(name);
     torch::Tensor value;
-    if (!archive.try_read(name, value, is_buffer))
-      throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
+    bool found = false;
+    try {
+      found = archive.try_read(name, value, is_buffer);
+    } catch (const c10::Error& e) {
+      throw unreadable(e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      throw unreadable(e.what());
+    }
+    if (!found) throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
     if (value.sizes() != target.sizes())
       throw InputError(path, 0, "tensor '" + name + "' has shape " + shape_string(value.sizes()) +
                                     ", the config expects " + shape_string(target.sizes()));

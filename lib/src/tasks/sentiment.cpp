@@ -66,7 +66,7 @@ TextClassifierOptions classifier_options(const nlohmann::json& config, const std
   }
   o.embed_dropout(config_get_in(c, "embed_dropout", file, 0.0, 0.99));
   o.word_dropout(config_get_in(c, "word_dropout", file, 0.0, 0.99));
-  o.lm_weight(c.value("lm_weight", 0.0));
+  o.lm_weight(c.contains("lm_weight") ? config_get_in(c, "lm_weight", file, 0.0, 100.0) : 0.0);
   return o;
 }
 
@@ -440,8 +440,13 @@ SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implem
   LabelSet labels(config_get<std::vector<std::string>>(config, "labels", file));
   const auto options = classifier_options(config, file, chosen);
   // A model still training its later ensemble members predicts with those done.
+  if (config.contains("max_length")) config_get_in(config, "max_length", file, int64_t{1}, int64_t{1000000});
+  const int64_t ensemble =
+      config.contains("ensemble") ? config_get_in(config, "ensemble", file, int64_t{1}, int64_t{64}) : 1;
   const int64_t members = std::max<int64_t>(
-      1, std::min(config.value("ensemble", int64_t{1}), config.value("members_done", config.value("ensemble", int64_t{1}))));
+      1, std::min(ensemble, config.contains("members_done")
+                                ? config_get_in(config, "members_done", file, int64_t{0}, int64_t{64})
+                                : ensemble));
   std::vector<TextClassifier> loaded;
   for (int64_t k = 0; k < members; ++k) {
     TextClassifier model(options);
@@ -491,7 +496,8 @@ torch::Tensor SentimentModel::probabilities(const std::vector<std::string>& text
 ClassificationReport evaluate_sentiment(SentimentModel& model, const std::string& path, const std::string& format,
                                         bool progress) {
   const auto examples = read_classification(path, parse_classification_format(format));
-  const auto aliases = model.config().value("label_aliases", std::map<std::string, std::string>{});
+  const auto aliases = config_optional(model.config(), "label_aliases", "config.json",
+                                       std::map<std::string, std::string>{});
   std::vector<std::string> texts;
   std::vector<int64_t> gold;
   for (const auto& ex : examples) {

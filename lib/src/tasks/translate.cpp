@@ -249,7 +249,7 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
   const auto options = seq2seq_options(config, file, chosen);
   auto source = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "tokenizer.model")));
   std::shared_ptr<Tokenizer> target;
-  if (!config_get<nlohmann::json>(config, "tokenizer", file).value("joint", true))
+  if (!config_optional(config_get<nlohmann::json>(config, "tokenizer", file), "joint", file, true))
     target = std::make_shared<Tokenizer>(Tokenizer::load(model_file(dir, "target_tokenizer.model")));
   if (source->vocab_size() != options.source_vocab() ||
       (target ? target->vocab_size() : source->vocab_size()) != options.target_vocab())
@@ -257,8 +257,12 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
   Seq2Seq model(options);
   load_weights(*model, model_file(dir, "weights.pt"));
   model->eval();
+  const int64_t max_source_tokens =
+      config.contains("max_source_tokens")
+          ? config_get_in(config, "max_source_tokens", file, int64_t{1}, int64_t{1000000})
+          : kMaxSourceTokens;
   return TranslationModel(std::move(config), std::move(model), std::move(source), std::move(target),
-                          config.value("max_source_tokens", kMaxSourceTokens));
+                          max_source_tokens);
 }
 
 std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,

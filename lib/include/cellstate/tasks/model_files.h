@@ -58,6 +58,12 @@ T config_get(const nlohmann::json& config, const std::string& key, const std::st
   }
 }
 
+/// config[key] as T when present (checked like config_get), else `fallback`.
+template <typename T>
+T config_optional(const nlohmann::json& config, const std::string& key, const std::string& file, T fallback) {
+  return config.contains(key) ? config_get<T>(config, key, file) : fallback;
+}
+
 /// config_get<T> for a number, which must also lie in [lo, hi] (a hand-edited
 /// or damaged config is refused before anything is allocated from it).
 template <typename T>
