@@ -151,7 +151,7 @@ Implementation model_implementation(const nlohmann::json& config, const std::str
   if (chosen) return *chosen;
   const auto model = config_get<nlohmann::json>(config, "model", file);
   try {
-    return parse_implementation(model.value("trained_impl", std::string("custom")));
+    return parse_implementation(config_optional(model, "trained_impl", file, std::string("custom")));
   } catch (const std::invalid_argument& e) {
     throw_config_error(file, e.what());
   }
