@@ -14,6 +14,7 @@
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
+#include "cellstate/tasks/predict.h"
 #include "cellstate/tasks/textgen.h"
 
 namespace po = boost::program_options;
@@ -234,11 +235,15 @@ int generate(int argc, char** argv) {
   // text form, each answer ends with a line "---" (JSONL has one record per
   // sample).
   const bool interactive = isatty(STDIN_FILENO);
-  cs::LineReader reader("-");
+  cs::LineReader reader("-", cs::kMaxInputLineBytes, cs::LineReader::LongLines::kTruncate);
   std::string line;
   for (;;) {
     if (interactive) std::cerr << "> " << std::flush;
     if (!reader.next(line)) break;
+    if (reader.truncated_from() > 0)
+      std::cerr << kProgram << " generate: warning: <stdin>:" << reader.line_number() << ": a prompt of "
+                << reader.truncated_from() << " bytes, cut to its first " << line.size() << " (input lines are capped at "
+                << cs::kMaxInputLineBytes << " bytes)\n";
     run_prompt(model, line, cmd, !interactive);
     if (!interactive && cmd.format == "text") std::cout << "---\n" << std::flush;
   }

@@ -77,5 +77,14 @@ contains "conll long word warned" "$tmp/err" "long_conll.txt:1: a word of 10000 
 check "textgen eval of a 450 KB line" 0 timeout 300 "$g" eval --data "$tmp/long_line.txt" --threads 1 --quiet
 contains "long line evaluated" "$tmp/out" "bits/char"
 
+# A line over the 1 MiB cap on input lines is cut at a character boundary,
+# with a FILE:LINE warning, and the next line is read as usual.
+/usr/bin/python3 -c "print('a good film ' + 'é' * 1200000); print('fine')" > "$tmp/huge_line.txt"
+check "sentiment on a 2.4 MB line" 0 timeout 120 "$s" predict --threads 1 "$tmp/huge_line.txt"
+contains "huge line warned" "$tmp/err" "huge_line.txt:1: a line of 2400012 bytes, cut to its first 1048576 (input lines are capped at 1048576 bytes)"
+contains "the next line answered" "$tmp/out" "huge_line.txt	2	"
+check "translate on a 2.4 MB line" 0 timeout 300 "$t" translate --threads 1 --beam 1 "$tmp/huge_line.txt"
+contains "translate huge line warned" "$tmp/err" "huge_line.txt:1: a line of 2400012 bytes, cut to its first 1048576"
+
 [ "$fails" = 0 ] && echo "all bounded-work checks passed"
 exit "$fails"

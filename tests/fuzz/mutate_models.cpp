@@ -8,12 +8,19 @@
 //   2. loads it with --no-verify and uses it (a short prediction): the
 //      outcome must be a result or an exception with a message (an app
 //      prints one line), never a crash, a hang or an abort.
-// A crash ends the process; the run and seed it prints reproduce it.
+// A crash ends the process after printing the run, the seed, the damaged
+// file and where a copy of the damaged directory was left; `--only RUN` with
+// the same seed and directories repeats just that run, and `--keep DIR`
+// leaves a copy of each damaged directory there.
 //
-//   cellstate_mutate_models [--runs N] [--seed S] DIR...
+//   cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] DIR...
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -32,6 +39,19 @@
 namespace cs = cellstate;
 
 namespace {
+
+/// What the current run is doing, written before each load so that a crash
+/// handler can print it (a fixed buffer: the handler may only write(2)).
+char g_current[1024] = "";
+
+extern "C" void report_crash(int sig) {
+  const char head[] = "\ncellstate_mutate_models: CRASH (signal) in ";
+  (void)!write(2, head, sizeof head - 1);
+  (void)!write(2, g_current, strnlen(g_current, sizeof g_current));
+  (void)!write(2, "\n", 1);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 
 struct Model {
   std::string dir, task;
@@ -117,18 +137,24 @@ void load_and_use(const std::string& dir, const std::string& task, bool verify) 
 int main(int argc, char** argv) {
   int64_t runs = 1000;
   uint64_t seed = 1;
+  int64_t only = -1;
+  std::string keep;
   std::vector<std::string> dirs;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::atoll(argv[++i]);
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--only" && i + 1 < argc) only = std::atoll(argv[++i]);
+    else if (a == "--keep" && i + 1 < argc) keep = argv[++i];
     else dirs.push_back(a);
   }
   if (dirs.empty()) {
-    std::cerr << "usage: cellstate_mutate_models [--runs N] [--seed S] DIR...\n";
+    std::cerr << "usage: cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] DIR...\n";
     return 2;
   }
   torch::set_num_threads(1);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, report_crash);
+  if (only >= 0) runs = only + 1;
   std::vector<Model> models;
   for (const auto& d : dirs) models.push_back(read_model(d));
   const cs::TempDir scratch("cellstate-mutate");
@@ -141,13 +167,19 @@ int main(int argc, char** argv) {
     auto it = m.files.begin();
     std::advance(it, static_cast<std::ptrdiff_t>(rng() % m.files.size()));
     const std::string damaged = mutate(it->second, it->first.size() > 5 && it->first.substr(it->first.size() - 5) == ".json", rng);
-    if (damaged == it->second) continue;
+    if (damaged == it->second || (only >= 0 && run != only)) continue;
     const std::string dir = scratch.file(m.task);
     if (run == 0 || !std::filesystem::exists(dir)) {
       std::filesystem::remove_all(dir);
       std::filesystem::copy(m.dir, dir);
     }
     for (const auto& [name, bytes] : m.files) cs::atomic_write(dir + "/" + name, name == it->first ? damaged : bytes);
+    if (!keep.empty())
+      std::filesystem::copy(dir, keep + "/run" + std::to_string(run) + "-" + m.task,
+                            std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+    std::snprintf(g_current, sizeof g_current, "run %lld (seed %llu): %s damaged in %s (a copy of %s)",
+                  static_cast<long long>(run), static_cast<unsigned long long>(seed), it->first.c_str(), dir.c_str(),
+                  m.dir.c_str());
     // 1. Verified: refused, naming the file.
     try {
       load_and_use(dir, m.task, true);
@@ -170,7 +202,7 @@ int main(int argc, char** argv) {
       message = e.what();
     }
     const std::string key = it->first + ": " + outcome;
-    if (++outcomes[key] == 1 && !message.empty()) examples[key] = message.substr(0, message.find('\n')).substr(0, 160);
+    if (++outcomes[key] == 1 && !message.empty()) examples[key] = message.substr(0, message.find('\n')).substr(0, 160) + " (run " + std::to_string(run) + ")";
     std::filesystem::remove_all(dir);  // the next run starts from a clean copy of its model
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -4,6 +4,7 @@
 #include "cellstate/util/runtime.h"
 #include "cellstate/util/sha256.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
@@ -11,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -43,6 +45,91 @@ std::string utc_now() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+/// The records of a weights archive (LibTorch's zip format), name -> bytes.
+std::map<std::string, std::string> archive_records(const std::string& bytes) {
+  std::istringstream in(bytes);
+  caffe2::serialize::PyTorchStreamReader reader(&in);
+  std::map<std::string, std::string> records;
+  for (const auto& name : reader.getAllRecords()) {
+    auto [data, size] = reader.getRecord(name);
+    records[name] = std::string(static_cast<const char*>(data.get()), size);
+  }
+  return records;
+}
+
+/// The tensor names listed in the class definition LibTorch writes into a
+/// weights archive ('__parameters__ = ["a", "b", ]' and '__buffers__ = [...]'),
+/// read as plain text; empty when the text does not have that form.
+std::set<std::string> listed_tensor_names(const std::string& code) {
+  std::set<std::string> names;
+  for (const std::string key : {"__parameters__ = [", "__buffers__ = ["}) {
+    const size_t start = code.find(key);
+    if (start == std::string::npos) return {};
+    const size_t end = code.find(']', start);
+    if (end == std::string::npos) return {};
+    for (size_t at = start + key.size(); at < end;) {
+      const size_t open = code.find('"', at);
+      if (open == std::string::npos || open > end) break;
+      const size_t close = code.find('"', open + 1);
+      if (close == std::string::npos || close > end) return {};
+      names.insert(code.substr(open + 1, close - open - 1));
+      at = close + 1;
+    }
+  }
+  return names;
+}
+
+/// Checks that the archive `bytes` holds nothing but what save_weights writes
+/// for the tensors of `module`: the same records, and the same TorchScript
+/// class definition, constants and version, byte for byte. LibTorch's reader
+/// compiles the class definition it finds in an archive, and its compiler
+/// can crash on a damaged one, so those records are compared with the ones
+/// LibTorch writes for the expected tensor names before anything reads them
+/// (the tensors' values, shapes and types are checked after reading).
+void check_archive_layout(const torch::nn::Module& module, const std::string& bytes, const std::string& path) {
+  torch::serialize::OutputArchive expected_archive;
+  std::set<std::string> names;
+  for (const auto& p : module.named_parameters(true)) {
+    expected_archive.write(p.key(), torch::zeros({1}), false);
+    names.insert(p.key());
+  }
+  for (const auto& b : module.named_buffers(true)) {
+    expected_archive.write(b.key(), torch::zeros({1}), true);
+    names.insert(b.key());
+  }
+  std::string expected_bytes;
+  expected_archive.save_to([&expected_bytes](const void* data, size_t n) {
+    expected_bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  const auto expected = archive_records(expected_bytes);
+  const auto found = archive_records(bytes);
+  auto not_ours = [&](const std::string& why) {
+    return InputError(path, 0, "not a cellstate weights file (" + why + ")");
+  };
+  // The class definition first: when it lists other tensors, say which.
+  const std::string code = "code/__torch__.py";
+  if (expected.count(code) && found.count(code) && found.at(code) != expected.at(code)) {
+    const auto listed = listed_tensor_names(found.at(code));
+    for (const auto& name : names)
+      if (!listed.empty() && !listed.count(name))
+        throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
+    for (const auto& name : listed)
+      if (!names.count(name))
+        throw InputError(path, 0, "unexpected tensor '" + name.substr(0, 80) + "' (the weights do not fit the config)");
+  }
+  for (const auto& [name, _] : found)
+    if (!expected.count(name)) throw not_ours("unexpected record '" + name.substr(0, 80) + "'");
+  for (const auto& [name, content] : expected) {
+    const auto it = found.find(name);
+    if (it == found.end()) throw not_ours("no record '" + name + "'");
+    const bool tensor_data = name.rfind("data/", 0) == 0, pickle = name == "data.pkl";
+    if (!tensor_data && !pickle && it->second != content)
+      throw not_ours("record '" + name + "' is not the one written for this model's tensors; damaged, or from "
+                     "another model");
+  }
 }
 
 }  // namespace
@@ -89,7 +176,11 @@ void load_weights(torch::nn::Module& module, const std::string& path) {
     return InputError(path, 0, "not a readable weights file (" + why.substr(0, 200) + ")");
   };
   try {
-    archive.load_from(path);
+    const std::string bytes = read_file(path);
+    check_archive_layout(module, bytes, path);
+    archive.load_from(bytes.data(), bytes.size());
+  } catch (const InputError&) {
+    throw;
   } catch (const c10::Error& e) {
     throw unreadable(e.what_without_backtrace());
   } catch (const std::exception& e) {
@@ -112,6 +203,11 @@ void load_weights(torch::nn::Module& module, const std::string& path) {
     if (value.sizes() != target.sizes())
       throw InputError(path, 0, "tensor '" + name + "' has shape " + shape_string(value.sizes()) +
                                     ", the config expects " + shape_string(target.sizes()));
+    if (!value.is_floating_point() && target.is_floating_point())
+      throw InputError(path, 0, "tensor '" + name + "' holds " + std::string(c10::toString(value.scalar_type())) +
+                                    ", expected floating-point values");
+    if (value.is_floating_point() && !torch::isfinite(value).all().item<bool>())
+      throw InputError(path, 0, "tensor '" + name + "' holds NaN or infinite values (damaged weights)");
     target.copy_(value.to(target.dtype()));
   };
   for (auto& p : module.named_parameters(true)) fill(p.key(), p.value(), false);
@@ -181,21 +277,12 @@ std::string shipped_model_dir(const std::string& name) {
 #endif
 }
 
-}  // namespace cellstate
-
 // ---------------------------------------------------------------- manifest
-
-namespace cellstate {
 
 namespace {
 
-constexpr const char* kManifest = kManifestName;
-constexpr const char* kOwnerFile = kOwnerFileName;
 constexpr const char* kStagingSuffix = ".partial";
 constexpr const char* kReplacedInfix = ".replaced.";
-
-bool is_checkpoint(const std::string& name) { return is_checkpoint_name(name); }
-bool is_temporary(const std::string& name) { return is_temporary_name(name); }
 
 }  // namespace
 
@@ -217,7 +304,7 @@ void write_manifest(const std::string& dir, const std::string& task) {
                                    {"created", utc_now()},
                                    {"files", files},
                                    {"tokenizers", tokenizers}};
-  atomic_write(dir + "/" + kManifest, manifest.dump(2) + "\n");
+  atomic_write(dir + "/" + kManifestName, manifest.dump(2) + "\n");
 }
 
 
@@ -232,7 +319,7 @@ bool is_empty_directory(const std::string& dir) {
 }
 
 std::string read_owner(const std::string& staging) {
-  std::ifstream in(staging + "/" + kOwnerFile);
+  std::ifstream in(staging + "/" + kOwnerFileName);
   std::string pid;
   std::getline(in, pid);
   return pid.empty() ? std::string("unknown") : pid;
@@ -254,7 +341,7 @@ ModelTransaction::ModelTransaction(const std::string& dir, const std::string& ta
   try {
     recover_swap();
     prepare(options);
-    atomic_write(staging_ + "/" + kOwnerFile, std::to_string(::getpid()) + "\n");
+    atomic_write(staging_ + "/" + kOwnerFileName, std::to_string(::getpid()) + "\n");
   } catch (...) {
     release();
     throw;
@@ -336,7 +423,7 @@ void ModelTransaction::prepare(const ModelWriteOptions& options) {
       clear_staging();
       for (const auto& entry : std::filesystem::directory_iterator(target_)) {
         const std::string name = entry.path().filename().string();
-        if (!entry.is_regular_file() || is_temporary(name) || name == kManifest) continue;
+        if (!entry.is_regular_file() || is_temporary_name(name) || name == kManifestName) continue;
         std::error_code ec;
         std::filesystem::copy_file(entry.path(), staging_ + "/" + name,
                                    std::filesystem::copy_options::overwrite_existing, ec);
@@ -371,7 +458,7 @@ void ModelTransaction::prepare(const ModelWriteOptions& options) {
 
 void ModelTransaction::commit() {
   if (committed_) return;
-  std::remove((staging_ + "/" + kOwnerFile).c_str());
+  std::remove((staging_ + "/" + kOwnerFileName).c_str());
   remove_stale_temporaries(staging_);
   write_manifest(staging_, task_);
   for (const auto& entry : std::filesystem::directory_iterator(staging_))
@@ -412,7 +499,7 @@ void ModelTransaction::release() noexcept {
     try {
       std::error_code ec;
       if (has_checkpoint(staging_)) {  // an interrupted run, kept for --resume
-        std::filesystem::remove(staging_ + "/" + kOwnerFile, ec);
+        std::filesystem::remove(staging_ + "/" + kOwnerFileName, ec);
         remove_stale_temporaries(staging_);
       } else {
         std::filesystem::remove_all(staging_, ec);

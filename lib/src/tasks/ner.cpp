@@ -473,8 +473,19 @@ NerModel NerModel::load(const std::string& dir, std::optional<Implementation> im
                        "has " + std::to_string(pieces->vocab_size()) + " pieces, config.json says " +
                            std::to_string(options.piece_vocab()) + " (mismatched model files)");
   }
+  if (options.char_vocab() > 0 && options.char_embed() < 1)
+    throw_config_error(file, "\"char_embed\" must be at least 1 when \"char_vocab\" is not 0, got " +
+                                 std::to_string(options.char_embed()));
+  if (tags.size() < 2 || std::set<std::string>(tags.begin(), tags.end()).size() != tags.size())
+    throw_config_error(file, "\"tags\" must list at least two distinct tags");
+  TagConstraints constraints;
+  try {
+    constraints = tag_constraints(tags, scheme);
+  } catch (const std::invalid_argument& e) {
+    throw_config_error(file, std::string("\"tags\": ") + e.what());
+  }
   SequenceTagger tagger(options);
-  if (tagger->crf) tagger->crf->set_constraints(tag_constraints(tags, scheme));
+  if (tagger->crf) tagger->crf->set_constraints(constraints);
   load_weights(*tagger, model_file(dir, "weights.pt"));
   tagger->eval();
   return NerModel(std::move(config), std::move(tagger), tags, scheme, std::move(words), chars, std::move(pieces));
@@ -723,7 +734,7 @@ int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const N
         warn_long_words(docs.back(), prefix, err);
       }
       tag_and_write(model, docs, options, out);
-    }, &bar);
+    }, &bar, &err, options.error_prefix);
   });
 }
 

@@ -660,7 +660,8 @@ int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inp
     if (options.unit == "line") {
       const std::string name = path;
       stream_lines(path, static_cast<size_t>(options.batch_size * 4),
-                   [&](const std::vector<NumberedLine>& lines) { predict_lines(model, writer, name, lines); }, &bar);
+                   [&](const std::vector<NumberedLine>& lines) { predict_lines(model, writer, name, lines); }, &bar,
+                   &err, options.error_prefix);
     } else {
       predict_document(model, writer, path);
     }

@@ -476,7 +476,7 @@ int translate_files(TranslationModel& model, const std::vector<std::string>& inp
         out << record.dump() << '\n';
       }
       out.flush();
-    }, &bar);
+    }, &bar, &err, options.error_prefix);
   });
 }
 

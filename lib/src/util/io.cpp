@@ -147,9 +147,9 @@ struct LineReader::Impl {
   bool eof = false;
 };
 
-LineReader::LineReader(const std::string& path, size_t max_line_bytes)
+LineReader::LineReader(const std::string& path, size_t max_line_bytes, LongLines long_lines)
     : impl_(std::make_unique<Impl>()), path_(path == "-" ? "<stdin>" : path),
-      max_line_bytes_(max_line_bytes) {
+      max_line_bytes_(max_line_bytes), long_lines_(long_lines) {
   if (path == "-") {
     const int fd = dup(STDIN_FILENO);
     if (fd < 0) throw InputError(path_, 0, std::string("cannot open: ") + std::strerror(errno));
@@ -176,17 +176,37 @@ bool LineReader::ready() const {
 bool LineReader::next(std::string& line) {
   auto& im = *impl_;
   line.clear();
+  truncated_from_ = 0;
+  const bool truncate = long_lines_ == LongLines::kTruncate;
+  // Bytes of this line skipped (truncating): counted, not kept. One byte
+  // more than the cap is kept, so that a "\r" before the "\n" can still be
+  // told apart from a line that is too long.
+  int64_t skipped = 0;
+  const size_t keep = max_line_bytes_ + 1;
+  auto take = [&](size_t from, size_t n) {
+    const size_t room = line.size() < keep ? keep - line.size() : 0;
+    line.append(im.buffer, from, std::min(n, room));
+    skipped += static_cast<int64_t>(n - std::min(n, room));
+  };
   for (;;) {
     const size_t nl = im.buffer.find('\n', im.pos);
     if (nl != std::string::npos) {
-      line.append(im.buffer, im.pos, nl - im.pos);
+      if (truncate) {
+        take(im.pos, nl - im.pos);
+      } else {
+        line.append(im.buffer, im.pos, nl - im.pos);
+      }
       im.pos = nl + 1;
       break;
     }
-    line.append(im.buffer, im.pos, std::string::npos);
+    if (truncate) {
+      take(im.pos, im.buffer.size() - im.pos);
+    } else {
+      line.append(im.buffer, im.pos, std::string::npos);
+    }
     im.buffer.clear();
     im.pos = 0;
-    if (line.size() > max_line_bytes_) {
+    if (!truncate && line.size() > max_line_bytes_) {
       ++line_;
       throw error("line longer than " + std::to_string(max_line_bytes_) +
                   " bytes (expected a text file with lines)");
@@ -219,8 +239,14 @@ bool LineReader::next(std::string& line) {
     if (got == 0) im.eof = true;
   }
   ++line_;
-  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (skipped == 0 && !line.empty() && line.back() == '\r') line.pop_back();
   if (line_ == 1 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);
+  if (truncate && line.size() > max_line_bytes_) {
+    truncated_from_ = static_cast<int64_t>(line.size()) + skipped;
+    size_t cut = max_line_bytes_;  // back to the start of a character
+    while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80 && max_line_bytes_ - cut < 3) --cut;
+    line.resize(cut);
+  }
   if (line.size() > max_line_bytes_)
     throw error("line longer than " + std::to_string(max_line_bytes_) +
                 " bytes (expected a text file with lines)");
@@ -324,11 +350,13 @@ bool process_alive(int64_t pid) {
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
-int remove_stale_temporaries(const std::string& dir) {
+int remove_stale_temporaries(const std::string& dir, const std::string& of_file) {
+  const std::string prefix = of_file.empty() ? std::string() : of_file + kTempInfix;
   int removed = 0;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
     const int64_t pid = temporary_pid(name);
     if (pid == 0 || pid == ::getpid() || process_alive(pid)) continue;
     std::error_code rm;
@@ -351,17 +379,7 @@ void sync_path(const std::string& path) {
 void atomic_write_with(const std::string& path,
                        const std::function<void(const std::string&)>& write) {
   const std::string dir = parent_of(path);
-  const std::string prefix = std::filesystem::path(path).filename().string() + kTempInfix;
-  {
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.compare(0, prefix.size(), prefix) != 0) continue;
-      const int64_t pid = temporary_pid(name);
-      std::error_code rm;
-      if (pid != 0 && pid != ::getpid() && !process_alive(pid)) std::filesystem::remove(entry.path(), rm);
-    }
-  }
+  remove_stale_temporaries(dir, std::filesystem::path(path).filename().string());
   const std::string tmp = temp_name_for(path);
   try {
     write(tmp);

@@ -1,8 +1,10 @@
 // The model directory (tasks/model_dir.h).
+#include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <sstream>
 #include <fstream>
 
 #include <unistd.h>
@@ -84,6 +86,54 @@ TEST(ModelDir, WeightsRoundTripHalfAndMismatch) {
             std::string::npos);
   cs::atomic_write(dir.file("junk.pt"), "junk");
   EXPECT_NE(exception_of([&] { cs::load_weights(*a, dir.file("junk.pt")); }).find("not a readable weights file"),
+            std::string::npos);
+}
+
+// LibTorch's reader compiles the class definition stored in a weights
+// archive, and a damaged one ("__paunmeters__ = [...]", found by
+// cellstate_mutate_models) crashed its compiler: the records other than the
+// tensors' are now compared with the ones LibTorch writes for the expected
+// names before anything reads them.
+TEST(ModelDir, DamagedClassDefinitionInWeightsIsAnInputErrorNotACrash) {
+  cs::TempDir dir;
+  Tiny a(cs::Implementation::kCustom, 1);
+  cs::save_weights(*a, dir.file("w.pt"));
+  const std::string bytes = cs::read_file(dir.file("w.pt"));
+  std::istringstream in(bytes);
+  caffe2::serialize::PyTorchStreamReader reader(&in);
+  auto rewrite = [&](const std::string& out, const std::string& from, const std::string& to) {
+    std::string written;
+    {
+      caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+        written.append(static_cast<const char*>(data), n);
+        return n;
+      });
+      for (const auto& name : reader.getAllRecords()) {
+        if (name == "version") continue;  // the writer adds it
+        auto [data, size] = reader.getRecord(name);
+        std::string content(static_cast<const char*>(data.get()), size);
+        if (name == "code/__torch__.py") {
+          const size_t at = content.find(from);
+          ASSERT_NE(at, std::string::npos);
+          content.replace(at, from.size(), to);
+        }
+        writer.writeRecord(name, content.data(), content.size());
+      }
+      writer.writeEndOfFile();
+    }
+    cs::atomic_write(dir.file(out), written);
+  };
+  rewrite("same.pt", "__parameters__", "__parameters__");
+  Tiny b(cs::Implementation::kCustom, 2);
+  cs::load_weights(*b, dir.file("same.pt"));  // rewritten unchanged: still loads
+  EXPECT_TRUE(torch::equal(a->out->weight, b->out->weight));
+  rewrite("damaged.pt", "__parameters__", "__paunmeters__");
+  EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("damaged.pt")); })
+                .find("damaged.pt: not a cellstate weights file (record 'code/__torch__.py' is not the one written"),
+            std::string::npos);
+  rewrite("renamed.pt", "\"out.weight\"", "\"out.weigh\"");
+  EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("renamed.pt")); })
+                .find("renamed.pt: no tensor 'out.weight' (the weights do not fit the config)"),
             std::string::npos);
 }
 

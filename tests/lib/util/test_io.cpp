@@ -8,6 +8,7 @@
 
 #include "cellstate/data/batching.h"
 #include "cellstate/util/io.h"
+#include "cellstate/util/text.h"
 #include "cellstate/data/readers.h"
 #include "test_util.h"
 
@@ -68,6 +69,39 @@ TEST(LineReader, MissingFileAndBinaryAndLongLines) {
               }
             }).find("long:2: line longer than 50 bytes"),
             std::string::npos);
+}
+
+TEST(LineReader, TruncatesLongLinesAtACharacterBoundaryAndSkipsTheRest) {
+  cs::TempDir dir;
+  // Line 2: 9 bytes of 'x', then two-byte characters, 4 MB in all, read in
+  // 64 KB chunks; line 3 ends in CRLF exactly at the cap; line 4 is longer
+  // than the cap by its CR only; the last has no newline.
+  const std::string e_acute = "\xC3\xA9";
+  std::string big = std::string(9, 'x');
+  for (int i = 0; i < 2000000; ++i) big += e_acute;
+  std::ofstream(dir.file("long")) << "short\n" << big << "\n" << std::string(50, 'y') << "\r\n"
+                                  << std::string(51, 'z') << "\r\n" << std::string(60, 'w');
+  cs::LineReader r(dir.file("long"), 50, cs::LineReader::LongLines::kTruncate);
+  std::string l;
+  ASSERT_TRUE(r.next(l));
+  EXPECT_EQ(l, "short");
+  EXPECT_EQ(r.truncated_from(), 0);
+  ASSERT_TRUE(r.next(l));
+  EXPECT_EQ(l.size(), 49u) << "cut before the character that straddles byte 50";
+  EXPECT_EQ(l.substr(0, 9), std::string(9, 'x'));
+  EXPECT_EQ(cs::find_invalid_utf8(l), std::string_view::npos);
+  EXPECT_EQ(r.truncated_from(), static_cast<int64_t>(big.size()));
+  ASSERT_TRUE(r.next(l));
+  EXPECT_EQ(l, std::string(50, 'y'));
+  EXPECT_EQ(r.truncated_from(), 0) << "a CRLF line exactly at the cap is not cut";
+  ASSERT_TRUE(r.next(l));
+  EXPECT_EQ(l, std::string(50, 'z'));
+  EXPECT_EQ(r.truncated_from(), 52);
+  ASSERT_TRUE(r.next(l));
+  EXPECT_EQ(l, std::string(50, 'w'));
+  EXPECT_EQ(r.truncated_from(), 60);
+  EXPECT_EQ(r.line_number(), 5);
+  EXPECT_FALSE(r.next(l));
 }
 
 TEST(AtomicWrite, ReplacesWholeFileAndLeavesNoTemporary) {

@@ -30,14 +30,20 @@ class InputError : public std::runtime_error {
 /// input (any name, standard input too) is decompressed transparently. Each line has its "\n" or
 /// "\r\n" removed, and a UTF-8 byte-order mark at the start of the file is
 /// dropped. A line that is not valid UTF-8, contains a NUL byte or a carriage
-/// return elsewhere than before its "\n" (CR-only line endings), or is longer
-/// than `max_line_bytes` is an InputError naming file and line: cellstate never
-/// guesses an encoding or silently alters text.
+/// return elsewhere than before its "\n" (CR-only line endings) is an
+/// InputError naming file and line: cellstate never guesses an encoding or
+/// silently alters text. A line longer than `max_line_bytes` is an InputError
+/// too (LongLines::kError), or is cut to its first `max_line_bytes` bytes
+/// (back to a character boundary) with the rest skipped as it is read, so
+/// memory stays bounded (LongLines::kTruncate; truncated_from() tells the
+/// caller, which warns).
 class LineReader {
  public:
   static constexpr size_t kDefaultMaxLineBytes = size_t{1} << 22;  // 4 MiB
+  enum class LongLines { kError, kTruncate };
 
-  explicit LineReader(const std::string& path, size_t max_line_bytes = kDefaultMaxLineBytes);
+  explicit LineReader(const std::string& path, size_t max_line_bytes = kDefaultMaxLineBytes,
+                      LongLines long_lines = LongLines::kError);
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
@@ -53,6 +59,9 @@ class LineReader {
   bool ready() const;
   /// 1-based number of the line last returned (0 before the first).
   int64_t line_number() const { return line_; }
+  /// The length in bytes the line last returned had before it was cut (0
+  /// when it was not).
+  int64_t truncated_from() const { return truncated_from_; }
   const std::string& path() const { return path_; }
   /// An InputError for the line last returned.
   InputError error(const std::string& message) const { return InputError(path_, line_, message); }
@@ -62,7 +71,9 @@ class LineReader {
   std::unique_ptr<Impl> impl_;
   std::string path_;
   int64_t line_ = 0;
+  int64_t truncated_from_ = 0;
   size_t max_line_bytes_;
+  LongLines long_lines_;
 };
 
 /// Whole file as bytes (gzip decompressed); InputError when missing/unreadable.
@@ -109,8 +120,9 @@ void sync_path(const std::string& path);
 bool process_alive(int64_t pid);
 
 /// Removes "NAME.tmp.PID" files in `dir` whose process is gone (left by a
-/// killed writer); returns how many were removed.
-int remove_stale_temporaries(const std::string& dir);
+/// killed writer) -- only those of NAME `of_file` when given; returns how
+/// many were removed.
+int remove_stale_temporaries(const std::string& dir, const std::string& of_file = "");
 
 /// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
 class TempDir {
