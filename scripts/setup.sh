@@ -30,6 +30,7 @@ packages=(
   libopenblas0-openmp  # without it LibTorch falls back to reference BLAS (~16x slower)
   libsentencepiece-dev sentencepiece
   libboost-program-options-dev libgtest-dev nlohmann-json3-dev zlib1g-dev
+  libcpp-httplib-dev curl wrk  # cellstate-serve, its tests (curl) and its load benchmark (wrk)
   clang-14 libclang-rt-14-dev  # libFuzzer and the sanitizers: scripts/fuzz.sh (run by scripts/test.sh)
 )
 if [ "$python" = 1 ]; then packages+=(python3-torch python3-matplotlib); fi

@@ -7,6 +7,7 @@
 #   models (nn, decode/step_model.h)
 #   tasks (all of the above)            bench (util, nn)
 #   cli (tasks and below; the only user of Boost.ProgramOptions)
+#   serve (tasks and below, and cli/vocabulary.h for the options' ranges)
 #
 # A folder may include itself and what its line lists; lib/src/FOLDER sees
 # what lib/include/cellstate/FOLDER sees.
@@ -23,6 +24,7 @@ declare -A allowed=(
   [tasks]="util nn data decode eval train models tasks"
   [bench]="util nn bench"
   [cli]="util nn data decode eval train models tasks cli"
+  [serve]="util nn data decode eval train models tasks serve cli/vocabulary.h"
 )
 status=0
 checked=0

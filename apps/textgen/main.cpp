@@ -157,19 +157,7 @@ void run_prompt(cs::TextgenModel& model, const std::string& prompt, const Genera
     if (text) {
       if (!ended_with_newline) std::cout << "\n";
     } else {
-      nlohmann::json logprobs = nlohmann::json::array();
-      for (double l : g.logprobs) logprobs.push_back(std::round(l * 1e4) / 1e4);
-      std::cout << nlohmann::json{{"prompt", prompt},
-                                  {"sample", k + 1},
-                                  {"seed", cmd.seed + static_cast<uint64_t>(k)},
-                                  {"text", g.text},
-                                  {"tokens", g.tokens},
-                                  {"ids", g.ids},
-                                  {"logprobs", logprobs},
-                                  {"stop_reason", g.stop_reason},
-                                  {"prompt_tokens", g.prompt_tokens}}
-                       .dump()
-                << "\n";
+      std::cout << cs::generation_json(prompt, k + 1, cmd.seed + static_cast<uint64_t>(k), g).dump() << "\n";
     }
     std::cout << std::flush;
   }

@@ -31,15 +31,22 @@ for app in "$@"; do
   program=$(basename "$app")
   "$app" --help > "$tmp/app_help" 2>&1 || fail "$program --help"
   subcommands=$(sed -n '/^Commands:/,$p' "$tmp/app_help" | awk 'NR > 1 && NF {print $1}')
+  # An app without subcommands (cellstate-serve) is one command: "." here.
+  grep -q '^Usage: ' "$tmp/app_help" && [ -z "$subcommands" ] && subcommands=.
   [ -n "$subcommands" ] || fail "$program --help lists no commands"
   for sub in $subcommands; do
     commands=$((commands + 1))
-    where="$program $sub"
-    "$app" "$sub" --help > "$tmp/help" 2>&1 || { fail "$where --help exits non-zero"; continue; }
+    if [ "$sub" = . ]; then
+      where=$program
+      cp "$tmp/app_help" "$tmp/help"
+    else
+      where="$program $sub"
+      "$app" "$sub" --help > "$tmp/help" 2>&1 || { fail "$where --help exits non-zero"; continue; }
+    fi
     options_of "$tmp/help" > "$tmp/options"
     # A numeric option needs a range in the vocabulary (checked at parse time);
     # --seed takes any 64-bit number.
-    for name in $(grep -oE '^  --[a-z0-9-]+ arg \(=-?[0-9][0-9.e+-]*\)' "$tmp/help" | sed -E 's/^  --([a-z0-9-]+).*/\1/'); do
+    for name in $(grep -oE '^  --[a-z0-9-]+ arg \(=-?[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?\)' "$tmp/help" | sed -E 's/^  --([a-z0-9-]+).*/\1/'); do
       [ "$name" = seed ] && continue
       [ "${range[$name]:--}" = - ] && fail "$where: --$name takes a number but has no range in the vocabulary"
     done

@@ -596,6 +596,9 @@ std::string marked_text(const Document& doc, const std::vector<TaggedSentence>& 
   return out;
 }
 
+nlohmann::json document_json(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first,
+                             const NerPredictOptions& o);
+
 void write_document(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first,
                     const NerPredictOptions& o, std::ostream& out) {
   const bool per_line = o.input_format != "conll";  // one input line per document: keep the lines
@@ -623,7 +626,16 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
     }
     return;
   }
-  nlohmann::json j = {{"file", doc.source}, {"line", doc.line}};
+  nlohmann::json j = document_json(doc, tagged, first, o);
+  j["file"] = doc.source;
+  j["line"] = doc.line;
+  out << j.dump() << '\n';
+}
+
+/// A document's JSON record, without "file" and "line".
+nlohmann::json document_json(const Document& doc, const std::vector<TaggedSentence>& tagged, size_t first,
+                             const NerPredictOptions& o) {
+  nlohmann::json j = nlohmann::json::object();
   if (!doc.text.empty() || o.input_format == "raw") j["text"] = doc.text;
   j["entities"] = nlohmann::json::array();
   j["sentences"] = nlohmann::json::array();
@@ -654,7 +666,7 @@ void write_document(const Document& doc, const std::vector<TaggedSentence>& tagg
       j["entities"].push_back(ent);
     }
   }
-  out << j.dump() << '\n';
+  return j;
 }
 
 Document make_document(const std::string& path, int64_t line_number, const std::string& line,
@@ -681,9 +693,9 @@ void warn_long_words(const Document& d, const std::string& prefix, std::ostream&
     }
 }
 
-/// Tags documents together and writes them in order.
-void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredictOptions& options,
-                   std::ostream& out) {
+/// Tags the sentences of `docs` together (tags in options.tag_scheme).
+std::vector<TaggedSentence> tag_documents(NerModel& model, const std::vector<Document>& docs,
+                                          const NerPredictOptions& options) {
   std::vector<std::vector<std::string>> sentences;
   for (const auto& d : docs)
     for (const auto& s : d.sentences) {
@@ -696,6 +708,13 @@ void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredic
     const TagScheme scheme = parse_tag_scheme(options.tag_scheme);
     for (auto& t : tagged) t.tags = convert_tags(t.tags, model.scheme(), scheme);
   }
+  return tagged;
+}
+
+/// Tags documents together and writes them in order.
+void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredictOptions& options,
+                   std::ostream& out) {
+  const auto tagged = tag_documents(model, docs, options);
   size_t first = 0;
   for (const auto& d : docs) {
     write_document(d, tagged, first, options, out);
@@ -706,6 +725,20 @@ void tag_and_write(NerModel& model, std::vector<Document>& docs, const NerPredic
 }
 
 }  // namespace
+
+std::vector<nlohmann::json> ner_records(NerModel& model, const std::vector<std::string>& texts,
+                                        const NerPredictOptions& options) {
+  std::vector<Document> docs;
+  for (const auto& text : texts) docs.push_back(make_document("", 0, text, options));
+  const auto tagged = tag_documents(model, docs, options);
+  std::vector<nlohmann::json> records;
+  size_t first = 0;
+  for (const auto& d : docs) {
+    records.push_back(document_json(d, tagged, first, options));
+    first += d.sentences.size();
+  }
+  return records;
+}
 
 int predict_ner(NerModel& model, const std::vector<std::string>& inputs, const NerPredictOptions& options,
                 std::ostream& out, std::ostream& err) {

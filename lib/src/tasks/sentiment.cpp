@@ -556,17 +556,20 @@ struct ResultWriter {
       else tsv_fields(p);
       out << "\n";
     } else {
-      nlohmann::json j = {{"file", file}, {"line", line}};
-      if (p == nullptr) {
-        j["empty"] = true;
-      } else {
-        j["text"] = text;
-        j["label"] = best_label(p);
-        j["probability"] = std::round(ranked(p).front().second * 1e6) / 1e6;
-        j["probabilities"] = json_probs(p);
-      }
+      nlohmann::json j = record(text, p);
+      j["file"] = file;
+      j["line"] = line;
       out << j.dump() << "\n";
     }
+  }
+
+  /// A text's JSON record; `p` null: a blank text.
+  nlohmann::json record(const std::string& text, const float* p) const {
+    if (p == nullptr) return {{"empty", true}};
+    return {{"text", text},
+            {"label", best_label(p)},
+            {"probability", std::round(ranked(p).front().second * 1e6) / 1e6},
+            {"probabilities", json_probs(p)}};
   }
 };
 
@@ -651,6 +654,30 @@ void predict_document(SentimentModel& model, const ResultWriter& writer, const s
 }
 
 }  // namespace
+
+std::vector<nlohmann::json> sentiment_records(SentimentModel& model, const std::vector<std::string>& texts,
+                                              const PredictOptions& options) {
+  std::ostringstream unused;
+  const ResultWriter writer{model, options, unused};
+  std::vector<std::string> scored;
+  std::vector<size_t> which;
+  for (size_t k = 0; k < texts.size(); ++k) {
+    if (texts[k].find_first_not_of(" \t\r") == std::string::npos) continue;
+    scored.push_back(texts[k]);
+    which.push_back(k);
+  }
+  std::vector<nlohmann::json> records;
+  if (texts.empty()) return records;
+  torch::Tensor probs;
+  if (!scored.empty()) probs = model.probabilities(scored, options.batch_size).contiguous();
+  size_t next = 0;
+  for (size_t k = 0; k < texts.size(); ++k) {
+    const float* p = nullptr;
+    if (next < which.size() && which[next] == k) p = probs[static_cast<int64_t>(next++)].data_ptr<float>();
+    records.push_back(writer.record(texts[k], p));
+  }
+  return records;
+}
 
 int predict_sentiment(SentimentModel& model, const std::vector<std::string>& inputs, const PredictOptions& options,
                       std::ostream& out, std::ostream& err) {

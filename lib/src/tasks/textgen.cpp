@@ -463,4 +463,13 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
   return r;
 }
 
+nlohmann::json generation_json(const std::string& prompt, int64_t sample, uint64_t seed, const Generation& g) {
+  nlohmann::json logprobs = nlohmann::json::array();
+  for (double l : g.logprobs) logprobs.push_back(std::round(l * 1e4) / 1e4);
+  return {{"prompt", prompt},       {"sample", sample}, {"seed", seed},
+          {"text", g.text},         {"tokens", g.tokens}, {"ids", g.ids},
+          {"logprobs", logprobs},   {"stop_reason", g.stop_reason},
+          {"prompt_tokens", g.prompt_tokens}};
+}
+
 }  // namespace cellstate

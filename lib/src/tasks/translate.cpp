@@ -407,7 +407,39 @@ std::pair<std::string, double> joined_hypothesis(const std::vector<const Transla
   return {text, score};
 }
 
+/// A line's JSON record: its source, the joined best translation, and each
+/// sentence's n-best.
+nlohmann::json line_json(const TranslationModel& model, const std::string& source,
+                         const std::vector<std::string>& sentences, const std::vector<const Translation*>& translations,
+                         bool attention_weights) {
+  nlohmann::json record = {{"source", source}};
+  record["translation"] = translations.empty() ? std::string() : joined_hypothesis(translations, 0).first;
+  record["sentences"] = nlohmann::json::array();
+  for (size_t s = 0; s < translations.size(); ++s)
+    record["sentences"].push_back(sentence_json(model, sentences[s], *translations[s], attention_weights));
+  return record;
+}
+
 }  // namespace
+
+std::vector<nlohmann::json> translation_records(TranslationModel& model, const std::vector<std::string>& lines,
+                                                const TranslateFilesOptions& options) {
+  std::vector<std::vector<std::string>> parts;
+  std::vector<std::string> all;
+  for (const auto& l : lines) {
+    parts.push_back(split_sentences(l));
+    all.insert(all.end(), parts.back().begin(), parts.back().end());
+  }
+  const auto translations = model.translate(all, options.decoding, options.batch_size);
+  std::vector<nlohmann::json> records;
+  size_t next = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::vector<const Translation*> mine;
+    for (size_t s = 0; s < parts[i].size(); ++s) mine.push_back(&translations[next++]);
+    records.push_back(line_json(model, lines[i], parts[i], mine, options.attention_weights));
+  }
+  return records;
+}
 
 int translate_files(TranslationModel& model, const std::vector<std::string>& inputs,
                     const TranslateFilesOptions& options, std::ostream& out, std::ostream& err) {
@@ -468,12 +500,7 @@ int translate_files(TranslationModel& model, const std::vector<std::string>& inp
           }
           continue;
         }
-        nlohmann::json record = {{"source", lines[i].text}};
-        record["translation"] = mine.empty() ? std::string() : joined_hypothesis(mine, 0).first;
-        record["sentences"] = nlohmann::json::array();
-        for (size_t s = 0; s < mine.size(); ++s)
-          record["sentences"].push_back(sentence_json(model, parts[i][s], *mine[s], options.attention_weights));
-        out << record.dump() << '\n';
+        out << line_json(model, lines[i].text, parts[i], mine, options.attention_weights).dump() << '\n';
       }
       out.flush();
     }, &bar, &err, options.error_prefix);

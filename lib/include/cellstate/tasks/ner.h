@@ -12,6 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cellstate/eval/metrics.h"
 #include "cellstate/tasks/options.h"
 #include "cellstate/data/readers.h"
@@ -118,6 +120,14 @@ struct NerPredictOptions {
   std::string error_prefix;      // put before each bad input's message (the command's name)
   bool progress = false;         // lines done and lines/s on stderr when it is a terminal
 };
+
+/// The JSON record `predict --format jsonl` writes for each of `texts` (one
+/// input line each, read as options.input_format: raw or tokens), less its
+/// "file" and "line": {"text", "entities": [{"type", "text", "start", "end",
+/// "token_start", "token_end", "sentence", "confidence"}], "sentences"}.
+/// Tagged together in batches; a text's record does not depend on the others.
+std::vector<nlohmann::json> ner_records(NerModel& model, const std::vector<std::string>& texts,
+                                        const NerPredictOptions& options);
 
 /// Tags each input ("-" is standard input) and writes to `out`. Unreadable
 /// inputs are reported on `err` and skipped; returns 2 if any failed.

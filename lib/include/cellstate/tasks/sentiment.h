@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cellstate/data/readers.h"
 #include "cellstate/data/tokenizer.h"
 #include "cellstate/eval/metrics.h"
@@ -99,6 +101,13 @@ struct PredictOptions {
   std::string error_prefix;     // put before each bad input's message (the command's name)
   bool progress = false;        // lines done and lines/s on stderr when it is a terminal
 };
+
+/// The JSON record `predict --format jsonl` writes for each of `texts`, less
+/// its "file" and "line": {"text", "label", "probability", "probabilities"},
+/// or {"empty": true} for a blank text. Scored in batches of
+/// options.batch_size; a text's record does not depend on the others.
+std::vector<nlohmann::json> sentiment_records(SentimentModel& model, const std::vector<std::string>& texts,
+                                              const PredictOptions& options);
 
 /// Predicts over each input ("-" is standard input) and writes results to
 /// `out`. An unreadable input is reported on `err` and skipped; returns 2

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cellstate/models/language_model.h"
 #include "cellstate/tasks/options.h"
 #include "cellstate/decode/sampling.h"
@@ -121,6 +123,11 @@ struct Generation {
 /// a stop string is held back until it cannot).
 Generation generate_text(TextgenModel& model, const std::string& prompt, const GenerateOptions& options,
                          uint64_t seed, const std::function<void(const std::string&)>& on_text = {});
+
+/// The JSON record `generate --format jsonl` writes for one sample:
+/// {"prompt", "sample", "seed", "text", "tokens", "ids", "logprobs",
+/// "stop_reason", "prompt_tokens"}.
+nlohmann::json generation_json(const std::string& prompt, int64_t sample, uint64_t seed, const Generation& g);
 
 /// Training throughput of a language model on a token stream, measured the
 /// way train runs it (streams of `batch_size`, bptt segments with the state

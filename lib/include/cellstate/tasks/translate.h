@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cellstate/decode/decoding.h"
 #include "cellstate/eval/metrics.h"
 #include "cellstate/tasks/options.h"
@@ -83,6 +85,14 @@ struct TranslateFilesOptions {
   std::string error_prefix;     // put before each bad input's message and warning (the command's name)
   bool progress = false;        // lines done and lines/s on stderr when it is a terminal
 };
+
+/// The JSON record `translate --format jsonl` writes for each of `lines`:
+/// {"source", "translation", "sentences": [{"source", "source_tokens",
+/// "source_truncated", "nbest": [{"text", "score", "log_prob", "tokens",
+/// "finished"}]}]}. Translated together in batches; a line's record does not
+/// depend on the others (beam search runs per sentence).
+std::vector<nlohmann::json> translation_records(TranslationModel& model, const std::vector<std::string>& lines,
+                                                const TranslateFilesOptions& options);
 
 /// Translates each line of each input ("-" is standard input) and writes the
 /// results to `out`, a batch at a time. A line is split into sentences
