@@ -1,6 +1,6 @@
 // Fuzz target: the data readers (classification in every format, CoNLL with
 // and without tags, parallel text, plain lines, gzip). The first byte picks
-// the reader; the rest is the file. Bad input must be an InputError naming
+// the reader (and the line reader's mode); the rest is the file. Bad input must be an InputError naming
 // the file; what is read must be clean text (valid UTF-8, no NUL, no CR).
 #include <zlib.h>
 
@@ -31,12 +31,12 @@ std::string gzip_file(const std::string& name, const std::string& bytes) {
 }
 
 void read_all(uint8_t mode, const std::string& bytes) {
-  switch (mode % 9) {
+  switch (mode % 10) {
     case 0:
     case 1:
     case 2: {
-      const auto format = mode % 9 == 0 ? cs::ClassificationFormat::kAuto
-                          : mode % 9 == 1 ? cs::ClassificationFormat::kTsv
+      const auto format = mode % 10 == 0 ? cs::ClassificationFormat::kAuto
+                          : mode % 10 == 1 ? cs::ClassificationFormat::kTsv
                                           : cs::ClassificationFormat::kSst;
       for (const auto& e : cs::read_classification(scratch().write("c.txt", bytes), format)) {
         require(!e.label.empty(), "an empty label");
@@ -48,7 +48,7 @@ void read_all(uint8_t mode, const std::string& bytes) {
     case 3:
     case 4: {
       cs::ConllOptions o;
-      o.has_tags = mode % 9 == 3;
+      o.has_tags = mode % 10 == 3;
       o.token_column = static_cast<int>(mode / 9 % 4) - 1;
       for (const auto& s : cs::read_conll(scratch().write("c.conll", bytes), o)) {
         require(!s.tokens.empty(), "an empty sentence");
@@ -75,6 +75,19 @@ void read_all(uint8_t mode, const std::string& bytes) {
     case 7:
       for (const auto& [n, line] : cs::read_lines(gzip_file("l.txt.gz", bytes))) require_clean(line);
       break;
+    case 8: {
+      // Truncating long lines (use commands' input): a line is cut to at most
+      // the cap, at a character boundary, and says how long it was.
+      cs::LineReader reader(scratch().write("t.txt", bytes), 37, cs::LineReader::LongLines::kTruncate);
+      std::string line;
+      while (reader.next(line)) {
+        require(line.size() <= 37, "a truncated line longer than the cap");
+        require(reader.truncated_from() == 0 || reader.truncated_from() > static_cast<int64_t>(line.size()),
+                "a truncated line's length before the cut is not larger than after");
+        require_clean(line);
+      }
+      break;
+    }
     default: {
       cs::LineReader reader(scratch().write("r.txt", bytes), 1 << 12);
       std::string line;

@@ -7,17 +7,20 @@
 # table and writes JSON lines to OUT (default bench_serve.jsonl).
 #
 #   scripts/bench_serve.sh [--seconds S] [--connections "1 8 64"] [--out FILE]
+#                          [--server-args "--max-wait-ms 0 ..."] [--no-cli]
 #   DATA_DIR (default data/) holds sst2/ and multi30k/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN_DIR:-$root/build/bin}
 data=${DATA_DIR:-$root/data}
-seconds=10 conns="1 8 64" out=bench_serve.jsonl
+seconds=10 conns="1 8 64" out=bench_serve.jsonl server_args="" cli=1
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
     --connections) conns=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --server-args) server_args=$2; shift 2 ;;
+    --no-cli) cli=0; shift ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "bench_serve.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -62,7 +65,8 @@ PY
 make_lua "$tmp/sentiment.txt" > "$tmp/sentiment.lua"
 make_lua "$tmp/translate.txt" > "$tmp/translate.lua"
 
-"$bin/cellstate-serve" --port 0 --quiet 2> "$tmp/server.log" &
+# shellcheck disable=SC2086
+"$bin/cellstate-serve" --port 0 --quiet $server_args 2> "$tmp/server.log" &
 server=$!
 url=
 for _ in $(seq 1 600); do
@@ -93,6 +97,9 @@ kill "$server"
 wait "$server" 2> /dev/null || true
 server=
 
+echo "Server memory with all four models loaded: $((rss_kb / 1024)) MB resident at start, $((hwm_kb / 1024)) MB peak"
+[ "$cli" = 1 ] || exit 0
+
 # The CLI on the same sentences (one process, model load included).
 cli_rate() {  # LINES COMMAND...
   local n=$1
@@ -109,7 +116,6 @@ s_rate=$(cli_rate "$n_s" "$bin/cellstate-sentiment" predict --quiet "$tmp/sentim
 t_rate=$(cli_rate "$n_t" "$bin/cellstate-translate" translate --quiet "$tmp/translate.txt")
 printf '\nCLI on the same sentences (one process, model load included): sentiment %s sentences/s (%s), translate %s sentences/s (%s)\n' \
   "$s_rate" "$n_s" "$t_rate" "$n_t"
-echo "Server memory with all four models loaded: $((rss_kb / 1024)) MB resident at start, $((hwm_kb / 1024)) MB peak"
 /usr/bin/python3 -c "
 import json
 open('$out', 'a').write(json.dumps({'cli_sentiment_per_s': $s_rate, 'cli_translate_per_s': $t_rate,

@@ -13,9 +13,14 @@
 // the same seed and directories repeats just that run, and `--keep DIR`
 // leaves a copy of each damaged directory there.
 //
-//   cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] DIR...
+// A run after which the process's peak memory exceeds --max-rss-mb (default
+// 2048) is a failure too: a damaged file must not make a load allocate
+// without bound.
+//
+//   cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] [--max-rss-mb MB] DIR...
 #include <torch/torch.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -139,6 +144,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   int64_t only = -1;
   std::string keep;
+  int64_t max_rss_mb = 2048;
   std::vector<std::string> dirs;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -146,10 +152,11 @@ int main(int argc, char** argv) {
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--only" && i + 1 < argc) only = std::atoll(argv[++i]);
     else if (a == "--keep" && i + 1 < argc) keep = argv[++i];
+    else if (a == "--max-rss-mb" && i + 1 < argc) max_rss_mb = std::atoll(argv[++i]);
     else dirs.push_back(a);
   }
   if (dirs.empty()) {
-    std::cerr << "usage: cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] DIR...\n";
+    std::cerr << "usage: cellstate_mutate_models [--runs N] [--seed S] [--only RUN] [--keep DIR] [--max-rss-mb MB] DIR...\n";
     return 2;
   }
   torch::set_num_threads(1);
@@ -200,6 +207,14 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       outcome = "refused (exit 1)";
       message = e.what();
+    }
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    if (usage.ru_maxrss / 1024 > max_rss_mb) {
+      std::cerr << "run " << run << " (seed " << seed << "): loading a damaged " << it->first << " of " << m.dir
+                << " took the process to " << usage.ru_maxrss / 1024 << " MB (more than --max-rss-mb " << max_rss_mb
+                << ")\n";
+      return 1;
     }
     const std::string key = it->first + ": " + outcome;
     if (++outcomes[key] == 1 && !message.empty()) examples[key] = message.substr(0, message.find('\n')).substr(0, 160) + " (run " + std::to_string(run) + ")";

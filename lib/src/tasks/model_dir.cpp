@@ -82,30 +82,34 @@ std::set<std::string> listed_tensor_names(const std::string& code) {
 }
 
 /// Checks that the archive `bytes` holds nothing but what save_weights writes
-/// for the tensors of `module`: the same records, and the same TorchScript
-/// class definition, constants and version, byte for byte. LibTorch's reader
-/// compiles the class definition it finds in an archive, and its compiler
-/// can crash on a damaged one, so those records are compared with the ones
-/// LibTorch writes for the expected tensor names before anything reads them
-/// (the tensors' values, shapes and types are checked after reading).
+/// for the tensors of `module`: the same records; the same TorchScript class
+/// definition, constants, version and pickle (names, shapes, types),
+/// byte for byte; tensor records of the right sizes. LibTorch's reader
+/// compiles the class definition it finds in an archive, and its compiler can
+/// crash on a damaged one; its unpickler allocates whatever length a damaged
+/// pickle says (gigabytes). So the records are compared with the ones
+/// LibTorch writes for the expected tensors before anything reads them.
 void check_archive_layout(const torch::nn::Module& module, const std::string& bytes, const std::string& path) {
+  const auto found = archive_records(bytes);
+  const auto pickle = found.find("data.pkl");
+  // save_weights stores floating tensors as float16 or float32, the whole
+  // archive alike.
+  const bool half = pickle != found.end() && pickle->second.find("HalfStorage") != std::string::npos;
   torch::serialize::OutputArchive expected_archive;
   std::set<std::string> names;
-  for (const auto& p : module.named_parameters(true)) {
-    expected_archive.write(p.key(), torch::zeros({1}), false);
-    names.insert(p.key());
-  }
-  for (const auto& b : module.named_buffers(true)) {
-    expected_archive.write(b.key(), torch::zeros({1}), true);
-    names.insert(b.key());
-  }
+  auto add = [&](const std::string& name, const torch::Tensor& t, bool is_buffer) {
+    const auto dtype = half && t.is_floating_point() ? torch::kHalf : t.scalar_type();
+    expected_archive.write(name, torch::empty(t.sizes(), torch::TensorOptions().dtype(dtype)), is_buffer);
+    names.insert(name);
+  };
+  for (const auto& p : module.named_parameters(true)) add(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(true)) add(b.key(), b.value(), true);
   std::string expected_bytes;
   expected_archive.save_to([&expected_bytes](const void* data, size_t n) {
     expected_bytes.append(static_cast<const char*>(data), n);
     return n;
   });
   const auto expected = archive_records(expected_bytes);
-  const auto found = archive_records(bytes);
   auto not_ours = [&](const std::string& why) {
     return InputError(path, 0, "not a cellstate weights file (" + why + ")");
   };
@@ -125,10 +129,18 @@ void check_archive_layout(const torch::nn::Module& module, const std::string& by
   for (const auto& [name, content] : expected) {
     const auto it = found.find(name);
     if (it == found.end()) throw not_ours("no record '" + name + "'");
-    const bool tensor_data = name.rfind("data/", 0) == 0, pickle = name == "data.pkl";
-    if (!tensor_data && !pickle && it->second != content)
+    if (name.rfind("data/", 0) == 0) {
+      if (it->second.size() != content.size())
+        throw not_ours("record '" + name + "' has " + std::to_string(it->second.size()) + " bytes, expected " +
+                       std::to_string(content.size()));
+    } else if (name == "data.pkl") {
+      if (it->second != content)
+        throw InputError(path, 0, "the tensors' shapes or types are not the ones config.json describes (damaged "
+                                  "weights, or the weights of another model)");
+    } else if (it->second != content) {
       throw not_ours("record '" + name + "' is not the one written for this model's tensors; damaged, or from "
                      "another model");
+    }
   }
 }
 
@@ -166,7 +178,7 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
   atomic_write(path, bytes);
 }
 
-void load_weights(torch::nn::Module& module, const std::string& path) {
+void load_weights(torch::nn::Module& module, const std::string& path, bool verified) {
   if (!file_exists(path)) throw InputError(path, 0, "missing weights file");
   torch::serialize::InputArchive archive;
   // A damaged archive can make LibTorch's reader throw c10::Error or plain
@@ -177,7 +189,7 @@ void load_weights(torch::nn::Module& module, const std::string& path) {
   };
   try {
     const std::string bytes = read_file(path);
-    check_archive_layout(module, bytes, path);
+    if (!verified) check_archive_layout(module, bytes, path);
     archive.load_from(bytes.data(), bytes.size());
   } catch (const InputError&) {
     throw;

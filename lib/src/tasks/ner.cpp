@@ -486,7 +486,7 @@ NerModel NerModel::load(const std::string& dir, std::optional<Implementation> im
   }
   SequenceTagger tagger(options);
   if (tagger->crf) tagger->crf->set_constraints(constraints);
-  load_weights(*tagger, model_file(dir, "weights.pt"));
+  load_weights(*tagger, model_file(dir, "weights.pt"), verify);
   tagger->eval();
   return NerModel(std::move(config), std::move(tagger), tags, scheme, std::move(words), chars, std::move(pieces));
 }

@@ -450,7 +450,7 @@ SentimentModel SentimentModel::load(const std::string& dir, std::optional<Implem
   std::vector<TextClassifier> loaded;
   for (int64_t k = 0; k < members; ++k) {
     TextClassifier model(options);
-    load_weights(*model, model_file(dir, sentiment_weights_name(k)));
+    load_weights(*model, model_file(dir, sentiment_weights_name(k)), verify);
     model->eval();
     loaded.push_back(model);
   }

@@ -332,7 +332,7 @@ TextgenModel TextgenModel::load(const std::string& dir, std::optional<Implementa
     throw InputError(dir + "/tokenizer.model", 0,
                      "piece " + std::to_string(newline_id) + " is not the line break \"<nl>\" config.json names");
   LanguageModel model(lm_options(config, file, chosen));
-  load_weights(*model, model_file(dir, "weights.pt"));
+  load_weights(*model, model_file(dir, "weights.pt"), verify);
   model->eval();
   return TextgenModel(std::move(config), std::move(tokenizer), std::move(model), newline_id);
 }

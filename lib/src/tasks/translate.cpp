@@ -255,7 +255,7 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
       (target ? target->vocab_size() : source->vocab_size()) != options.target_vocab())
     throw InputError(dir, 0, "the tokenizers' vocabularies differ from config.json's (mismatched model files)");
   Seq2Seq model(options);
-  load_weights(*model, model_file(dir, "weights.pt"));
+  load_weights(*model, model_file(dir, "weights.pt"), verify);
   model->eval();
   const int64_t max_source_tokens =
       config.contains("max_source_tokens")

@@ -77,8 +77,13 @@ TEST(ModelDir, WeightsRoundTripHalfAndMismatch) {
   auto small = cs::make_recurrent(cs::RecurrentOptions(8, 12));
   torch::nn::Module holder2;
   holder2.register_module("rnn", small);
-  EXPECT_NE(exception_of([&] { cs::load_weights(holder2, dir.file("o.pt")); })
+  // Verified by a manifest, the archive is read and the shapes compared;
+  // unverified, its pickle is compared with the expected one before reading.
+  EXPECT_NE(exception_of([&] { cs::load_weights(holder2, dir.file("o.pt"), /*verified=*/true); })
                 .find("tensor 'rnn.weight_ih_l0' has shape [64, 8], the config expects [48, 8]"),
+            std::string::npos);
+  EXPECT_NE(exception_of([&] { cs::load_weights(holder2, dir.file("o.pt")); })
+                .find("o.pt: the tensors' shapes or types are not the ones config.json describes"),
             std::string::npos);
   EXPECT_NE(exception_of([&] { cs::load_weights(*a, dir.file("o.pt")); }).find("no tensor 'embed.weight'"),
             std::string::npos);
@@ -94,14 +99,15 @@ TEST(ModelDir, WeightsRoundTripHalfAndMismatch) {
 // cellstate_mutate_models) crashed its compiler: the records other than the
 // tensors' are now compared with the ones LibTorch writes for the expected
 // names before anything reads them.
-TEST(ModelDir, DamagedClassDefinitionInWeightsIsAnInputErrorNotACrash) {
+TEST(ModelDir, DamagedArchiveRecordsAreInputErrorsNotCrashesOrHugeAllocations) {
   cs::TempDir dir;
   Tiny a(cs::Implementation::kCustom, 1);
   cs::save_weights(*a, dir.file("w.pt"));
   const std::string bytes = cs::read_file(dir.file("w.pt"));
   std::istringstream in(bytes);
   caffe2::serialize::PyTorchStreamReader reader(&in);
-  auto rewrite = [&](const std::string& out, const std::string& from, const std::string& to) {
+  auto rewrite = [&](const std::string& out, const std::string& from, const std::string& to,
+                     const std::string& record = "code/__torch__.py") {
     std::string written;
     {
       caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
@@ -112,7 +118,7 @@ TEST(ModelDir, DamagedClassDefinitionInWeightsIsAnInputErrorNotACrash) {
         if (name == "version") continue;  // the writer adds it
         auto [data, size] = reader.getRecord(name);
         std::string content(static_cast<const char*>(data.get()), size);
-        if (name == "code/__torch__.py") {
+        if (name == record) {
           const size_t at = content.find(from);
           ASSERT_NE(at, std::string::npos);
           content.replace(at, from.size(), to);
@@ -134,6 +140,13 @@ TEST(ModelDir, DamagedClassDefinitionInWeightsIsAnInputErrorNotACrash) {
   rewrite("renamed.pt", "\"out.weight\"", "\"out.weigh\"");
   EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("renamed.pt")); })
                 .find("renamed.pt: no tensor 'out.weight' (the weights do not fit the config)"),
+            std::string::npos);
+  // A pickle string whose length says 2 GB (cellstate_mutate_models saw
+  // LibTorch's unpickler allocate 21 GB for one): refused before reading.
+  rewrite("long.pt", std::string("\x0a\x00\x00\x00out.weight", 14), std::string("\xff\xff\xff\x7fout.weight", 14),
+          "data.pkl");
+  EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("long.pt")); })
+                .find("long.pt: the tensors' shapes or types are not the ones config.json describes"),
             std::string::npos);
 }
 

@@ -105,9 +105,14 @@ class ModelTransaction {
 void save_weights(const torch::nn::Module& module, const std::string& path, bool half = false);
 
 /// Loads weights saved by save_weights into `module`, which must have been
-/// built from the same config: a missing file, a missing or extra tensor, or
-/// a shape that differs is an InputError naming the file and the tensor.
-void load_weights(torch::nn::Module& module, const std::string& path);
+/// built from the same config: a missing file, a missing or extra tensor, a
+/// shape that differs, or a value that is NaN or infinite is an InputError
+/// naming the file and the tensor. Unless `verified` (the file's SHA-256 was
+/// checked against the model's manifest), the archive's every record but the
+/// tensors' values is first compared with what save_weights writes for
+/// `module` (damaged archives can crash LibTorch's reader or make it allocate
+/// gigabytes).
+void load_weights(torch::nn::Module& module, const std::string& path, bool verified = false);
 
 /// The implementation to run a loaded model with: `chosen` if given, else the
 /// one it was trained with (config "model"."trained_impl", default custom).
