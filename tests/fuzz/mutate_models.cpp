@@ -8,6 +8,7 @@
 //   2. loads it with --no-verify and uses it (a short prediction): the
 //      outcome must be a result or an exception with a message (an app
 //      prints one line), never a crash, a hang or an abort.
+// SIGINT or SIGTERM ends the loop after the current run, with the summary.
 // A crash ends the process after printing the run, the seed, the damaged
 // file and where a copy of the damaged directory was left; `--only RUN` with
 // the same seed and directories repeats just that run, and `--keep DIR`
@@ -48,6 +49,10 @@ namespace {
 /// What the current run is doing, written before each load so that a crash
 /// handler can print it (a fixed buffer: the handler may only write(2)).
 char g_current[1024] = "";
+/// Set by SIGINT/SIGTERM: stop after the current run and print the summary.
+volatile std::sig_atomic_t g_stop = 0;
+
+extern "C" void request_stop(int) { g_stop = 1; }
 
 extern "C" void report_crash(int sig) {
   const char head[] = "\ncellstate_mutate_models: CRASH (signal) in ";
@@ -161,6 +166,7 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(1);
   for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, report_crash);
+  for (int sig : {SIGINT, SIGTERM}) std::signal(sig, request_stop);
   if (only >= 0) runs = only + 1;
   std::vector<Model> models;
   for (const auto& d : dirs) models.push_back(read_model(d));
@@ -169,6 +175,7 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> outcomes;
   std::map<std::string, std::string> examples;  // the first message of each kind of exit 1
   const auto start = std::chrono::steady_clock::now();
+  int64_t done = 0;
   for (int64_t run = 0; run < runs; ++run) {
     const Model& m = models[static_cast<size_t>(rng() % models.size())];
     auto it = m.files.begin();
@@ -176,11 +183,11 @@ int main(int argc, char** argv) {
     const std::string damaged = mutate(it->second, it->first.size() > 5 && it->first.substr(it->first.size() - 5) == ".json", rng);
     if (damaged == it->second || (only >= 0 && run != only)) continue;
     const std::string dir = scratch.file(m.task);
-    if (run == 0 || !std::filesystem::exists(dir)) {
-      std::filesystem::remove_all(dir);
-      std::filesystem::copy(m.dir, dir);
-    }
-    for (const auto& [name, bytes] : m.files) cs::atomic_write(dir + "/" + name, name == it->first ? damaged : bytes);
+    // A working copy of each model, made once; each run damages one file of
+    // it and puts the file back afterwards (loads never write).
+    if (!std::filesystem::exists(dir)) std::filesystem::copy(m.dir, dir);
+    const std::string damaged_path = dir + "/" + it->first;
+    cs::atomic_write(damaged_path, damaged);
     if (!keep.empty())
       std::filesystem::copy(dir, keep + "/run" + std::to_string(run) + "-" + m.task,
                             std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
@@ -218,10 +225,14 @@ int main(int argc, char** argv) {
     }
     const std::string key = it->first + ": " + outcome;
     if (++outcomes[key] == 1 && !message.empty()) examples[key] = message.substr(0, message.find('\n')).substr(0, 160) + " (run " + std::to_string(run) + ")";
-    std::filesystem::remove_all(dir);  // the next run starts from a clean copy of its model
+    cs::atomic_write(damaged_path, it->second);  // the next run starts from the pristine model
+    ++done;
+    if (done % 50000 == 0)
+      std::cerr << "cellstate_mutate_models: " << done << " runs (seed " << seed << ")\n";
+    if (g_stop) break;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << runs << " mutated loads in " << seconds << " s (seed " << seed << "), every damaged file refused when "
+  std::cout << done << " mutated loads in " << seconds << " s (seed " << seed << "), every damaged file refused when "
             << "verified; unverified outcomes:\n";
   for (const auto& [what, n] : outcomes)
     std::cout << "  " << n << "  " << what << (examples.count(what) ? ", e.g. " + examples[what] : "") << "\n";
