@@ -62,6 +62,9 @@ HttpServer::HttpServer(Service& service, HttpOptions options)
   const auto& o = impl_->options;
   const auto connections = static_cast<size_t>(o.connections);
   svr.new_task_queue = [connections] { return new httplib::ThreadPool(connections); };
+  // Without TCP_NODELAY a reply written in two pieces (headers, body) waits
+  // for the client's delayed ACK: 40 ms added to every request.
+  svr.set_tcp_nodelay(true);
   svr.set_payload_max_length(static_cast<size_t>(o.max_request_bytes));
   svr.set_keep_alive_max_count(1000000);
   svr.set_keep_alive_timeout(o.idle_timeout_s);
