@@ -47,6 +47,64 @@ std::string utc_now() {
   return buf;
 }
 
+/// Checks the zip directory of a weights archive before LibTorch reads it:
+/// every entry's declared size must be possible -- a stored entry no larger
+/// than the file and equal to its stored size, a deflated one at most 1032
+/// times its compressed size (deflate's limit) -- since LibTorch's reader
+/// allocates whatever size an entry declares (a damaged one said 2.4 GB).
+void check_archive_directory(const std::string& bytes, const std::string& path) {
+  auto bad = [&](const std::string& why) { return InputError(path, 0, "not a readable weights file (" + why + ")"); };
+  const size_t n = bytes.size();
+  auto u16 = [&](size_t at) -> uint64_t {
+    if (at + 2 > n) throw bad("truncated zip directory");
+    return static_cast<uint64_t>(static_cast<uint8_t>(bytes[at])) |
+           static_cast<uint64_t>(static_cast<uint8_t>(bytes[at + 1])) << 8;
+  };
+  auto u32 = [&](size_t at) -> uint64_t { return u16(at) | u16(at + 2) << 16; };
+  auto u64 = [&](size_t at) -> uint64_t { return u32(at) | u32(at + 4) << 32; };
+  // The end-of-central-directory record: within the last 22 + 65535 bytes.
+  if (n < 22) throw bad("too short for a zip archive");
+  size_t eocd = std::string::npos;
+  for (size_t i = n - 22;; --i) {
+    if (u32(i) == 0x06054b50) {
+      eocd = i;
+      break;
+    }
+    if (i == 0 || n - i >= 22 + 65535) break;
+  }
+  if (eocd == std::string::npos) throw bad("no zip directory");
+  uint64_t entries = u16(eocd + 10), offset = u32(eocd + 16);
+  if ((entries == 0xFFFF || offset == 0xFFFFFFFF) && eocd >= 20 && u32(eocd - 20) == 0x07064b50) {
+    const uint64_t zip64 = u64(eocd - 20 + 8);  // the zip64 end record
+    if (zip64 > n || u32(static_cast<size_t>(zip64)) != 0x06064b50) throw bad("a damaged zip64 directory");
+    entries = u64(static_cast<size_t>(zip64) + 32);
+    offset = u64(static_cast<size_t>(zip64) + 48);
+  }
+  if (offset > n || entries > n / 46) throw bad("a damaged zip directory");
+  size_t at = static_cast<size_t>(offset);
+  for (uint64_t e = 0; e < entries; ++e) {
+    if (u32(at) != 0x02014b50) throw bad("a damaged zip directory entry");
+    const uint64_t method = u16(at + 10), name_len = u16(at + 28), extra_len = u16(at + 30),
+                   comment_len = u16(at + 32);
+    uint64_t packed = u32(at + 20), size = u32(at + 24);
+    // Sizes of 0xFFFFFFFF are in the zip64 extra field: size, then packed.
+    for (size_t x = at + 46 + name_len, end = x + extra_len; x + 4 <= end;) {
+      const uint64_t id = u16(x), len = u16(x + 2);
+      if (id == 0x0001) {
+        size_t v = x + 4;
+        if (size == 0xFFFFFFFF && v + 8 <= x + 4 + len) size = u64(v), v += 8;
+        if (packed == 0xFFFFFFFF && v + 8 <= x + 4 + len) packed = u64(v);
+      }
+      x += 4 + len;
+    }
+    const std::string name = bytes.substr(std::min(n, at + 46), std::min<uint64_t>(name_len, 80));
+    if (packed > n) throw bad("zip entry '" + name + "' is larger than the file");
+    if (method == 0 ? size != packed : method != 8 || size > packed * 1032 + 1024)
+      throw bad("zip entry '" + name + "' declares " + std::to_string(size) + " bytes from " + std::to_string(packed));
+    at += 46 + name_len + extra_len + comment_len;
+  }
+}
+
 /// The records of a weights archive (LibTorch's zip format), name -> bytes.
 std::map<std::string, std::string> archive_records(const std::string& bytes) {
   std::istringstream in(bytes);
@@ -90,6 +148,7 @@ std::set<std::string> listed_tensor_names(const std::string& code) {
 /// pickle says (gigabytes). So the records are compared with the ones
 /// LibTorch writes for the expected tensors before anything reads them.
 void check_archive_layout(const torch::nn::Module& module, const std::string& bytes, const std::string& path) {
+  check_archive_directory(bytes, path);
   const auto found = archive_records(bytes);
   const auto pickle = found.find("data.pkl");
   // save_weights stores floating tensors as float16 or float32, the whole

@@ -148,6 +148,23 @@ TEST(ModelDir, DamagedArchiveRecordsAreInputErrorsNotCrashesOrHugeAllocations) {
   EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("long.pt")); })
                 .find("long.pt: the tensors' shapes or types are not the ones config.json describes"),
             std::string::npos);
+  // A zip directory entry that says the class definition inflates to 2.4 GB
+  // (LibTorch's reader allocated it: 4.9 GB peak): refused from the
+  // directory alone.
+  std::string huge = bytes;
+  const std::string name = "code/__torch__.py";
+  bool patched = false;
+  for (size_t at = huge.find("PK\x01\x02"); at != std::string::npos; at = huge.find("PK\x01\x02", at + 4)) {
+    const size_t name_len = static_cast<uint8_t>(huge[at + 28]) | static_cast<uint8_t>(huge[at + 29]) << 8;
+    const std::string entry = huge.substr(at + 46, name_len);
+    if (entry.size() < name.size() || entry.compare(entry.size() - name.size(), name.size(), name) != 0) continue;
+    huge.replace(at + 24, 4, std::string("\x97\x3f\x00\x92", 4));
+    patched = true;
+  }
+  ASSERT_TRUE(patched);
+  cs::atomic_write(dir.file("huge.pt"), huge);
+  EXPECT_NE(exception_of([&] { cs::load_weights(*b, dir.file("huge.pt")); }).find("__torch__.py' declares 2449489815 bytes"),
+            std::string::npos);
 }
 
 TEST(ModelDir, CustomWeightsLoadIntoBuiltinWithSamePredictions) {
