@@ -47,6 +47,17 @@ std::string utc_now() {
   return buf;
 }
 
+/// The bytes LibTorch writes for `archive` (serialised in memory, so that a
+/// failed write is ours to report).
+std::string archive_bytes(torch::serialize::OutputArchive& archive) {
+  std::string bytes;
+  archive.save_to([&bytes](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  return bytes;
+}
+
 /// Checks the zip directory of a weights archive before LibTorch reads it:
 /// every entry's declared size must be possible -- a stored entry no larger
 /// than the file and equal to its stored size, a deflated one at most 1032
@@ -163,12 +174,7 @@ void check_archive_layout(const torch::nn::Module& module, const std::string& by
   };
   for (const auto& p : module.named_parameters(true)) add(p.key(), p.value(), false);
   for (const auto& b : module.named_buffers(true)) add(b.key(), b.value(), true);
-  std::string expected_bytes;
-  expected_archive.save_to([&expected_bytes](const void* data, size_t n) {
-    expected_bytes.append(static_cast<const char*>(data), n);
-    return n;
-  });
-  const auto expected = archive_records(expected_bytes);
+  const auto expected = archive_records(archive_bytes(expected_archive));
   auto not_ours = [&](const std::string& why) {
     return InputError(path, 0, "not a cellstate weights file (" + why + ")");
   };
@@ -229,12 +235,7 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
   };
   for (const auto& p : module.named_parameters(true)) store(p.key(), p.value(), false);
   for (const auto& b : module.named_buffers(true)) store(b.key(), b.value(), true);
-  std::string bytes;
-  archive.save_to([&bytes](const void* data, size_t n) {
-    bytes.append(static_cast<const char*>(data), n);
-    return n;
-  });
-  atomic_write(path, bytes);
+  atomic_write(path, archive_bytes(archive));
 }
 
 void load_weights(torch::nn::Module& module, const std::string& path, bool verified) {
