@@ -27,6 +27,7 @@ packages=(
   python3  # scripts/readme_examples.py (the README's examples, a test)
   libtorch-dev
   libdnnl-dev  # oneDNN's headers: the custom kernels' float32 products (nn/gemm.h)
+  libgloo-dev  # the Gloo headers c10d's process group needs (dist/: data-parallel training)
   libopenblas0-openmp  # without it LibTorch falls back to reference BLAS (~16x slower)
   libsentencepiece-dev sentencepiece
   libboost-program-options-dev libgtest-dev nlohmann-json3-dev zlib1g-dev

@@ -3,7 +3,8 @@
 # includes one above it, or Boost outside cli/. The layers, bottom up:
 #
 #   util
-#   nn (+ data/tag_scheme.h)   data   decode   eval (+ data/tag_scheme.h)   train
+#   dist (data-parallel communication: c10d)
+#   nn (+ data/tag_scheme.h)   data   decode   eval (+ data/tag_scheme.h)   train (+ dist)
 #   models (nn, decode/step_model.h)
 #   tasks (all of the above)            bench (util, nn)
 #   cli (tasks and below; the only user of Boost.ProgramOptions)
@@ -19,12 +20,13 @@ declare -A allowed=(
   [data]="util data"
   [decode]="util decode"
   [eval]="util eval data/tag_scheme.h"
-  [train]="util train"
+  [dist]="util dist"
+  [train]="util dist train"
   [models]="util nn models decode/step_model.h"
-  [tasks]="util nn data decode eval train models tasks"
+  [tasks]="util dist nn data decode eval train models tasks"
   [bench]="util nn bench"
-  [cli]="util nn data decode eval train models tasks cli"
-  [serve]="util nn data decode eval train models tasks serve cli/vocabulary.h"
+  [cli]="util dist nn data decode eval train models tasks cli"
+  [serve]="util dist nn data decode eval train models tasks serve cli/vocabulary.h"
 )
 status=0
 checked=0

@@ -10,6 +10,7 @@
 
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
+#include "cellstate/cli/training.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
 #include "cellstate/data/readers.h"
@@ -85,9 +86,8 @@ int train(int argc, char** argv) {
           throw std::invalid_argument("--teacher " + c.teacher + ": no such model directory");
       }, {nullptr, {{"format", "input-format"}}}))
     return *s;
-  c.runtime.apply();
-  const auto r = cs::train_sentiment(c);
-  return cs::exit_status(r);
+  return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
+                          [&](const cs::ProcessGroup& group) { return cs::train_sentiment(c, group); });
 }
 
 int eval(int argc, char** argv) {

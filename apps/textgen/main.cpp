@@ -11,6 +11,7 @@
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
+#include "cellstate/cli/training.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
@@ -87,9 +88,8 @@ int train(int argc, char** argv) {
           throw std::invalid_argument("--valid-fraction must be in (0, 1)");
       }))
     return *s;
-  c.runtime.apply();
-  const auto r = cs::train_textgen(c);
-  return cs::exit_status(r);
+  return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
+                          [&](const cs::ProcessGroup& group) { return cs::train_textgen(c, group); });
 }
 
 int eval(int argc, char** argv) {

@@ -10,6 +10,7 @@
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
+#include "cellstate/cli/training.h"
 #include "cellstate/tasks/task.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
@@ -99,9 +100,8 @@ int train(int argc, char** argv) {
       }, {nullptr, {{"max-tokens", "batch-tokens"}}}))
     return *s;
   c.joint_vocab = !separate;
-  c.runtime.apply();
-  const auto r = cs::train_translation(c);
-  return cs::exit_status(r);
+  return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
+                          [&](const cs::ProcessGroup& group) { return cs::train_translation(c, group); });
 }
 
 int eval(int argc, char** argv) {

@@ -73,7 +73,12 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "seed", defaulted(&t.seed), "random seed (initialisation, data order, dropout)")(
       "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
       "checkpoint-every", defaulted(&t.checkpoint_every),
-      "also write a checkpoint every N minutes (0: only at evaluations)");
+      "also write a checkpoint every N minutes (0: only at evaluations)")(
+      "nproc", defaulted(&t.nproc),
+      "train data-parallel in N processes on this machine, each on 1/N of every batch (for several machines, "
+      "start the command on each with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set; README)")(
+      "dist-timeout", defaulted(&t.dist_timeout),
+      "seconds the ranks of a data-parallel run wait for each other before giving up");
   add_flag(options, "resume", &t.resume,
            "continue the run: an interrupted one from MODEL.partial/, a finished one (with more --epochs) from MODEL");
   add_flag(options, "overwrite", &t.overwrite,

@@ -46,6 +46,8 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"overwrite", kFlag, "replace the model already in the model directory"},
       {"max-time", kValue, "minutes of training at most", Range{0, 1e7}},
       {"checkpoint-every", kValue, "minutes between checkpoints", Range{0, 1e6}},
+      {"nproc", kValue, "data-parallel training processes on this machine", Range{1, 256}},
+      {"dist-timeout", kValue, "seconds data-parallel ranks wait for each other", Range{0, 86400, true, false}},
       // Runtime (add_runtime_options).
       {"threads", kValue, "intra-op threads", Range{0, 4096}},
       {"device", kValue, "cpu or cuda"},

@@ -306,12 +306,18 @@ Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& con
 }
 
 Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
-                                const TokenizerTrainOptions& options, const std::string& name) {
+                                const TokenizerTrainOptions& options, const std::string& name,
+                                const ProcessGroup& group) {
   const std::string path = dir + "/" + name;
-  if (resume && file_exists(path)) return Tokenizer::load(path);
-  auto tokenizer = Tokenizer::train_on(texts, options);
-  tokenizer.save(path);
-  return tokenizer;
+  if (!group.distributed()) {
+    if (resume && file_exists(path)) return Tokenizer::load(path);
+    auto tokenizer = Tokenizer::train_on(texts, options);
+    tokenizer.save(path);
+    return tokenizer;
+  }
+  if (group.main() && !(resume && file_exists(path))) Tokenizer::train_on(texts, options).save(path);
+  share_file(group, path);
+  return Tokenizer::load(path);
 }
 
 Implementation model_implementation(const nlohmann::json& config, const std::string& file,
@@ -399,9 +405,19 @@ std::string read_owner(const std::string& staging) {
 
 }  // namespace
 
-ModelTransaction::ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options)
+ModelTransaction::ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options,
+                                   const ProcessGroup& group)
     : target_(dir), task_(task) {
   while (target_.size() > 1 && target_.back() == '/') target_.pop_back();
+  if (!group.main()) {
+    std::string pattern = (std::filesystem::temp_directory_path() / ("cellstate-rank" + std::to_string(group.rank()) +
+                                                                       "-XXXXXX")).string();
+    if (!::mkdtemp(pattern.data())) throw WriteError(pattern, std::string("cannot create a scratch directory: ") +
+                                                                  std::strerror(errno));
+    staging_ = pattern;
+    scratch_ = true;
+    return;
+  }
   staging_ = target_ + kStagingSuffix;
   const auto parent = std::filesystem::path(target_).parent_path();
   if (!parent.empty()) {
@@ -530,6 +546,10 @@ void ModelTransaction::prepare(const ModelWriteOptions& options) {
 
 void ModelTransaction::commit() {
   if (committed_) return;
+  if (scratch_) {
+    committed_ = true;
+    return;
+  }
   std::remove((staging_ + "/" + kOwnerFileName).c_str());
   remove_stale_temporaries(staging_);
   write_manifest(staging_, task_);
@@ -566,6 +586,11 @@ void ModelTransaction::commit() {
 ModelTransaction::~ModelTransaction() { release(); }
 
 void ModelTransaction::release() noexcept {
+  if (scratch_) {
+    std::error_code ec;
+    std::filesystem::remove_all(staging_, ec);
+    return;
+  }
   if (lock_fd_ < 0) return;
   if (!committed_) {
     try {

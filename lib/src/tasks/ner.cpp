@@ -136,10 +136,10 @@ class NerTask : public TrainTask {
   NerTask(const NerTrainConfig& config, SequenceTagger tagger, std::vector<TaggerInput> train,
           std::vector<std::vector<int64_t>> train_tags, std::vector<char> rare_words,
           std::vector<TaggerInput> dev, std::vector<std::vector<std::string>> dev_gold,
-          std::vector<std::string> names, TagScheme scheme, std::string weights_path)
+          std::vector<std::string> names, TagScheme scheme, std::string weights_path, ProcessGroup group)
       : config_(config), tagger_(std::move(tagger)), train_(std::move(train)), train_tags_(std::move(train_tags)),
         rare_(std::move(rare_words)), dev_(std::move(dev)), dev_gold_(std::move(dev_gold)), names_(std::move(names)),
-        scheme_(scheme), weights_path_(std::move(weights_path)) {}
+        scheme_(scheme), weights_path_(std::move(weights_path)), group_(std::move(group)) {}
 
   torch::nn::Module& module() override { return *tagger_; }
 
@@ -154,24 +154,36 @@ class NerTask : public TrainTask {
   }
 
   StepResult train_step(int64_t index) override {
-    const auto& idx = batches_[static_cast<size_t>(index)];
-    // Word dropout: a fresh draw per (seed, epoch, batch), so resuming repeats it.
+    const auto& batch = batches_[static_cast<size_t>(index)];
+    // Word dropout: a fresh draw per (seed, epoch, batch), so resuming repeats
+    // it; drawn for the whole batch on every rank, so a data-parallel rank
+    // draws for its shard what one process would.
     DataRng rng(derive_seed(config_.training.seed,
                             static_cast<uint64_t>(epoch_) * 1000003u + static_cast<uint64_t>(index)));
+    const auto part = shard_range(static_cast<int64_t>(batch.size()), group_.rank(), group_.size());
+    std::vector<int64_t> idx;
     std::vector<TaggerInput> inputs;
     std::vector<const TaggerInput*> ptrs;
-    inputs.reserve(idx.size());
-    int64_t T = 0;
-    for (auto i : idx) {
-      TaggerInput in = train_[static_cast<size_t>(i)];
-      for (auto& w : in.words) {
+    inputs.reserve(static_cast<size_t>(part.size()));
+    int64_t T = 0, batch_tokens = 0;
+    for (int64_t k = 0; k < static_cast<int64_t>(batch.size()); ++k) {
+      const auto i = batch[static_cast<size_t>(k)];
+      const bool mine = k >= part.begin && k < part.end;
+      const auto& source = train_[static_cast<size_t>(i)];
+      batch_tokens += static_cast<int64_t>(source.words.size());
+      TaggerInput in;
+      if (mine) in = source;
+      for (size_t w = 0; w < source.words.size(); ++w) {
         const double u = rng.uniform();
-        const bool rare = rare_[static_cast<size_t>(w)] != 0;
-        if (u < config_.word_dropout || (rare && u < config_.rare_word_dropout)) w = kUnk;
+        const bool rare = rare_[static_cast<size_t>(source.words[w])] != 0;
+        if (mine && (u < config_.word_dropout || (rare && u < config_.rare_word_dropout))) in.words[w] = kUnk;
       }
+      if (!mine) continue;
+      idx.push_back(i);
       T = std::max<int64_t>(T, static_cast<int64_t>(in.words.size()));
       inputs.push_back(std::move(in));
     }
+    if (idx.empty()) return {0.0, 0};
     for (const auto& in : inputs) ptrs.push_back(&in);
     auto tags = torch::zeros({static_cast<int64_t>(idx.size()), T}, torch::kInt64);
     int64_t tokens = 0;
@@ -181,8 +193,14 @@ class NerTask : public TrainTask {
       tokens += static_cast<int64_t>(t.size());
     }
     auto loss = tagger_->loss(make_tagger_batch(ptrs), tags);
-    loss.backward();
-    return {loss.item<double>(), tokens};
+    // The CRF's loss is a mean over sentences, the softmax's over tokens:
+    // this rank's share of the batch in the same unit.
+    const double share = tagger_->crf
+                             ? static_cast<double>(idx.size()) / static_cast<double>(batch.size())
+                             : static_cast<double>(tokens) / static_cast<double>(batch_tokens);
+    if (share == 1.0) loss.backward();
+    else (loss * share).backward();
+    return {loss.item<double>() * share, tokens};
   }
 
   Evaluation evaluate() override {
@@ -219,6 +237,7 @@ class NerTask : public TrainTask {
   std::vector<std::string> names_;
   TagScheme scheme_;
   std::string weights_path_;
+  ProcessGroup group_;
   std::vector<std::vector<int64_t>> batches_;
   int64_t epoch_ = 0;
 };
@@ -279,9 +298,9 @@ TagScheme detect_tag_scheme(const std::vector<ConllSentence>& sentences) {
 
 // ---------------------------------------------------------------- training
 
-TrainResult train_ner(const NerTrainConfig& config) {
+TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
-  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
   const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   ConllOptions conll = config.conll;
@@ -360,7 +379,7 @@ TrainResult train_ner(const NerTrainConfig& config) {
     }
     TokenizerTrainOptions spm;
     spm.vocab_size = config.piece_vocab;
-    pieces = train_model_tokenizer(dir, config.training.resume, texts, spm);
+    pieces = train_model_tokenizer(dir, config.training.resume, texts, spm, "tokenizer.model", group);
   }
   {
     std::string list;
@@ -414,9 +433,9 @@ TrainResult train_ner(const NerTrainConfig& config) {
 
   std::vector<std::vector<std::string>> gold = dev_tags;
   NerTask task(config, tagger, std::move(train_in), std::move(train_y), std::move(rare), std::move(dev_in),
-               std::move(gold), names, scheme, dir + "/weights.pt");
-  const auto result = Trainer(TrainerOptions::of(config.training, dir, "F1", config.runtime.quiet)).fit(task);
-  if (result.interrupted()) return result;
+               std::move(gold), names, scheme, dir + "/weights.pt", group);
+  const auto result = Trainer(TrainerOptions::of(config.training, dir, "F1", config.runtime.quiet), group).fit(task);
+  if (result.interrupted() || !group.main()) return result;
   if (result.already_finished && transaction.resuming_finished()) {
     log.always(already_finished_message(transaction.target(), result));
     return result;

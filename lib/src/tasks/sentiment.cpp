@@ -76,11 +76,12 @@ class SentimentTask : public TrainTask {
   SentimentTask(const SentimentTrainConfig& config, TextClassifier model, const Tokenizer& tokenizer,
                 std::vector<std::string> train_texts, std::vector<int64_t> train_labels,
                 std::vector<std::vector<int64_t>> dev_ids, std::vector<int64_t> dev_labels,
-                const std::vector<std::string>& label_names, std::string weights_path,
+                const std::vector<std::string>& label_names, std::string weights_path, ProcessGroup group,
                 torch::Tensor soft_targets = {})
       : config_(config), model_(std::move(model)), tokenizer_(tokenizer), texts_(std::move(train_texts)),
         labels_(std::move(train_labels)), dev_ids_(std::move(dev_ids)), dev_labels_(std::move(dev_labels)),
-        label_names_(label_names), weights_path_(std::move(weights_path)), soft_targets_(std::move(soft_targets)),
+        label_names_(label_names), weights_path_(std::move(weights_path)), group_(std::move(group)),
+        soft_targets_(std::move(soft_targets)),
         // The soft-target examples are the last ones.
         first_soft_(labels_.size() - static_cast<size_t>(soft_targets_.defined() ? soft_targets_.size(0) : 0)) {
     for (const auto& t : texts_) ids_.push_back(finish_ids(tokenizer_.encode(t), config_.max_length, &truncated_));
@@ -109,7 +110,14 @@ class SentimentTask : public TrainTask {
   }
 
   StepResult train_step(int64_t index) override {
-    const auto& idx = batches_[static_cast<size_t>(index)];
+    // This rank's shard of the batch (all of it in one process); its losses
+    // are weighted by its share of the batch's examples (classification) and
+    // of its predicted tokens (--lm-weight), so the ranks' sum is the batch's mean.
+    const auto& all = batches_[static_cast<size_t>(index)];
+    const auto part = shard_range(static_cast<int64_t>(all.size()), group_.rank(), group_.size());
+    const std::vector<int64_t> idx(all.begin() + part.begin, all.begin() + part.end);
+    if (idx.empty()) return {0.0, 0};
+    const double share = static_cast<double>(idx.size()) / static_cast<double>(all.size());
     const auto [batch, y] = gather(idx, ids_, labels_);
     auto [logits, lm_loss] = model_->forward_with_lm(batch.ids, batch.lengths);
     torch::Tensor loss;
@@ -125,9 +133,24 @@ class SentimentTask : public TrainTask {
     } else {
       loss = torch::nn::functional::cross_entropy(logits, torch::tensor(y, torch::kInt64));
     }
-    if (config_.lm_weight > 0) (loss + config_.lm_weight * lm_loss).backward();
-    else loss.backward();
-    return {loss.item<double>(), batch.lengths.sum().item<int64_t>()};
+    if (config_.lm_weight > 0) {
+      // The language-model loss is a mean over positions 1..length-1 of each text.
+      auto predicted = [&](const std::vector<int64_t>& rows) {
+        int64_t n = 0;
+        for (auto i : rows) n += std::max<int64_t>(0, static_cast<int64_t>(ids_[static_cast<size_t>(i)].size()) - 1);
+        return n;
+      };
+      const int64_t batch_predicted = predicted(all);
+      const double lm_share =
+          batch_predicted ? static_cast<double>(predicted(idx)) / static_cast<double>(batch_predicted) : 0.0;
+      if (share == 1.0) (loss + config_.lm_weight * lm_loss).backward();
+      else (share * loss + (config_.lm_weight * lm_share) * lm_loss).backward();
+    } else if (share == 1.0) {
+      loss.backward();
+    } else {
+      (share * loss).backward();
+    }
+    return {loss.item<double>() * share, batch.lengths.sum().item<int64_t>()};
   }
 
   Evaluation evaluate() override {
@@ -165,6 +188,7 @@ class SentimentTask : public TrainTask {
   std::vector<int64_t> dev_labels_;
   std::vector<std::string> label_names_;
   std::string weights_path_;
+  ProcessGroup group_;
   torch::Tensor soft_targets_;  // teacher probabilities of the examples from first_soft_ on
   size_t first_soft_;
   std::vector<std::vector<int64_t>> batches_;
@@ -311,15 +335,17 @@ std::string member_checkpoint(int64_t member) {
 TrainResult train_member(const SentimentTrainConfig& config, const std::string& dir, int64_t member,
                          const TextClassifierOptions& options, const Tokenizer& tokenizer, const SentimentData& d,
                          const std::vector<std::vector<int64_t>>& dev_ids, const torch::Tensor& soft,
-                         const TaskLog& log) {
+                         const TaskLog& log, const ProcessGroup& group) {
   const uint64_t seed = config.training.seed + static_cast<uint64_t>(member);
   torch::manual_seed(seed);
   TextClassifier model(options);
   SentimentTrainConfig member_config = config;
   member_config.training.seed = seed;
-  member_config.training.resume = config.training.resume && file_exists(dir + "/" + member_checkpoint(member));
+  // Whether this member has a checkpoint: rank 0's model directory decides.
+  member_config.training.resume =
+      config.training.resume && group.broadcast_flag(file_exists(dir + "/" + member_checkpoint(member)));
   SentimentTask task(member_config, model, tokenizer, d.texts, d.train_y, dev_ids, d.dev_y, d.labels.names(),
-                     dir + "/" + sentiment_weights_name(member), soft);
+                     dir + "/" + sentiment_weights_name(member), group, soft);
   if (member == 0 && task.truncated() > 0)
     log(std::to_string(task.truncated()) + " training texts truncated to --max-length " +
         std::to_string(config.max_length) + " tokens");
@@ -333,7 +359,7 @@ TrainResult train_member(const SentimentTrainConfig& config, const std::string& 
   t.checkpoint_name = member_checkpoint(member);
   t.log_fields = {{"member", member}};
   t.append_log = member > 0;
-  return Trainer(t).fit(task);
+  return Trainer(t, group).fit(task);
 }
 
 /// The dev scores of what predict will use: the members' averaged probabilities.
@@ -349,9 +375,9 @@ ClassificationReport evaluate_ensemble(const std::string& dir, const std::vector
 
 }  // namespace
 
-TrainResult train_sentiment(const SentimentTrainConfig& config) {
+TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
-  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
   const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   SentimentData d = read_sentiment_data(config, log);
@@ -361,7 +387,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   spm.vocab_size = config.vocab_size;
   spm.model_type = config.spm_type;
   spm.normalization = config.spm_normalization;
-  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, d.texts, spm);
+  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, d.texts, spm, "tokenizer.model", group);
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
 
   interrupts.check();
@@ -377,8 +403,9 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
   TrainResult last;
   bool trained = false;
   for (int64_t member = 0; member < config.ensemble; ++member) {
-    last = train_member(config, dir, member, options, tokenizer, d, dev_ids, soft, log);
+    last = train_member(config, dir, member, options, tokenizer, d, dev_ids, soft, log, group);
     if (last.interrupted()) return last;
+    if (!group.main()) continue;  // rank 0 keeps the model directory
     trained = trained || !last.already_finished;
     if (!last.already_finished || !json.contains("member_results") ||
         json["member_results"].size() <= static_cast<size_t>(member)) {
@@ -389,6 +416,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config) {
     json["members_done"] = member + 1;
     write_model_config(dir, json);
   }
+  if (!group.main()) return last;
   if (!trained && transaction.resuming_finished()) {
     log.always(already_finished_message(transaction.target(), last));
     return last;

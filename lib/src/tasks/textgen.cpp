@@ -87,24 +87,28 @@ torch::Tensor make_streams(const std::vector<int64_t>& ids, int64_t offset, int6
 }
 
 /// One truncated-BPTT step on rows [t0, t0 + len) of `streams`: forward from
-/// `state`, mean cross-entropy, backward. Returns the loss and the next state.
+/// `state`, mean cross-entropy, backward of `scale` times it (a rank's share
+/// of a data-parallel batch). Returns the mean loss and the next state.
 std::pair<double, RecurrentState> bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0,
-                                            int64_t len, const RecurrentState& state) {
+                                            int64_t len, const RecurrentState& state, double scale = 1.0) {
   auto x = streams.slice(0, t0, t0 + len);
   auto y = streams.slice(0, t0 + 1, t0 + len + 1);
   auto [logits, next] = model->forward(x, state);
   auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(2)}), y.reshape(-1));
-  loss.backward();
+  if (scale == 1.0) loss.backward();
+  else (loss * scale).backward();
   return {loss.item<double>(), detached(next)};
 }
 
 /// Truncated BPTT over `batch` contiguous streams of the training tokens.
+/// Data-parallel: each rank carries its shard of the streams (their hidden
+/// states are gathered for checkpoints).
 class TextgenTask : public TrainTask {
  public:
   TextgenTask(const TextgenTrainConfig& config, LanguageModel model, std::vector<int64_t> train_ids,
-              std::vector<int64_t> valid_ids, int64_t valid_chars, std::string weights_path)
+              std::vector<int64_t> valid_ids, int64_t valid_chars, std::string weights_path, ProcessGroup group)
       : config_(config), model_(std::move(model)), ids_(std::move(train_ids)), valid_ids_(std::move(valid_ids)),
-        valid_chars_(valid_chars), weights_path_(std::move(weights_path)) {}
+        valid_chars_(valid_chars), weights_path_(std::move(weights_path)), group_(std::move(group)) {}
 
   torch::nn::Module& module() override { return *model_; }
 
@@ -118,6 +122,8 @@ class TextgenTask : public TrainTask {
                    : static_cast<int64_t>(DataRng(mix64(config_.training.seed * 1000003 + static_cast<uint64_t>(epoch)))
                                               .below(static_cast<uint64_t>(bptt)));
     streams_ = make_streams(ids_, offset, batch);
+    streams_total_ = streams_.size(1);
+    streams_ = shard_rows(streams_, 1, group_).contiguous();
     length_ = streams_.size(0) - 1;
     state_ = {};
     return (length_ + bptt - 1) / bptt;
@@ -126,9 +132,11 @@ class TextgenTask : public TrainTask {
   StepResult train_step(int64_t index) override {
     const int64_t t0 = index * config_.bptt;
     const int64_t len = std::min(config_.bptt, length_ - t0);
-    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_);
+    // Each rank's mean over its streams, weighted by its share of them.
+    const double share = static_cast<double>(streams_.size(1)) / static_cast<double>(streams_total_);
+    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_, share);
     state_ = std::move(state);
-    return {loss, len * streams_.size(1)};
+    return {loss * share, len * streams_.size(1)};
   }
 
   Evaluation evaluate() override {
@@ -139,10 +147,10 @@ class TextgenTask : public TrainTask {
   void save_best() override { save_weights(*model_, weights_path_, config_.half); }
 
   void save_state(torch::serialize::OutputArchive& archive) override {
-    const bool has = state_.h.defined();
+    const bool has = state_.h.defined();  // alike on every rank (undefined at an epoch's start)
     archive.write("has_state", torch::tensor(static_cast<int64_t>(has)));
-    archive.write("h", has ? state_.h : torch::zeros({1}));
-    archive.write("c", has && state_.c.defined() ? state_.c : torch::zeros({1}));
+    archive.write("h", has ? gather_rows(state_.h, 1, streams_total_, group_) : torch::zeros({1}));
+    archive.write("c", has && state_.c.defined() ? gather_rows(state_.c, 1, streams_total_, group_) : torch::zeros({1}));
   }
   void load_state(torch::serialize::InputArchive& archive) override {
     torch::Tensor has, h, c;
@@ -151,8 +159,11 @@ class TextgenTask : public TrainTask {
     archive.read("c", c);
     state_ = {};
     if (has.item<int64_t>()) {
-      state_.h = h;
-      if (config_.model.kind() == RecurrentKind::kLSTM) state_.c = c;
+      if (h.dim() != 3 || h.size(1) != streams_total_)
+        throw std::runtime_error("the checkpoint's hidden state has " + std::to_string(h.dim() == 3 ? h.size(1) : 0) +
+                                 " streams, --batch-size " + std::to_string(streams_total_));
+      state_.h = shard_rows(h, 1, group_).contiguous();
+      if (config_.model.kind() == RecurrentKind::kLSTM) state_.c = shard_rows(c, 1, group_).contiguous();
     }
   }
 
@@ -163,7 +174,9 @@ class TextgenTask : public TrainTask {
   std::vector<int64_t> valid_ids_;
   int64_t valid_chars_;
   std::string weights_path_;
-  torch::Tensor streams_;
+  ProcessGroup group_;
+  torch::Tensor streams_;       // this rank's streams: [length + 1, streams]
+  int64_t streams_total_ = 0;   // every rank's (--batch-size)
   int64_t length_ = 0;
   RecurrentState state_;
 };
@@ -227,9 +240,9 @@ LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& i
 
 // ---------------------------------------------------------------- training
 
-TrainResult train_textgen(const TextgenTrainConfig& config) {
+TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
-  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
   const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   std::string train_text = read_corpus(config.train_path);
@@ -258,7 +271,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
   std::vector<std::string> lines;
   for (auto& l : split_lines(train_text))
     if (!l.empty()) lines.push_back(std::move(l));
-  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, lines, spm);
+  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, lines, spm, "tokenizer.model", group);
   const int64_t newline_id = tokenizer.piece_to_id(kNewline);
   if (newline_id == Tokenizer::kUnkId)
     throw InputError(tokenizer_path, 0, "has no line-break piece \"<nl>\" (not a textgen tokenizer)");
@@ -297,12 +310,12 @@ TrainResult train_textgen(const TextgenTrainConfig& config) {
       "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
       ", embeddings " + std::to_string(config.model.embed) + (config.tie ? " (tied)" : "") + ", bptt " +
       std::to_string(config.bptt) + ", batch " + std::to_string(config.training.batch_size));
-  TextgenTask task(config, model, std::move(train_ids), valid_ids, valid_chars, dir + "/weights.pt");
+  TextgenTask task(config, model, std::move(train_ids), valid_ids, valid_chars, dir + "/weights.pt", group);
 
   auto t = TrainerOptions::of(config.training, dir, "nats/char", config.runtime.quiet);
   t.higher_is_better = false;
-  const auto result = Trainer(t).fit(task);
-  if (result.interrupted()) return result;
+  const auto result = Trainer(t, group).fit(task);
+  if (result.interrupted() || !group.main()) return result;
   if (result.already_finished && transaction.resuming_finished()) {
     log.always(already_finished_message(transaction.target(), result));
     return result;

@@ -90,10 +90,11 @@ class TranslateTask : public TrainTask {
  public:
   TranslateTask(const TranslateTrainConfig& config, Seq2Seq model, std::vector<std::vector<int64_t>> src,
                 std::vector<std::vector<int64_t>> tgt, std::vector<std::vector<int64_t>> dev_src,
-                std::vector<std::string> dev_refs, const Tokenizer& target_tokenizer, std::string weights_path)
+                std::vector<std::string> dev_refs, const Tokenizer& target_tokenizer, std::string weights_path,
+                ProcessGroup group)
       : config_(config), model_(std::move(model)), src_(std::move(src)), tgt_(std::move(tgt)),
         dev_src_(std::move(dev_src)), dev_refs_(std::move(dev_refs)), target_(target_tokenizer),
-        weights_path_(std::move(weights_path)) {}
+        weights_path_(std::move(weights_path)), group_(std::move(group)) {}
 
   torch::nn::Module& module() override { return *model_; }
 
@@ -109,11 +110,23 @@ class TranslateTask : public TrainTask {
   }
 
   StepResult train_step(int64_t index) override {
+    // This rank's shard of the batch; its mean loss weighted by its share of
+    // the batch's target tokens (so the ranks' sum is the batch's mean).
+    const auto& all = batches_[static_cast<size_t>(index)];
+    const auto part = shard_range(static_cast<int64_t>(all.size()), group_.rank(), group_.size());
+    int64_t batch_tokens = 0, part_tokens = 0;
     std::vector<std::vector<int64_t>> s, t;
-    for (auto i : batches_[static_cast<size_t>(index)]) {
-      s.push_back(src_[static_cast<size_t>(i)]);
-      t.push_back(tgt_[static_cast<size_t>(i)]);
+    for (int64_t k = 0; k < static_cast<int64_t>(all.size()); ++k) {
+      const auto i = static_cast<size_t>(all[static_cast<size_t>(k)]);
+      const auto predicted = static_cast<int64_t>(tgt_[i].size()) - 1;
+      batch_tokens += predicted;
+      if (k < part.begin || k >= part.end) continue;
+      part_tokens += predicted;
+      s.push_back(src_[i]);
+      t.push_back(tgt_[i]);
     }
+    if (s.empty() || part_tokens == 0) return {0.0, 0};
+    const double share = static_cast<double>(part_tokens) / static_cast<double>(batch_tokens);
     const auto src = pad_batch(s);
     const auto tgt = pad_batch(t).ids;
     auto states = model_->decode_states(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
@@ -124,8 +137,9 @@ class TranslateTask : public TrainTask {
     namespace F = torch::nn::functional;
     auto loss = F::cross_entropy(logits, gold.index_select(0, real),
                                  F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
-    loss.backward();
-    return {loss.item<double>(), real.size(0)};
+    if (share == 1.0) loss.backward();
+    else (loss * share).backward();
+    return {loss.item<double>() * share, real.size(0)};
   }
 
   Evaluation evaluate() override {
@@ -150,14 +164,15 @@ class TranslateTask : public TrainTask {
   std::vector<std::string> dev_refs_;
   const Tokenizer& target_;
   std::string weights_path_;
+  ProcessGroup group_;
   std::vector<std::vector<int64_t>> batches_;
 };
 
 }  // namespace
 
-TrainResult train_translation(const TranslateTrainConfig& config) {
+TrainResult train_translation(const TranslateTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
-  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training));
+  ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
   const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
   ReadStats train_stats, dev_stats;
@@ -180,11 +195,13 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   if (config.joint_vocab) {
     std::vector<std::string> both = src_texts;
     both.insert(both.end(), tgt_texts.begin(), tgt_texts.end());
-    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, both, spm));
+    source = std::make_shared<Tokenizer>(
+        train_model_tokenizer(dir, config.training.resume, both, spm, "tokenizer.model", group));
   } else {
-    source = std::make_shared<Tokenizer>(train_model_tokenizer(dir, config.training.resume, src_texts, spm));
+    source = std::make_shared<Tokenizer>(
+        train_model_tokenizer(dir, config.training.resume, src_texts, spm, "tokenizer.model", group));
     target = std::make_shared<Tokenizer>(
-        train_model_tokenizer(dir, config.training.resume, tgt_texts, spm, "target_tokenizer.model"));
+        train_model_tokenizer(dir, config.training.resume, tgt_texts, spm, "target_tokenizer.model", group));
   }
   const Tokenizer& tt = target ? *target : *source;
   std::vector<std::vector<int64_t>> src_ids, tgt_ids, dev_src;
@@ -222,9 +239,9 @@ TrainResult train_translation(const TranslateTrainConfig& config) {
   log("model with " + std::to_string(count_parameters(*model)) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +
       (config.joint_vocab ? " (joint)" : " / " + std::to_string(tt.vocab_size())));
   TranslateTask task(config, model, std::move(src_ids), std::move(tgt_ids), std::move(dev_src), std::move(dev_refs), tt,
-                     dir + "/weights.pt");
-  const auto result = Trainer(TrainerOptions::of(config.training, dir, "BLEU", config.runtime.quiet)).fit(task);
-  if (result.interrupted()) return result;
+                     dir + "/weights.pt", group);
+  const auto result = Trainer(TrainerOptions::of(config.training, dir, "BLEU", config.runtime.quiet), group).fit(task);
+  if (result.interrupted() || !group.main()) return result;
   if (result.already_finished && transaction.resuming_finished()) {
     log.always(already_finished_message(transaction.target(), result));
     return result;

@@ -34,7 +34,12 @@ RunState run_state_of(const torch::Tensor& i, const torch::Tensor& d) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state) {
+void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state,
+                     const torch::Tensor& rank_generators) {
+  atomic_write(path, checkpoint_bytes(parts, state, rank_generators));
+}
+
+std::string checkpoint_bytes(const CheckpointParts& parts, const RunState& state, const torch::Tensor& rank_generators) {
   torch::serialize::OutputArchive root, model, opt, sched, task_state;
   parts.module.save(model);
   parts.optimizer.save(opt);
@@ -51,6 +56,7 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts, cons
     std::lock_guard<std::mutex> lock(generator.mutex());
     root.write("rng", generator.get_state());
   }
+  if (rank_generators.defined()) root.write("rng_ranks", rank_generators);
   // Serialised in memory, then written with every error checked: a full
   // disk is a WriteError, never a half-written archive or an abort.
   std::string bytes;
@@ -58,7 +64,7 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts, cons
     bytes.append(static_cast<const char*>(data), n);
     return n;
   });
-  atomic_write(path, bytes);
+  return bytes;
 }
 
 RunState read_run_state(const std::string& path) {
@@ -76,7 +82,7 @@ RunState read_run_state(const std::string& path) {
   }
 }
 
-RunState load_checkpoint(const std::string& path, const CheckpointParts& parts) {
+RunState load_checkpoint(const std::string& path, const CheckpointParts& parts, torch::Tensor* rank_generators) {
   if (!file_exists(path)) throw InputError(path, 0, "no checkpoint to resume from");
   torch::serialize::InputArchive root, model, opt, sched, task_state;
   RunState state;
@@ -97,6 +103,10 @@ RunState load_checkpoint(const std::string& path, const CheckpointParts& parts) 
     auto generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(rng);
+    if (rank_generators) {
+      torch::Tensor ranks;
+      *rank_generators = root.try_read("rng_ranks", ranks) ? ranks : torch::Tensor();
+    }
   } catch (const c10::Error& e) {
     throw InputError(path, 0,
                      "cannot resume: the checkpoint does not match this model and options (" +

@@ -1,6 +1,10 @@
 #include "cellstate/train/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/utils/clip_grad.h>
+
+#include <csignal>
+#include <mutex>
 
 #include <atomic>
 #include <chrono>
@@ -17,6 +21,7 @@
 #include "cellstate/util/interrupt.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/progress.h"
+#include "cellstate/util/random.h"
 
 namespace cellstate {
 
@@ -29,11 +34,11 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 /// One call of Trainer::fit: the loop and the pieces it is made of.
 class TrainingRun {
  public:
-  TrainingRun(const TrainerOptions& options, TrainTask& task)
-      : options_(options), t_(options.training), task_(task), module_(task.module()),
+  TrainingRun(const TrainerOptions& options, const ProcessGroup& group, TrainTask& task)
+      : options_(options), t_(options.training), group_(group), exchange_(group), task_(task), module_(task.module()),
         parameters_(module_.parameters()), optimizer_(make_optimizer(parameters_, t_)),
         batches_(task.begin_epoch(0)), schedule_(t_, t_.epochs * batches_),
-        progress_(options.quiet, options.unit), checkpoint_path_(options.model_dir + "/" + options.checkpoint_name),
+        progress_(options.quiet || !group.main(), options.unit), checkpoint_path_(options.model_dir + "/" + options.checkpoint_name),
         log_path_(options.model_dir + "/train_log.jsonl") {}
 
   TrainResult run() {
@@ -63,7 +68,7 @@ class TrainingRun {
     r.steps = state_.step;
     r.seconds = elapsed();
     r.stop_reason = stop_reason_;
-    r.signal = stop_reason_ == StopReason::kInterrupted ? interrupts_.signal() : 0;
+    r.signal = stop_reason_ == StopReason::kInterrupted ? interrupt_signal() : 0;
     r.already_finished = already_finished_;
     return r;
   }
@@ -71,7 +76,14 @@ class TrainingRun {
  private:
   /// Restores the checkpoint with --resume; otherwise starts the log afresh.
   void start() {
+    if (group_.distributed()) join_ranks();
     if (t_.resume) {
+      if (group_.distributed()) {
+        // Rank 0's checkpoint, on every rank (they may be other machines).
+        if (!group_.broadcast_flag(file_exists(checkpoint_path_)))
+          throw InputError(checkpoint_path_, 0, "no checkpoint to resume from");
+        share_file(group_, checkpoint_path_);
+      }
       // The epoch is prepared first, then the task's state restored into it
       // (a language model's hidden state carried across batches).
       const RunState saved = read_run_state(checkpoint_path_);
@@ -79,17 +91,76 @@ class TrainingRun {
         batches_ = task_.begin_epoch(saved.epoch);
         prepared_epoch_ = saved.epoch;
       }
-      state_ = load_checkpoint(checkpoint_path_, parts());
+      torch::Tensor generators;
+      state_ = load_checkpoint(checkpoint_path_, parts(), &generators);
+      if (group_.distributed()) restore_rank_generator(generators);
       already_finished_ = finished_reason_of_state();
       progress_.message("resuming from " + checkpoint_path_ + " at epoch " + std::to_string(state_.epoch + 1) +
                         ", batch " + std::to_string(state_.next_batch) + ", step " + std::to_string(state_.step) +
                         (already_finished_ ? " (its training had ended: " + to_string(finished_reason()) + ")" : ""));
-    } else if (!options_.append_log) {
+    } else if (!options_.append_log && group_.main()) {
       atomic_write(log_path_, "");
     }
     window_base_ = state_.window_seconds;
     elapsed_before_ = state_.elapsed;
     window_start_ = started_ = last_checkpoint_ = Clock::now();
+  }
+
+  /// A data-parallel start: the ranks must hold the same model (checked),
+  /// start from rank 0's weights, and draw their dropout masks from their own
+  /// generators (rank 0 keeps the one --seed started, so one rank is the
+  /// one-process run).
+  void join_ranks() {
+    int64_t numel = 0;
+    const auto named = module_.named_parameters();
+    for (const auto& p : parameters_) numel += p.numel();
+    const auto mine = torch::tensor({static_cast<int64_t>(parameters_.size()), numel}, torch::kInt64);
+    const auto all = group_.all_gather(mine);
+    for (int64_t r = 0; r < group_.size(); ++r)
+      if (!all[static_cast<size_t>(r)].equal(all[0]))
+        throw std::runtime_error(group_.name() + ": rank " + std::to_string(r) + "'s model has " +
+                                 std::to_string(all[static_cast<size_t>(r)][1].item<int64_t>()) + " parameters in " +
+                                 std::to_string(all[static_cast<size_t>(r)][0].item<int64_t>()) + " tensors, rank 0's " +
+                                 std::to_string(all[0][1].item<int64_t>()) + " in " +
+                                 std::to_string(all[0][0].item<int64_t>()) + " (were the ranks given different options?)");
+    torch::NoGradGuard no_grad;
+    for (auto& t : module_.parameters()) {
+      auto c = t.detach().contiguous();
+      group_.broadcast(c);
+      t.detach().copy_(c);
+    }
+    for (auto& t : module_.buffers()) {  // Gloo has no bool: masks travel as bytes
+      auto c = t.scalar_type() == torch::kBool ? t.to(torch::kUInt8) : t.contiguous();
+      group_.broadcast(c);
+      t.copy_(c);
+    }
+    if (!group_.main()) torch::manual_seed(derive_seed(t_.seed, 0x7261'6e6b'0000'0000ULL + static_cast<uint64_t>(group_.rank())));
+  }
+
+  /// After loading a data-parallel checkpoint: this rank's generator as it
+  /// was, when the checkpoint holds it; otherwise (a different number of
+  /// ranks, or a one-process checkpoint) one derived from the seed, rank and step.
+  void restore_rank_generator(const torch::Tensor& generators) {
+    if (generators.defined() && generators.dim() == 2 && generators.size(0) > group_.rank()) {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(generators[group_.rank()].clone());
+    } else if (!group_.main()) {
+      torch::manual_seed(derive_seed(derive_seed(t_.seed, static_cast<uint64_t>(state_.step)),
+                                     0x7261'6e6b'0000'0000ULL + static_cast<uint64_t>(group_.rank())));
+    }
+  }
+
+  /// Every rank's generator state, one row each (data-parallel checkpoints).
+  torch::Tensor rank_generators() const {
+    if (!group_.distributed()) return {};
+    torch::Tensor mine;
+    {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      mine = generator.get_state();
+    }
+    return torch::stack(group_.all_gather(mine));
   }
 
   /// Whether the checkpoint restored is of a run that already ended under
@@ -110,10 +181,13 @@ class TrainingRun {
   double elapsed() const { return elapsed_before_ + seconds_since(started_); }
   double window_seconds() const { return window_base_ + seconds_since(window_start_); }
 
+  /// On every rank (the task's state and the generators are gathered); rank 0 writes.
   void save() {
     state_.elapsed = elapsed();
     state_.window_seconds = window_seconds();
-    save_checkpoint(checkpoint_path_, parts(), state_);
+    const auto generators = rank_generators();
+    const std::string bytes = checkpoint_bytes(parts(), state_, generators);
+    if (group_.main()) atomic_write(checkpoint_path_, bytes);
     last_checkpoint_ = Clock::now();
   }
 
@@ -125,7 +199,7 @@ class TrainingRun {
 
   void interrupt() {
     finish(StopReason::kInterrupted);
-    progress_.message("interrupted by " + Interrupted::name(interrupts_.signal()) + ": checkpoint written to " +
+    progress_.message("interrupted by " + Interrupted::name(interrupt_signal()) + ": checkpoint written to " +
                       checkpoint_path_ + " (continue with --resume)");
   }
 
@@ -139,7 +213,7 @@ class TrainingRun {
     const auto epoch_start = Clock::now();
     const int64_t first_batch = state_.next_batch;
     for (int64_t b = state_.next_batch; b < batches_ && !stopped_; ++b) {
-      if (interrupts_.requested()) {  // a signal before this step (during start-up or an evaluation)
+      if (!group_.distributed() && interrupts_.requested()) {  // a signal before this step (during start-up or an evaluation)
         interrupt();
         break;
       }
@@ -151,7 +225,8 @@ class TrainingRun {
 
   void train_step(int64_t b) {
     optimizer_->zero_grad();
-    const StepResult r = task_.train_step(b);
+    StepResult r = task_.train_step(b);
+    if (group_.distributed()) exchange(r);
     if (!std::isfinite(r.loss))
       throw std::runtime_error("the training loss became " + std::to_string(r.loss) + " at step " +
                                std::to_string(state_.step + 1) + " (try a lower --lr or a --clip)");
@@ -164,6 +239,38 @@ class TrainingRun {
     state_.window_loss += r.loss;
     ++state_.window_steps;
     state_.window_tokens += r.tokens;
+  }
+
+  /// The data-parallel exchange after a rank's backward pass: gradients, loss
+  /// and tokens summed (each rank's loss is its share of the batch's mean),
+  /// and the stop signals, so that every rank decides alike after this step.
+  void exchange(StepResult& r) {
+    const bool clock_checkpoint =
+        t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
+    const bool out_of_time = t_.max_time > 0 && elapsed() >= t_.max_time * 60;
+    std::vector<double> scalars = {r.loss, static_cast<double>(r.tokens),
+                                   interrupts_.signal() == SIGTERM ? 1.0 : 0.0,
+                                   interrupts_.requested() && interrupts_.signal() != SIGTERM ? 1.0 : 0.0,
+                                   group_.main() && out_of_time ? 1.0 : 0.0,
+                                   group_.main() && clock_checkpoint ? 1.0 : 0.0};
+    exchange_.run(parameters_, scalars);
+    r.loss = scalars[0];
+    r.tokens = static_cast<int64_t>(std::llround(scalars[1]));
+    // The signal: this rank's own if it had one, else one another rank had.
+    const int own = interrupts_.requested() ? interrupts_.signal() : 0;
+    shared_.signal = own ? own : scalars[2] > 0 ? SIGTERM : scalars[3] > 0 ? SIGINT : 0;
+    shared_.out_of_time = scalars[4] > 0;
+    shared_.checkpoint_due = scalars[5] > 0;
+  }
+
+  bool interrupt_requested() const { return group_.distributed() ? shared_.signal != 0 : interrupts_.requested(); }
+  int interrupt_signal() const { return group_.distributed() ? shared_.signal : interrupts_.signal(); }
+  bool out_of_time() const {
+    return group_.distributed() ? shared_.out_of_time : t_.max_time > 0 && elapsed() >= t_.max_time * 60;
+  }
+  bool checkpoint_due() const {
+    return group_.distributed() ? shared_.checkpoint_due
+                                : t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
   }
 
   /// The live progress line after batch `b` of the epoch.
@@ -192,13 +299,13 @@ class TrainingRun {
   void after_step() {
     if (t_.eval_every > 0 && state_.step % t_.eval_every == 0 && evaluate()) {
       finish(StopReason::kEarlyStopping);
-    } else if (interrupts_.requested()) {
+    } else if (interrupt_requested()) {
       interrupt();
-    } else if (t_.max_time > 0 && elapsed() >= t_.max_time * 60) {
+    } else if (out_of_time()) {
       if (t_.eval_every == 0 || state_.step % t_.eval_every != 0) evaluate();
       finish(StopReason::kMaxTime);
       progress_.message("stopped after --max-time " + std::to_string(t_.max_time) + " minutes");
-    } else if (t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60) {
+    } else if (checkpoint_due()) {
       save();
     }
   }
@@ -206,13 +313,18 @@ class TrainingRun {
   /// Evaluates on dev, keeps the best model, logs; true when early stopping says to stop.
   bool evaluate() {
     state_.window_seconds = window_seconds();
-    module_.eval();
     Evaluation e;
-    {
+    if (group_.main()) {  // rank 0 alone evaluates; the others wait for its score
+      module_.eval();
       torch::NoGradGuard no_grad;
       e = task_.evaluate();
+      module_.train();
     }
-    module_.train();
+    if (group_.distributed()) {
+      auto score = torch::tensor({e.score}, torch::kFloat64);
+      group_.broadcast(score);
+      e.score = score.item<double>();
+    }
     const bool improved = !state_.has_best || (options_.higher_is_better ? e.score > state_.best_score
                                                                          : e.score < state_.best_score);
     if (improved) {
@@ -221,12 +333,12 @@ class TrainingRun {
       state_.best_epoch = completed_epochs();
       state_.best_step = state_.step;
       state_.bad_evaluations = 0;
-      task_.save_best();
+      if (group_.main()) task_.save_best();
     } else {
       ++state_.bad_evaluations;
     }
     schedule_.after_evaluation(improved);
-    log_evaluation(e, improved);
+    if (group_.main()) log_evaluation(e, improved);
     state_.window_loss = 0;
     state_.window_steps = 0;
     state_.window_tokens = 0;
@@ -255,10 +367,16 @@ class TrainingRun {
         {"train_loss", train_loss},
         {"lr", schedule_.lr()},
         {options_.unit + "_per_s", rate},
+        {"step_ms", state_.window_steps ? 1000 * state_.window_seconds / static_cast<double>(state_.window_steps) : 0.0},
         {"dev", e.metrics},
         {"score", e.score},
         {"best", state_.best_score},
         {"improved", improved}};
+    if (group_.distributed()) {
+      record["ranks"] = group_.size();
+      record["exchange_ms_per_step"] =
+          exchange_.calls() ? 1000 * exchange_.seconds() / static_cast<double>(exchange_.calls()) : 0.0;
+    }
     record.update(options_.log_fields);
     append_to_file(log_path_, record.dump() + "\n");
     std::ostringstream line;
@@ -269,8 +387,18 @@ class TrainingRun {
     progress_.message(line.str());
   }
 
+  /// The stop signals as the last exchange shared them (data-parallel runs).
+  struct SharedSignals {
+    int signal = 0;
+    bool out_of_time = false;
+    bool checkpoint_due = false;
+  };
+
   const TrainerOptions& options_;
   const TrainingOptions& t_;
+  const ProcessGroup& group_;
+  GradientExchange exchange_;
+  SharedSignals shared_;
   TrainTask& task_;
   torch::nn::Module& module_;
   std::vector<torch::Tensor> parameters_;
@@ -312,14 +440,14 @@ TrainerOptions TrainerOptions::of(const TrainingOptions& training, const std::st
   return t;
 }
 
-Trainer::Trainer(TrainerOptions options) : options_(std::move(options)) {
+Trainer::Trainer(TrainerOptions options, ProcessGroup group) : options_(std::move(options)), group_(std::move(group)) {
   options_.training.validate();
   if (options_.model_dir.empty()) throw std::invalid_argument("Trainer: no model directory");
 }
 
 TrainResult Trainer::fit(TrainTask& task) {
   std::filesystem::create_directories(options_.model_dir);
-  return TrainingRun(options_, task).run();
+  return TrainingRun(options_, group_, task).run();
 }
 
 }  // namespace cellstate

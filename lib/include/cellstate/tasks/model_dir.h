@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "cellstate/dist/process_group.h"
 #include "cellstate/nn/rnn.h"
 #include "cellstate/tasks/model_files.h"
 #include "cellstate/data/tokenizer.h"
@@ -68,13 +69,17 @@ struct ModelWriteOptions {
 /// checkpoint to resume and removes it otherwise.
 class ModelTransaction {
  public:
-  ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options);
+  /// In a data-parallel run (`group`), rank 0 alone works on DIR; the other
+  /// ranks get a private scratch directory, removed when they end, and
+  /// commit() does nothing for them.
+  ModelTransaction(const std::string& dir, const std::string& task, ModelWriteOptions options,
+                   const ProcessGroup& group = {});
   ~ModelTransaction();
   ModelTransaction(const ModelTransaction&) = delete;
   ModelTransaction& operator=(const ModelTransaction&) = delete;
 
   /// Where the run writes: DIR.partial until commit(), DIR after.
-  const std::string& path() const { return committed_ ? target_ : staging_; }
+  const std::string& path() const { return committed_ && !scratch_ ? target_ : staging_; }
   /// DIR.
   const std::string& target() const { return target_; }
   /// Whether the run continues from a checkpoint now in path().
@@ -94,6 +99,7 @@ class ModelTransaction {
 
   std::string target_, staging_, task_;
   int lock_fd_ = -1;
+  bool scratch_ = false;  // a data-parallel rank other than 0: staging_ is its scratch directory
   bool resuming_ = false;
   bool resuming_finished_ = false;
   bool committed_ = false;
@@ -124,9 +130,11 @@ Implementation model_implementation(const nlohmann::json& config, const std::str
 Tokenizer load_model_tokenizer(const std::string& dir, const nlohmann::json& config);
 
 /// The tokenizer of a model being trained: with `resume`, the one already in
-/// DIR/NAME; otherwise trained on `texts` and saved there.
+/// DIR/NAME; otherwise trained on `texts` and saved there. In a data-parallel
+/// run rank 0 does that and the other ranks receive its file.
 Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::vector<std::string>& texts,
-                                const TokenizerTrainOptions& options, const std::string& name = "tokenizer.model");
+                                const TokenizerTrainOptions& options, const std::string& name = "tokenizer.model",
+                                const ProcessGroup& group = {});
 
 /// Directory of the shipped model `name` (models/NAME): $CELLSTATE_MODELS/NAME
 /// if set, else next to the executable (build/bin/../../models, or an

@@ -52,7 +52,7 @@ struct NerTrainConfig {
 };
 
 /// Trains, writing the model directory; prints progress unless quiet.
-TrainResult train_ner(const NerTrainConfig& config);
+TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group = {});
 
 /// Reads the scheme of a CoNLL file's tags: IOBES if it has E- or S- tags,
 /// IOB1 if an entity starts with I-, else BIO.

@@ -53,7 +53,7 @@ std::map<std::string, std::string> parse_label_names(const std::string& spec);
 std::string sentiment_weights_name(int64_t member);
 
 /// Trains, writing the model directory; prints progress unless quiet.
-TrainResult train_sentiment(const SentimentTrainConfig& config);
+TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGroup& group = {});
 
 /// A trained classifier, ready to predict.
 class SentimentModel {

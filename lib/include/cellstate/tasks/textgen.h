@@ -42,7 +42,7 @@ struct TextgenTrainConfig {
 };
 
 /// Trains, writing the model directory; prints progress unless quiet.
-TrainResult train_textgen(const TextgenTrainConfig& config);
+TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group = {});
 
 /// The token stream of a text: each line's pieces followed by the line-break
 /// id (the last line gets one only if `final_newline`). No bos.

@@ -37,7 +37,7 @@ struct TranslateTrainConfig {
   bool half = false;
 };
 
-TrainResult train_translation(const TranslateTrainConfig& config);
+TrainResult train_translation(const TranslateTrainConfig& config, const ProcessGroup& group = {});
 
 /// One translation: the best hypotheses with their text.
 struct Translation {

@@ -41,8 +41,14 @@ struct CheckpointParts {
 };
 
 /// Writes `parts`, `state` and the global CPU generator's state to `path`
-/// atomically.
-void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state);
+/// atomically. `rank_generators` (data-parallel runs: every rank's generator
+/// state, one row each, uint8) is kept beside them when defined.
+void save_checkpoint(const std::string& path, const CheckpointParts& parts, const RunState& state,
+                     const torch::Tensor& rank_generators = {});
+/// What save_checkpoint writes, in memory (every rank of a data-parallel run
+/// builds it, since the task's state may be gathered from all; rank 0 writes it).
+std::string checkpoint_bytes(const CheckpointParts& parts, const RunState& state,
+                             const torch::Tensor& rank_generators = {});
 
 /// Only the RunState of the checkpoint at `path` (to prepare its epoch
 /// before the task's own state is restored into it).
@@ -50,6 +56,9 @@ RunState read_run_state(const std::string& path);
 
 /// Restores what save_checkpoint wrote. A missing checkpoint, or one that
 /// does not fit the module and options, is an InputError naming `path`.
-RunState load_checkpoint(const std::string& path, const CheckpointParts& parts);
+/// `rank_generators`, when given, receives the ranks' generator states the
+/// checkpoint holds (undefined when it holds none: a one-process run's).
+RunState load_checkpoint(const std::string& path, const CheckpointParts& parts,
+                         torch::Tensor* rank_generators = nullptr);
 
 }  // namespace cellstate

@@ -45,6 +45,9 @@ struct TrainingOptions {
   bool overwrite = false;            // replace a model already in MODEL (kept until the new one is complete)
   double max_time = 0;               // stop after this many minutes (0: no limit)
   double checkpoint_every = 10;      // also checkpoint every N minutes (0: only at evaluations)
+  int64_t nproc = 1;                 // data-parallel processes to start on this machine (each trains on
+                                     // batch_size / nproc of every batch)
+  double dist_timeout = 600;         // seconds a rendezvous or gradient exchange may wait for the other ranks
 
   /// Throws std::invalid_argument naming the option (--epochs, ...).
   void validate() const;

@@ -9,12 +9,22 @@
 //          zero_grad → TrainTask::train_step → clip → LrSchedule → step
 //          → progress line → evaluate? (log record, save best, early stop)
 //          → interrupted? max-time? periodic checkpoint?
+//
+// Data-parallel (a ProcessGroup of N ranks): every rank runs the same loop
+// over the same batches, its task training on its shard of each; after the
+// backward pass the gradients, the loss, the token count and the stop
+// signals (SIGINT/SIGTERM on any rank; --max-time and the checkpoint clock on
+// rank 0) are summed over the ranks in one exchange, so every rank clips,
+// steps and stops alike. Rank 0 alone evaluates (the score is broadcast),
+// saves the best model, writes train_log.jsonl and the checkpoints (which
+// hold every rank's random generator and the task's gathered state).
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
 
+#include "cellstate/dist/process_group.h"
 #include "cellstate/train/options.h"
 #include "cellstate/train/task.h"
 
@@ -62,7 +72,8 @@ struct TrainResult {
 
 class Trainer {
  public:
-  explicit Trainer(TrainerOptions options);
+  /// `group`: the ranks of a data-parallel run (default: this process alone).
+  explicit Trainer(TrainerOptions options, ProcessGroup group = {});
   /// Trains until the epochs are done, early stopping, --max-time, or SIGINT
   /// (which writes a checkpoint first). With training.resume, continues from
   /// MODEL/checkpoint.pt.
@@ -70,6 +81,7 @@ class Trainer {
 
  private:
   TrainerOptions options_;
+  ProcessGroup group_;
 };
 
 }  // namespace cellstate
