@@ -61,7 +61,7 @@ leftovers=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'cellstate-rank*' -newer "$
 [ "$leftovers" = 0 ] || fail "$leftovers scratch directories of ranks > 0 left behind"
 
 # ---- SIGINT on the launcher, then --resume (2 ranks, and 1): the uninterrupted run's weights
-long=(--eval-every 4 --checkpoint-every 0)
+long=(--eval-every 4 --checkpoint-every 0 --dist-timeout 60)
 export EPOCHS=40
 # shellcheck disable=SC2046
 check "textgen: the uninterrupted 2-rank run" 0 $(train_cmd textgen "$tmp/full" custom --nproc 2 "${long[@]}")

@@ -248,16 +248,19 @@ class TrainingRun {
     const bool clock_checkpoint =
         t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
     const bool out_of_time = t_.max_time > 0 && elapsed() >= t_.max_time * 60;
+    // This rank's signal, read once: one that arrives during the exchange
+    // counts at the next step on every rank alike, never here alone.
+    const int own = interrupts_.requested() ? interrupts_.signal() : 0;
     std::vector<double> scalars = {r.loss, static_cast<double>(r.tokens),
-                                   interrupts_.signal() == SIGTERM ? 1.0 : 0.0,
-                                   interrupts_.requested() && interrupts_.signal() != SIGTERM ? 1.0 : 0.0,
+                                   own == SIGTERM ? 1.0 : 0.0,
+                                   own != 0 && own != SIGTERM ? 1.0 : 0.0,
                                    group_.main() && out_of_time ? 1.0 : 0.0,
                                    group_.main() && clock_checkpoint ? 1.0 : 0.0};
     exchange_.run(parameters_, scalars);
     r.loss = scalars[0];
     r.tokens = static_cast<int64_t>(std::llround(scalars[1]));
-    // The signal: this rank's own if it had one, else one another rank had.
-    const int own = interrupts_.requested() ? interrupts_.signal() : 0;
+    // The signal: this rank's own if it had one, else one another rank had
+    // (whether to stop depends on the sums alone, the same on every rank).
     shared_.signal = own ? own : scalars[2] > 0 ? SIGTERM : scalars[3] > 0 ? SIGINT : 0;
     shared_.out_of_time = scalars[4] > 0;
     shared_.checkpoint_due = scalars[5] > 0;

@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include <malloc.h>
+
 namespace cellstate {
 
 namespace {
@@ -42,7 +44,13 @@ int idle_cores(int sample_ms) {
   return std::clamp(static_cast<int>(std::lround(idle_share * cores)), 1, cores);
 }
 
+void configure_allocator() {
+  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 int configure_threads(int requested) {
+  configure_allocator();
   int n = requested;
   if (n <= 0) {
     // OMP_NUM_THREADS, when set to a count, is the user's default; otherwise the idle cores.

@@ -17,8 +17,20 @@ int idle_cores(int sample_ms = 100);
 /// behind it (OpenMP threads spin while they wait: measured here, two threads
 /// beside one busy process were 2.8x slower than one). Returns the number
 /// set. libgomp here starts with one thread, so every executable calls this
-/// before any tensor work.
+/// before any tensor work (it also calls configure_allocator()).
 int configure_threads(int requested);
+
+/// glibc's malloc serves a block over its mmap threshold (128 KB at start,
+/// raised only as such blocks are freed) with a fresh mmap(), every page of
+/// it faulted in and zeroed on first use, and returned at free(). A training
+/// step's tensors of a few hundred kilobytes to a few megabytes paid that on
+/// every step until some larger block happened to be freed: measured here,
+/// NER training on 2 ranks ran its first epoch at 81 ms a step instead of 38
+/// (a rank's first dev evaluation or checkpoint freed such a block and
+/// raised the threshold). Sets the mmap threshold to 32 MB and the trim
+/// threshold to 64 MB, unless the environment sets MALLOC_MMAP_THRESHOLD_ or
+/// MALLOC_TRIM_THRESHOLD_ (glibc's own tunables). configure_threads calls it.
+void configure_allocator();
 
 /// cellstate's version ("0.1.0"), as the project's CMakeLists.txt sets it.
 std::string version();
