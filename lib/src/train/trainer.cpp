@@ -112,7 +112,6 @@ class TrainingRun {
   /// one-process run).
   void join_ranks() {
     int64_t numel = 0;
-    const auto named = module_.named_parameters();
     for (const auto& p : parameters_) numel += p.numel();
     const auto mine = torch::tensor({static_cast<int64_t>(parameters_.size()), numel}, torch::kInt64);
     const auto all = group_.all_gather(mine);
@@ -245,17 +244,14 @@ class TrainingRun {
   /// and tokens summed (each rank's loss is its share of the batch's mean),
   /// and the stop signals, so that every rank decides alike after this step.
   void exchange(StepResult& r) {
-    const bool clock_checkpoint =
-        t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
-    const bool out_of_time = t_.max_time > 0 && elapsed() >= t_.max_time * 60;
     // This rank's signal, read once: one that arrives during the exchange
     // counts at the next step on every rank alike, never here alone.
     const int own = interrupts_.requested() ? interrupts_.signal() : 0;
     std::vector<double> scalars = {r.loss, static_cast<double>(r.tokens),
                                    own == SIGTERM ? 1.0 : 0.0,
                                    own != 0 && own != SIGTERM ? 1.0 : 0.0,
-                                   group_.main() && out_of_time ? 1.0 : 0.0,
-                                   group_.main() && clock_checkpoint ? 1.0 : 0.0};
+                                   group_.main() && past_max_time() ? 1.0 : 0.0,
+                                   group_.main() && clock_checkpoint_due() ? 1.0 : 0.0};
     exchange_.run(parameters_, scalars);
     r.loss = scalars[0];
     r.tokens = static_cast<int64_t>(std::llround(scalars[1]));
@@ -266,14 +262,19 @@ class TrainingRun {
     shared_.checkpoint_due = scalars[5] > 0;
   }
 
+  /// This process's clocks (in a data-parallel run, rank 0's decide).
+  bool past_max_time() const { return t_.max_time > 0 && elapsed() >= t_.max_time * 60; }
+  bool clock_checkpoint_due() const {
+    return t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
+  }
+
   bool interrupt_requested() const { return group_.distributed() ? shared_.signal != 0 : interrupts_.requested(); }
   int interrupt_signal() const { return group_.distributed() ? shared_.signal : interrupts_.signal(); }
   bool out_of_time() const {
-    return group_.distributed() ? shared_.out_of_time : t_.max_time > 0 && elapsed() >= t_.max_time * 60;
+    return group_.distributed() ? shared_.out_of_time : past_max_time();
   }
   bool checkpoint_due() const {
-    return group_.distributed() ? shared_.checkpoint_due
-                                : t_.checkpoint_every > 0 && seconds_since(last_checkpoint_) >= t_.checkpoint_every * 60;
+    return group_.distributed() ? shared_.checkpoint_due : clock_checkpoint_due();
   }
 
   /// The live progress line after batch `b` of the epoch.
