@@ -37,7 +37,8 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for app in dict.fromkeys(r["app"] for r in runs):
         one = next((r for r in runs if r["app"] == app and r["processes"] == 1), None)
-        two = next((r for r in runs if r["app"] == app and r["processes"] == 2), None)
+        two = next((r for r in runs if r["app"] == app and r["processes"] == 2 and not r.get("bucket_mb")
+                    and r.get("link", "loopback") == "loopback"), None)
         if not one:
             continue
         c = one["step_ms"]

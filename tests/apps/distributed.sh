@@ -3,7 +3,8 @@
 #   tests/apps/distributed.sh BIN_DIR COMPARE_WEIGHTS TEST_DATA_DIR
 # - equivalence: a tiny model of each app trained on 2 ranks ends with the
 #   weights (best and last, within 1e-5) of 1 process with the same batch,
-#   with the custom and the built-in recurrent implementation;
+#   with the custom and the built-in recurrent implementation, and with the
+#   gradients exchanged by c10d's Reducer (--dist-bucket-mb);
 # - SIGINT on the launcher: every rank stops with one checkpoint; --resume on
 #   2 ranks, and on 1, reaches the uninterrupted run's weights;
 # - a rank killed with kill -9: the run ends within the timeout, naming it;
@@ -56,6 +57,11 @@ for app in sentiment ner textgen translate; do
     [ "$(grep -c . "$tmp/$app-$impl-2/train_log.jsonl")" = "$(grep -c . "$tmp/$app-$impl-1/train_log.jsonl")" ] ||
       fail "$app $impl: train_log.jsonl has another number of records"
   done
+  # c10d's Reducer, with buckets small enough that the tiny model needs several.
+  # shellcheck disable=SC2046
+  check "$app: --nproc 2 --dist-bucket-mb 0.002" 0 $(train_cmd "$app" "$tmp/$app-reducer" custom --nproc 2 --dist-bucket-mb 0.002)
+  [ -s "$tmp/err" ] && { fail "$app --dist-bucket-mb --quiet printed on stderr:"; head -5 "$tmp/err"; }
+  same_weights "$app: 2 ranks exchanging through the Reducer vs 1 process" "$tmp/$app-custom-1" "$tmp/$app-reducer"
 done
 leftovers=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'cellstate-rank*' -newer "$tmp" 2> /dev/null | wc -l)
 [ "$leftovers" = 0 ] || fail "$leftovers scratch directories of ranks > 0 left behind"

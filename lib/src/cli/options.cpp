@@ -78,7 +78,10 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "train data-parallel in N processes on this machine, each on 1/N of every batch (for several machines, "
       "start the command on each with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set; README)")(
       "dist-timeout", defaulted(&t.dist_timeout),
-      "seconds the ranks of a data-parallel run wait for each other before giving up");
+      "seconds the ranks of a data-parallel run wait for each other before giving up")(
+      "dist-bucket-mb", defaulted(&t.dist_bucket_mb),
+      "data-parallel gradient exchange: 0 = one all-reduce after the backward pass; B > 0 = c10d's Reducer "
+      "(as PyTorch's DistributedDataParallel), buckets of B MB all-reduced while the backward pass runs");
   add_flag(options, "resume", &t.resume,
            "continue the run: an interrupted one from MODEL.partial/, a finished one (with more --epochs) from MODEL");
   add_flag(options, "overwrite", &t.overwrite,

@@ -48,6 +48,7 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"checkpoint-every", kValue, "minutes between checkpoints", Range{0, 1e6}},
       {"nproc", kValue, "data-parallel training processes on this machine", Range{1, 256}},
       {"dist-timeout", kValue, "seconds data-parallel ranks wait for each other", Range{0, 86400, true, false}},
+      {"dist-bucket-mb", kValue, "data-parallel gradient buckets overlapping the backward pass", Range{0, 1024}},
       // Runtime (add_runtime_options).
       {"threads", kValue, "intra-op threads", Range{0, 4096}},
       {"device", kValue, "cpu or cuda"},

@@ -1,8 +1,5 @@
 #include "cellstate/dist/process_group.h"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
-
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -11,12 +8,12 @@
 #include <limits>
 
 #include "cellstate/util/io.h"
+#include "group_state.h"
 
 namespace cellstate {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 
 /// An environment variable as an integer in [lo, hi]; `fallback` when unset.
 int64_t env_integer(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
@@ -38,15 +35,8 @@ int64_t env_integer(const char* name, int64_t fallback, int64_t lo, int64_t hi) 
   return v;
 }
 
-/// The first line of an exception's message, without LibTorch's backtrace.
-std::string first_line(const std::exception& e) {
-  std::string what;
-  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) what = c->what_without_backtrace();
-  else what = e.what();
-  what = what.substr(0, what.find('\n'));
-  if (what.size() > 300) what = what.substr(0, 300) + "...";
-  return what;
-}
+using dist_detail::first_line;
+
 
 /// c10d logs each failed connection attempt through glog on stderr; the
 /// rendezvous reports its failure itself, in one line, so those are quiet
@@ -115,11 +105,18 @@ ShardRange shard_range(int64_t n, int64_t rank, int64_t shards) {
   return r;
 }
 
-struct ProcessGroup::State {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
-  int64_t sequence = 0;  // broadcast_bytes calls, for unique keys
-};
+namespace dist_detail {
+
+std::string first_line(const std::exception& e) {
+  std::string what;
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) what = c->what_without_backtrace();
+  else what = e.what();
+  what = what.substr(0, what.find('\n'));
+  if (what.size() > 300) what = what.substr(0, 300) + "...";
+  return what;
+}
+
+}  // namespace dist_detail
 
 ProcessGroup::ProcessGroup(const DistributedOptions& options) : options_(options) {
   options_.validate();
@@ -269,43 +266,6 @@ torch::Tensor gather_rows(const torch::Tensor& part, int64_t dim, int64_t n, con
   for (int64_t r = 0; r < group.size(); ++r)
     pieces.push_back(parts[static_cast<size_t>(r)].narrow(dim, 0, shard_range(n, r, group.size()).size()));
   return torch::cat(pieces, dim);
-}
-
-void GradientExchange::run(const std::vector<torch::Tensor>& parameters, std::vector<double>& scalars) {
-  if (!group_.distributed()) return;
-  const auto started = Clock::now();
-  int64_t total = 0;
-  for (const auto& p : parameters) total += p.numel();
-  const auto count = static_cast<int64_t>(parameters.size());
-  if (!buffer_.defined() || buffer_.numel() != total + count) buffer_ = torch::empty({total + count}, torch::kFloat32);
-  auto flags = buffer_.narrow(0, total, count);
-  int64_t offset = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    const auto& p = parameters[static_cast<size_t>(i)];
-    auto slot = buffer_.narrow(0, offset, p.numel());
-    const auto& g = p.grad();
-    TORCH_CHECK(!g.defined() || !g.is_sparse(), "data-parallel training: sparse gradients are not supported");
-    if (g.defined()) slot.view(p.sizes()).copy_(g);
-    else slot.zero_();
-    flags[i] = g.defined() ? 1.0f : 0.0f;
-    offset += p.numel();
-  }
-  auto small = torch::tensor(scalars, torch::kFloat64);
-  std::vector<torch::Tensor> both{buffer_, small};
-  group_.all_reduce_sum(both);
-  offset = 0;
-  const auto* f = flags.data_ptr<float>();
-  for (int64_t i = 0; i < count; ++i) {
-    const auto& p = parameters[static_cast<size_t>(i)];
-    auto slot = buffer_.narrow(0, offset, p.numel()).view(p.sizes());
-    offset += p.numel();
-    if (f[i] == 0) continue;  // no rank reached it
-    if (p.grad().defined()) p.mutable_grad().copy_(slot);
-    else p.mutable_grad() = slot.clone();
-  }
-  for (size_t k = 0; k < scalars.size(); ++k) scalars[k] = small[static_cast<int64_t>(k)].item<double>();
-  seconds_ += std::chrono::duration<double>(Clock::now() - started).count();
-  ++calls_;
 }
 
 }  // namespace cellstate

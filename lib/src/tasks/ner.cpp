@@ -198,9 +198,7 @@ class NerTask : public TrainTask {
     const double share = tagger_->crf
                              ? static_cast<double>(idx.size()) / static_cast<double>(batch.size())
                              : static_cast<double>(tokens) / static_cast<double>(batch_tokens);
-    if (share == 1.0) loss.backward();
-    else (loss * share).backward();
-    return {loss.item<double>() * share, tokens};
+    return {loss.item<double>() * share, tokens, share == 1.0 ? loss : loss * share};
   }
 
   Evaluation evaluate() override {

@@ -133,6 +133,7 @@ class SentimentTask : public TrainTask {
     } else {
       loss = torch::nn::functional::cross_entropy(logits, torch::tensor(y, torch::kInt64));
     }
+    torch::Tensor objective;
     if (config_.lm_weight > 0) {
       // The language-model loss is a mean over positions 1..length-1 of each text.
       auto predicted = [&](const std::vector<int64_t>& rows) {
@@ -143,14 +144,12 @@ class SentimentTask : public TrainTask {
       const int64_t batch_predicted = predicted(all);
       const double lm_share =
           batch_predicted ? static_cast<double>(predicted(idx)) / static_cast<double>(batch_predicted) : 0.0;
-      if (share == 1.0) (loss + config_.lm_weight * lm_loss).backward();
-      else (share * loss + (config_.lm_weight * lm_share) * lm_loss).backward();
-    } else if (share == 1.0) {
-      loss.backward();
+      objective = share == 1.0 ? loss + config_.lm_weight * lm_loss
+                               : share * loss + (config_.lm_weight * lm_share) * lm_loss;
     } else {
-      (share * loss).backward();
+      objective = share == 1.0 ? loss : share * loss;
     }
-    return {loss.item<double>() * share, batch.lengths.sum().item<int64_t>()};
+    return {loss.item<double>() * share, batch.lengths.sum().item<int64_t>(), objective};
   }
 
   Evaluation evaluate() override {

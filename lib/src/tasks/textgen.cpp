@@ -86,18 +86,16 @@ torch::Tensor make_streams(const std::vector<int64_t>& ids, int64_t offset, int6
   return all.index_select(0, idx.reshape(-1)).reshape({length + 1, batch});
 }
 
-/// One truncated-BPTT step on rows [t0, t0 + len) of `streams`: forward from
-/// `state`, mean cross-entropy, backward of `scale` times it (a rank's share
-/// of a data-parallel batch). Returns the mean loss and the next state.
-std::pair<double, RecurrentState> bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0,
-                                            int64_t len, const RecurrentState& state, double scale = 1.0) {
+/// One truncated-BPTT step's forward pass on rows [t0, t0 + len) of
+/// `streams`, from `state`: the mean cross-entropy (a tensor, to
+/// back-propagate) and the next state, detached.
+std::pair<torch::Tensor, RecurrentState> bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0,
+                                                   int64_t len, const RecurrentState& state) {
   auto x = streams.slice(0, t0, t0 + len);
   auto y = streams.slice(0, t0 + 1, t0 + len + 1);
   auto [logits, next] = model->forward(x, state);
   auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(2)}), y.reshape(-1));
-  if (scale == 1.0) loss.backward();
-  else (loss * scale).backward();
-  return {loss.item<double>(), detached(next)};
+  return {loss, detached(next)};
 }
 
 /// Truncated BPTT over `batch` contiguous streams of the training tokens.
@@ -134,9 +132,9 @@ class TextgenTask : public TrainTask {
     const int64_t len = std::min(config_.bptt, length_ - t0);
     // Each rank's mean over its streams, weighted by its share of them.
     const double share = static_cast<double>(streams_.size(1)) / static_cast<double>(streams_total_);
-    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_, share);
+    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_);
     state_ = std::move(state);
-    return {loss * share, len * streams_.size(1)};
+    return {loss.item<double>() * share, len * streams_.size(1), share == 1.0 ? loss : loss * share};
   }
 
   Evaluation evaluate() override {
@@ -462,11 +460,12 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
     }
     optimizer->zero_grad();
     auto [loss, next] = bptt_step(model, streams, t0, bptt, state);
+    loss.backward();
     state = std::move(next);
     if (training.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, training.clip);
     optimizer->step();
     t0 += bptt;
-    if (i >= warmup) r.final_loss = loss;
+    if (i >= warmup) r.final_loss = loss.item<double>();
   }
   const double seconds = watch.seconds();
   r.steps = steps;

@@ -137,9 +137,7 @@ class TranslateTask : public TrainTask {
     namespace F = torch::nn::functional;
     auto loss = F::cross_entropy(logits, gold.index_select(0, real),
                                  F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
-    if (share == 1.0) loss.backward();
-    else (loss * share).backward();
-    return {loss.item<double>() * share, real.size(0)};
+    return {loss.item<double>() * share, real.size(0), share == 1.0 ? loss : loss * share};
   }
 
   Evaluation evaluate() override {

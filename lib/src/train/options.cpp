@@ -61,6 +61,8 @@ void TrainingOptions::validate() const {
   if (nproc < 1 || nproc > 256) throw std::invalid_argument("--nproc must be in [1, 256], got " + std::to_string(nproc));
   if (!(dist_timeout > 0 && dist_timeout <= 86400))
     throw std::invalid_argument("--dist-timeout must be in (0, 86400] seconds, got " + std::to_string(dist_timeout));
+  if (!(dist_bucket_mb >= 0 && dist_bucket_mb <= 1024))
+    throw std::invalid_argument("--dist-bucket-mb must be in [0, 1024], got " + std::to_string(dist_bucket_mb));
   if (resume && overwrite)
     throw std::invalid_argument("--resume and --overwrite contradict each other (continue the run, or replace it)");
   if (!(lr_decay > 0 && lr_decay <= 1))

@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/dist/gradient_exchange.h"
 #include "cellstate/train/checkpoint.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/util/interrupt.h"
@@ -35,7 +36,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 class TrainingRun {
  public:
   TrainingRun(const TrainerOptions& options, const ProcessGroup& group, TrainTask& task)
-      : options_(options), t_(options.training), group_(group), exchange_(group), task_(task), module_(task.module()),
+      : options_(options), t_(options.training), group_(group), task_(task), module_(task.module()),
         parameters_(module_.parameters()), optimizer_(make_optimizer(parameters_, t_)),
         batches_(task.begin_epoch(0)), schedule_(t_, t_.epochs * batches_),
         progress_(options.quiet || !group.main(), options.unit), checkpoint_path_(options.model_dir + "/" + options.checkpoint_name),
@@ -226,6 +227,7 @@ class TrainingRun {
     optimizer_->zero_grad();
     StepResult r = task_.train_step(b);
     if (group_.distributed()) exchange(r);
+    else if (r.objective.defined()) r.objective.backward();
     if (!std::isfinite(r.loss))
       throw std::runtime_error("the training loss became " + std::to_string(r.loss) + " at step " +
                                std::to_string(state_.step + 1) + " (try a lower --lr or a --clip)");
@@ -240,10 +242,15 @@ class TrainingRun {
     state_.window_tokens += r.tokens;
   }
 
-  /// The data-parallel exchange after a rank's backward pass: gradients, loss
-  /// and tokens summed (each rank's loss is its share of the batch's mean),
-  /// and the stop signals, so that every rank decides alike after this step.
+  /// A data-parallel step's backward pass and exchange: gradients, loss and
+  /// tokens summed (each rank's loss is its share of the batch's mean), and
+  /// the stop signals, so that every rank decides alike after this step.
   void exchange(StepResult& r) {
+    if (!exchange_) {  // after the start (the Reducer hooks the restored parameters)
+      GradientExchangeOptions o;
+      o.bucket_mb = t_.dist_bucket_mb;
+      exchange_ = std::make_unique<GradientExchange>(group_, parameters_, o);
+    }
     // This rank's signal, read once: one that arrives during the exchange
     // counts at the next step on every rank alike, never here alone.
     const int own = interrupts_.requested() ? interrupts_.signal() : 0;
@@ -252,7 +259,7 @@ class TrainingRun {
                                    own != 0 && own != SIGTERM ? 1.0 : 0.0,
                                    group_.main() && past_max_time() ? 1.0 : 0.0,
                                    group_.main() && clock_checkpoint_due() ? 1.0 : 0.0};
-    exchange_.run(parameters_, scalars);
+    exchange_->backward(r.objective, scalars);
     r.loss = scalars[0];
     r.tokens = static_cast<int64_t>(std::llround(scalars[1]));
     // The signal: this rank's own if it had one, else one another rank had
@@ -378,8 +385,9 @@ class TrainingRun {
         {"improved", improved}};
     if (group_.distributed()) {
       record["ranks"] = group_.size();
-      record["exchange_ms_per_step"] =
-          exchange_.calls() ? 1000 * exchange_.seconds() / static_cast<double>(exchange_.calls()) : 0.0;
+      const double calls = exchange_ ? static_cast<double>(exchange_->calls()) : 0.0;
+      record["exchange_ms_per_step"] = calls > 0 ? 1000 * exchange_->seconds() / calls : 0.0;
+      record["backward_ms_per_step"] = calls > 0 ? 1000 * exchange_->backward_seconds() / calls : 0.0;
     }
     record.update(options_.log_fields);
     append_to_file(log_path_, record.dump() + "\n");
@@ -401,7 +409,7 @@ class TrainingRun {
   const TrainerOptions& options_;
   const TrainingOptions& t_;
   const ProcessGroup& group_;
-  GradientExchange exchange_;
+  std::unique_ptr<GradientExchange> exchange_;  // data-parallel runs, from the first step
   SharedSignals shared_;
   TrainTask& task_;
   torch::nn::Module& module_;

@@ -1,5 +1,5 @@
-// Data-parallel communication (dist/process_group.h): two ranks in two
-// threads of this process, over loopback.
+// Data-parallel communication (dist/process_group.h, dist/gradient_exchange.h):
+// two ranks in two threads of this process, over loopback.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cellstate/dist/gradient_exchange.h"
 #include "cellstate/dist/process_group.h"
 
 namespace cs = cellstate;
@@ -193,26 +194,80 @@ TEST(ProcessGroup, CollectivesOverLoopback) {
   });
 }
 
-TEST(GradientExchange, SumsGradientsAndScalarsAndKeepsUnreachedParametersUndefined) {
-  with_two_ranks([](const cs::ProcessGroup& g) {
+/// Both exchanges (one flat all-reduce after the backward pass; c10d's
+/// Reducer with buckets so small that every parameter is one) sum the
+/// gradients and the scalars, and leave a parameter no rank reached undefined.
+class GradientExchangeKinds : public ::testing::TestWithParam<double> {};
+
+TEST_P(GradientExchangeKinds, SumGradientsAndScalarsAndKeepUnreachedParametersUndefined) {
+  const double bucket_mb = GetParam();
+  with_two_ranks([bucket_mb](const cs::ProcessGroup& g) {
     auto a = torch::zeros({2, 3}, torch::requires_grad());
     auto b = torch::zeros({4}, torch::requires_grad());
     auto c = torch::zeros({1}, torch::requires_grad());  // no rank reaches it
-    // Rank 0 reaches a and b, rank 1 only a.
-    auto loss = (a * (g.rank() + 1.0)).sum();
-    if (g.main()) loss = loss + (b * torch::arange(4, torch::kFloat32)).sum();
-    loss.backward();
-    std::vector<double> scalars = {0.25 * static_cast<double>(g.rank() + 1), 3};
-    cs::GradientExchange exchange(g);
-    exchange.run({a, b, c}, scalars);
-    EXPECT_TRUE(a.grad().equal(torch::full({2, 3}, 3.0f)));
-    ASSERT_TRUE(b.grad().defined());  // defined on rank 1 too: rank 0 gave one
-    EXPECT_TRUE(b.grad().equal(torch::arange(4, torch::kFloat32)));
-    EXPECT_FALSE(c.grad().defined());
-    EXPECT_DOUBLE_EQ(scalars[0], 0.75);
-    EXPECT_DOUBLE_EQ(scalars[1], 6);
-    EXPECT_EQ(exchange.calls(), 1);
+    cs::GradientExchangeOptions o;
+    o.bucket_mb = bucket_mb;
+    cs::GradientExchange exchange(g, {a, b, c}, o);
+    for (int step = 1; step <= 3; ++step) {  // the Reducer's state carries over steps
+      for (auto* p : {&a, &b})
+        if (p->grad().defined()) p->mutable_grad().zero_();
+      // Rank 0 reaches a and b, rank 1 only a.
+      auto loss = (a * (g.rank() + 1.0) * step).sum();
+      if (g.main()) loss = loss + (b * torch::arange(4, torch::kFloat32)).sum();
+      std::vector<double> scalars = {0.25 * static_cast<double>(g.rank() + 1), 3};
+      exchange.backward(loss, scalars);
+      EXPECT_TRUE(a.grad().allclose(torch::full({2, 3}, 3.0f * static_cast<float>(step)))) << a.grad();
+      ASSERT_TRUE(b.grad().defined());  // defined on rank 1 too: rank 0 gave one
+      EXPECT_TRUE(b.grad().allclose(torch::arange(4, torch::kFloat32))) << b.grad();
+      EXPECT_FALSE(c.grad().defined());
+      EXPECT_DOUBLE_EQ(scalars[0], 0.75);
+      EXPECT_DOUBLE_EQ(scalars[1], 6);
+      EXPECT_EQ(exchange.calls(), step);
+    }
+    // A rank whose shard is empty has nothing to back-propagate: zeros.
+    a.mutable_grad().zero_();
+    b.mutable_grad().zero_();
+    std::vector<double> scalars = {1, 1};
+    exchange.backward(g.main() ? (a * 2).sum() : torch::Tensor(), scalars);
+    EXPECT_TRUE(a.grad().allclose(torch::full({2, 3}, 2.0f))) << a.grad();
+    EXPECT_TRUE(b.grad().allclose(torch::zeros({4}))) << b.grad();
+    EXPECT_DOUBLE_EQ(scalars[0], 2);
   });
+}
+
+INSTANTIATE_TEST_SUITE_P(FlatAndReducer, GradientExchangeKinds, ::testing::Values(0.0, 1e-6),
+                         [](const ::testing::TestParamInfo<double>& info) {
+                           return info.param == 0 ? std::string("Flat") : std::string("Reducer");
+                         });
+
+/// Rank 0 of a group whose rank 1 met it and then left (its connections closed).
+cs::ProcessGroup group_whose_other_rank_left() {
+  const int port = free_port();
+  auto rank1 = std::async(std::launch::async, [&] {
+    cs::ProcessGroup g(rank_options(1, 2, port, 10));
+    g.barrier();
+    // The group (and its connections) goes away with this scope.
+  });
+  cs::ProcessGroup g(rank_options(0, 2, port, 10));
+  g.barrier();
+  rank1.get();
+  return g;
+}
+
+TEST(GradientExchange, AnotherRankGoneDuringTheOverlappedBackwardIsAnError) {
+  const cs::ProcessGroup g = group_whose_other_rank_left();
+  auto a = torch::ones({3}, torch::requires_grad());
+  cs::GradientExchangeOptions o;
+  o.bucket_mb = 25;
+  cs::GradientExchange exchange(g, {a}, o);
+  std::vector<double> scalars = {1};
+  try {
+    exchange.backward(a.sum(), scalars);
+    FAIL() << "an exchange without the other rank succeeded";
+  } catch (const cs::DistributedError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 0 of 2: the gradient exchange failed"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+  }
 }
 
 TEST(ProcessGroup, NoRankAtTheAddressIsAnErrorWithinTheTimeout) {
@@ -232,16 +287,7 @@ TEST(ProcessGroup, NoRankAtTheAddressIsAnErrorWithinTheTimeout) {
 }
 
 TEST(ProcessGroup, ARankThatLeavesFailsTheOthersCollectiveWithAnError) {
-  const int port = free_port();
-  std::promise<void> left;
-  auto rank1 = std::async(std::launch::async, [&] {
-    cs::ProcessGroup g(rank_options(1, 2, port, 10));
-    g.barrier();
-    // The group (and its connections) goes away with this scope.
-  });
-  cs::ProcessGroup g(rank_options(0, 2, port, 10));
-  g.barrier();
-  rank1.get();
+  const cs::ProcessGroup g = group_whose_other_rank_left();
   const auto started = std::chrono::steady_clock::now();
   std::vector<torch::Tensor> t{torch::ones({8})};
   try {

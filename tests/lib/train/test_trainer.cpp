@@ -48,8 +48,7 @@ class TinyTask : public cs::TrainTask {
     if (++steps_ == interrupt_at_) std::raise(SIGINT);
     auto [ids, y] = batch(batches_[static_cast<size_t>(index)]);
     auto loss = torch::nn::functional::cross_entropy(model_->forward(ids.ids, ids.lengths), y);
-    loss.backward();
-    return {loss.item<double>(), ids.ids.size(0)};
+    return {loss.item<double>(), ids.ids.size(0), loss};
   }
   cs::Evaluation evaluate() override {
     std::vector<int64_t> all(data_.size());

@@ -92,6 +92,7 @@ class ProcessGroup {
   void barrier() const;
 
  private:
+  friend class GradientExchange;  // hands c10d's group to the Reducer
   struct State;
   DistributedOptions options_;
   std::shared_ptr<State> state_;  // null for a group of one
@@ -107,26 +108,5 @@ torch::Tensor shard_rows(const torch::Tensor& full, int64_t dim, const ProcessGr
 /// The inverse of shard_rows: every rank's part of a tensor with `n` rows
 /// along `dim` put back together, on every rank (a collective).
 torch::Tensor gather_rows(const torch::Tensor& part, int64_t dim, int64_t n, const ProcessGroup& group);
-
-/// The gradient exchange of one data-parallel step: sums the gradients of
-/// `parameters` over the ranks, in place, in one all-reduce of a flat buffer
-/// that also carries `scalars` (summed too). A parameter whose gradient is
-/// undefined on this rank (its shard of the batch did not reach it) counts as
-/// zero; after the exchange it has a gradient when any rank gave one, and
-/// stays undefined when none did, as in a one-process run.
-class GradientExchange {
- public:
-  explicit GradientExchange(ProcessGroup group) : group_(std::move(group)) {}
-  void run(const std::vector<torch::Tensor>& parameters, std::vector<double>& scalars);
-  /// Seconds spent in the all-reduce itself, in total, and calls made.
-  double seconds() const { return seconds_; }
-  int64_t calls() const { return calls_; }
-
- private:
-  ProcessGroup group_;
-  torch::Tensor buffer_;
-  double seconds_ = 0;
-  int64_t calls_ = 0;
-};
 
 }  // namespace cellstate

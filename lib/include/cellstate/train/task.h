@@ -13,8 +13,12 @@ namespace cellstate {
 
 /// What one training step did.
 struct StepResult {
-  double loss = 0;     // mean loss of the batch (what was back-propagated)
+  double loss = 0;     // mean loss of the batch (this rank's share of it in a data-parallel run)
   int64_t tokens = 0;  // tokens (or examples) it covered, for throughput
+  /// What the trainer back-propagates: the loss as a scalar tensor (in a
+  /// data-parallel run, this rank's share of the batch's mean); undefined
+  /// when this rank's shard of the batch is empty.
+  torch::Tensor objective;
 };
 
 /// A dev-set evaluation: `score` is the metric early stopping follows.
@@ -33,8 +37,9 @@ class TrainTask {
   /// batches must depend only on the seed and the epoch, so a resumed run
   /// sees the same ones.
   virtual int64_t begin_epoch(int64_t epoch) = 0;
-  /// Forward and backward pass on batch `index` of the current epoch; the
-  /// trainer zeroes gradients before, clips and steps after.
+  /// Forward pass on batch `index` of the current epoch; the trainer zeroes
+  /// the gradients before, back-propagates StepResult::objective (exchanging
+  /// gradients in a data-parallel run), clips and steps after.
   virtual StepResult train_step(int64_t index) = 0;
   /// Evaluates on the dev set (the trainer switches eval/train mode).
   virtual Evaluation evaluate() = 0;
