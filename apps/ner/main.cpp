@@ -228,5 +228,6 @@ int main(int argc, char** argv) {
                               {"eval", "entity P/R/F1 per type (as conlleval) and token accuracy", eval},
                               {"predict", "tag raw text, CoNLL columns or tokenised lines", predict},
                               {"bench", "time tagging: tokens/s and single-sentence latency", bench},
+                              cs::models_subcommand(kProgram, "ner"),
                               cs::seal_subcommand(kProgram, "ner", [](const std::string& dir) { cs::NerModel::load(dir, std::nullopt, false); })});
 }

@@ -204,5 +204,6 @@ int main(int argc, char** argv) {
                               {"eval", "accuracy, macro-F1, per-class scores and confusion on labelled text", eval},
                               {"predict", "label each line (or file) of text files", predict},
                               {"bench", "time predict: sentences/s and single-sentence latency", bench},
+                              cs::models_subcommand(kProgram, "sentiment"),
                               cs::seal_subcommand(kProgram, "sentiment", [](const std::string& dir) { cs::SentimentModel::load(dir, std::nullopt, false); })});
 }

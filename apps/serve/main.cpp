@@ -126,6 +126,10 @@ int serve(int argc, char** argv) {
           s.translate = cs::shipped_model_dir("translate-multi30k-en-de");
           s.textgen = cs::shipped_model_dir("textgen-shakespeare");
         }
+        // Short names of shipped models (--translate en-fr), as every app's --model takes them.
+        for (auto [task, dir] : {std::pair{"sentiment", &s.sentiment}, {"ner", &s.ner}, {"translate", &s.translate},
+                                 {"textgen", &s.textgen}})
+          if (!dir->empty()) *dir = cs::resolve_model_dir(task, *dir, std::string("--") + task);
         s.batching.max_wait = std::chrono::milliseconds(c.max_wait_ms);
         s.request_timeout = std::chrono::milliseconds(c.request_timeout_ms);
         s.max_text_bytes = std::min<int64_t>(s.max_text_bytes, c.http.max_request_bytes);

@@ -330,5 +330,6 @@ int main(int argc, char** argv) {
                               {"eval", "loss, perplexity, nats and bits per character on a text", eval},
                               {"generate", "continue prompts, streaming the text", generate},
                               {"bench", "time generation: first token and ms per token", bench},
+                              cs::models_subcommand(kProgram, "textgen"),
                               cs::seal_subcommand(kProgram, "textgen", [](const std::string& dir) { cs::TextgenModel::load(dir, std::nullopt, false); })});
 }

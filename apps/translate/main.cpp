@@ -230,5 +230,6 @@ int main(int argc, char** argv) {
                               {"eval", "BLEU (sacreBLEU's default) and chrF on a test set", eval},
                               {"translate", "translate each line of text files", translate},
                               {"bench", "time translation: sentences/s at beam 1 and 5, latency", bench},
+                              cs::models_subcommand(kProgram, "translate"),
                               cs::seal_subcommand(kProgram, "translate", [](const std::string& dir) { cs::TranslationModel::load(dir, std::nullopt, false); })});
 }

@@ -35,6 +35,23 @@ contains "eval BLEU line" "$tmp/out" "BLEU = 100.00"
 contains "eval chrF" "$tmp/out" "chrF2 = 100.00"
 check "translate greedy" 0 "$bin" translate --model "$m" --beam 1 "$data/translate_tiny.en"
 cmp -s "$tmp/out" "$data/translate_tiny.de" || fail "greedy translations differ from the references"
+# Short names: --model NAME finds the shipped model translate-DATASET-NAME.
+shipped="$tmp/shipped"
+mkdir -p "$shipped" && cp -r "$m" "$shipped/translate-tiny-en-de" && cp -r "$m" "$shipped/translate-tiny-en-xx"
+check "translate --model SHORT_NAME" 0 env CELLSTATE_MODELS="$shipped" "$bin" translate --model en-xx --beam 1 \
+  "$data/translate_tiny.en"
+cmp -s "$tmp/out" "$data/translate_tiny.de" || fail "--model en-xx: translations differ"
+check "translate --model DATASET-NAME" 0 env CELLSTATE_MODELS="$shipped" "$bin" eval --model tiny-en-de --beam 1 \
+  --src "$data/translate_tiny.en" --ref "$data/translate_tiny.de"
+contains "eval through a short name" "$tmp/out" "BLEU = 100.00"
+check "unknown short name" 2 env CELLSTATE_MODELS="$shipped" "$bin" translate --model fr-xx "$data/translate_tiny.en"
+contains "unknown short name message" "$tmp/err" "--model fr-xx: no such directory, and no shipped translate model is named so (shipped: en-de, en-xx)"
+check "models" 0 env CELLSTATE_MODELS="$shipped" "$bin" models
+contains "models lists en-de" "$tmp/out" "translate-tiny-en-de"
+contains "models shows dev BLEU" "$tmp/out" "dev_bleu 100"
+contains "models shows the data" "$tmp/out" "translate_tiny.en -> "
+check "models --json" 0 env CELLSTATE_MODELS="$shipped" "$bin" models --json
+[ "$(grep -c '"name":"en-xx"' "$tmp/out")" = 1 ] || fail "models --json: no en-xx line"
 check "builtin encoder, same translations" 0 "$bin" translate --model "$m" --impl builtin --beam 1 "$data/translate_tiny.en"
 cmp -s "$tmp/out" "$data/translate_tiny.de" || fail "--impl builtin translations differ"
 check "translate beam" 0 "$bin" translate --model "$m" --beam 4 "$data/translate_tiny.en"

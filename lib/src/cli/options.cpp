@@ -1,10 +1,16 @@
 #include "cellstate/cli/options.h"
 
+#include <filesystem>
 #include <functional>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "cellstate/cli/cli.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/io.h"
 
 namespace cellstate {
 
@@ -94,7 +100,9 @@ void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
   add_flag(options, "quiet,q", &r.quiet, "no progress output on stderr");
 }
 
-UseOptions::UseOptions(const std::string& shipped_model) { model.dir = shipped_model_dir(shipped_model); }
+UseOptions::UseOptions(const std::string& shipped_model) : task_(shipped_model.substr(0, shipped_model.find('-'))) {
+  model.dir = shipped_model_dir(shipped_model);
+}
 
 void UseOptions::add_to(po::options_description& options) {
   add_help_and_config(options, config);
@@ -102,9 +110,78 @@ void UseOptions::add_to(po::options_description& options) {
   add_runtime_options(options, runtime);
 }
 
-void UseOptions::validate() const {
+void UseOptions::validate() {
   runtime.validate();
   parse_implementation(model.impl);
+  model.dir = resolve_model_dir(task_, model.dir);
+}
+
+Subcommand models_subcommand(const std::string& program, const std::string& task) {
+  auto run = [program, task](int argc, char** argv) {
+    bool json = false;
+    std::string config;
+    po::options_description d("Usage: " + program + " models [--json]\n\n"
+                              "The shipped " + task + " models (in " + shipped_models_root() + "): the short name\n"
+                              "--model takes, size, training data and dev score.\n\nOptions");
+    add_help_and_config(d, config);
+    add_flag(d, "json", &json, "one JSON object per model");
+    if (auto s = parse_command_line(argc, argv, d, program + " models")) return *s;
+    if (!json)
+      std::cout << std::left << std::setw(12) << "NAME" << " " << std::setw(28) << "DIRECTORY" << " " << std::right
+                << std::setw(8) << "SIZE" << "  " << std::left << std::setw(40) << "DEV SCORE (the training run's)"
+                << " TRAINED ON\n";
+    for (const auto& m : shipped_models(task)) {
+      const std::string path = m.dir + "/config.json";
+      nlohmann::json c;
+      try {
+        c = nlohmann::json::parse(read_file(path));
+      } catch (const std::exception& e) {
+        std::cerr << program << " models: " << path << ": not a readable model configuration (skipped)\n";
+        continue;
+      }
+      uintmax_t bytes = 0;
+      std::error_code ec;
+      for (const auto& f : std::filesystem::directory_iterator(m.dir, ec))
+        if (f.is_regular_file(ec)) bytes += f.file_size(ec);
+      // The training data: "train", or "src_train" -> "tgt_train", as the last two parts of each path.
+      auto tail = [](const std::string& p) {
+        const auto slash = p.rfind('/');
+        const auto before = slash == std::string::npos || slash == 0 ? std::string::npos : p.rfind('/', slash - 1);
+        return before == std::string::npos ? p : p.substr(before + 1);
+      };
+      const auto data = c.value("data", nlohmann::json::object());
+      std::string trained_on;
+      if (data.contains("src_train") && data["src_train"].is_string() && data.contains("tgt_train") &&
+          data["tgt_train"].is_string())
+        trained_on = tail(data["src_train"].get<std::string>()) + " -> " + tail(data["tgt_train"].get<std::string>());
+      else if (data.contains("train") && data["train"].is_string())
+        trained_on = tail(data["train"].get<std::string>());
+      nlohmann::json scores = nlohmann::json::object();
+      const auto results = c.value("results", nlohmann::json::object());
+      for (const auto& [key, value] : results.items())
+        if ((key.rfind("dev_", 0) == 0 || key.rfind("valid_", 0) == 0) && value.is_number()) scores[key] = value;
+      if (json) {
+        std::cout << nlohmann::json{{"name", m.short_name}, {"directory", m.dir}, {"bytes", bytes},
+                                    {"trained_on", trained_on}, {"dev", scores}}
+                         .dump()
+                  << "\n";
+        continue;
+      }
+      std::ostringstream line;
+      line << std::left << std::setw(12) << m.short_name << " " << std::setw(28) << m.name << " " << std::right
+           << std::fixed << std::setprecision(1) << std::setw(5) << static_cast<double>(bytes) / 1e6 << " MB  ";
+      std::string dev;
+      for (const auto& [key, value] : scores.items()) {
+        std::ostringstream v;
+        v << std::setprecision(4) << std::defaultfloat << value.get<double>();
+        dev += (dev.empty() ? "" : ", ") + key + " " + v.str();
+      }
+      line << std::left << std::setw(40) << dev << " " << trained_on;
+      std::cout << line.str() << "\n";
+    }
+    return 0;
+  };
+  return {"models", "list the shipped models (short names for --model)", run};
 }
 
 Subcommand seal_subcommand(const std::string& program, const std::string& task,

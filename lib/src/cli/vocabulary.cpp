@@ -56,7 +56,7 @@ std::vector<VocabularyEntry> make_vocabulary() {
       // Serving (cellstate-serve).
       {"sentiment", kValue, "a sentiment model directory to serve"},
       {"ner", kValue, "an NER model directory to serve"},
-      {"translate", kValue, "a translation model directory to serve"},
+      {"translate", kValue, "a translation model directory (or a shipped model's short name) to serve"},
       {"textgen", kValue, "a text generation model directory to serve"},
       {"host", kValue, "address to listen on"},
       {"port", kValue, "port to listen on (0: any free port)", Range{0, 65535}},

@@ -331,28 +331,60 @@ Implementation model_implementation(const nlohmann::json& config, const std::str
   }
 }
 
-std::string shipped_model_dir(const std::string& name) {
+std::string shipped_models_root() {
   auto is_dir = [](const std::string& p) {
     struct stat st {};
     return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   };
-  if (const char* env = std::getenv("CELLSTATE_MODELS")) return std::string(env) + "/" + name;
+  if (const char* env = std::getenv("CELLSTATE_MODELS")) return env;
   char buf[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n > 0) {
     std::string exe(buf, static_cast<size_t>(n));
     const std::string dir = exe.substr(0, exe.rfind('/'));
-    for (const std::string& candidate : {dir + "/../../models/" + name, dir + "/../share/cellstate/models/" + name})
+    for (const std::string& candidate : {dir + "/../../models", dir + "/../share/cellstate/models"})
       if (is_dir(candidate)) {
         char resolved[PATH_MAX];
         return ::realpath(candidate.c_str(), resolved) ? std::string(resolved) : candidate;
       }
   }
 #ifdef CELLSTATE_SOURCE_DIR
-  return std::string(CELLSTATE_SOURCE_DIR) + "/models/" + name;
+  return std::string(CELLSTATE_SOURCE_DIR) + "/models";
 #else
-  return "models/" + name;
+  return "models";
 #endif
+}
+
+std::string shipped_model_dir(const std::string& name) { return shipped_models_root() + "/" + name; }
+
+std::vector<ShippedModel> shipped_models(const std::string& task) {
+  std::vector<ShippedModel> found;
+  std::error_code ec;
+  const std::string prefix = task + "-";
+  for (const auto& entry : std::filesystem::directory_iterator(shipped_models_root(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || !entry.is_directory(ec) || !file_exists(entry.path().string() + "/config.json"))
+      continue;
+    const std::string rest = name.substr(prefix.size());  // DATASET[-VARIANT]
+    const auto dash = rest.find('-');
+    found.push_back({name, dash == std::string::npos ? rest : rest.substr(dash + 1), entry.path().string()});
+  }
+  std::sort(found.begin(), found.end(), [](const ShippedModel& a, const ShippedModel& b) { return a.name < b.name; });
+  return found;
+}
+
+std::string resolve_model_dir(const std::string& task, const std::string& value, const std::string& option) {
+  struct stat st {};
+  if (value.empty() || value.find('/') != std::string::npos || ::stat(value.c_str(), &st) == 0) return value;
+  const auto models = shipped_models(task);
+  std::string names;
+  for (const auto& m : models) {
+    const std::string rest = m.name.substr(task.size() + 1);
+    if (value == m.name || value == m.short_name || value == rest) return m.dir;
+    names += (names.empty() ? "" : ", ") + m.short_name;
+  }
+  throw std::invalid_argument(option + " " + value + ": no such directory, and no shipped " + task + " model is named so" +
+                              (names.empty() ? std::string(" (none is installed)") : " (shipped: " + names + ")"));
 }
 
 // ---------------------------------------------------------------- manifest

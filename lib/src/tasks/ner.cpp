@@ -183,7 +183,7 @@ class NerTask : public TrainTask {
       T = std::max<int64_t>(T, static_cast<int64_t>(in.words.size()));
       inputs.push_back(std::move(in));
     }
-    if (idx.empty()) return {0.0, 0};
+    if (idx.empty()) return {};  // nothing of this batch on this rank
     for (const auto& in : inputs) ptrs.push_back(&in);
     auto tags = torch::zeros({static_cast<int64_t>(idx.size()), T}, torch::kInt64);
     int64_t tokens = 0;

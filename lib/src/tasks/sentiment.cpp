@@ -116,7 +116,7 @@ class SentimentTask : public TrainTask {
     const auto& all = batches_[static_cast<size_t>(index)];
     const auto part = shard_range(static_cast<int64_t>(all.size()), group_.rank(), group_.size());
     const std::vector<int64_t> idx(all.begin() + part.begin, all.begin() + part.end);
-    if (idx.empty()) return {0.0, 0};
+    if (idx.empty()) return {};  // nothing of this batch on this rank
     const double share = static_cast<double>(idx.size()) / static_cast<double>(all.size());
     const auto [batch, y] = gather(idx, ids_, labels_);
     auto [logits, lm_loss] = model_->forward_with_lm(batch.ids, batch.lengths);

@@ -125,7 +125,7 @@ class TranslateTask : public TrainTask {
       s.push_back(src_[i]);
       t.push_back(tgt_[i]);
     }
-    if (s.empty() || part_tokens == 0) return {0.0, 0};
+    if (s.empty() || part_tokens == 0) return {};  // nothing of this batch on this rank
     const double share = static_cast<double>(part_tokens) / static_cast<double>(batch_tokens);
     const auto src = pad_batch(s);
     const auto tgt = pad_batch(t).ids;

@@ -47,7 +47,9 @@ void add_training_options(boost::program_options::options_description& options, 
 void add_runtime_options(boost::program_options::options_description& options, RuntimeOptions& runtime);
 
 /// What every command that uses a trained model offers: --help, --config,
-/// --model (default: the shipped model NAME), --impl, and the runtime group.
+/// --model (a directory, or a shipped model's short name; default: the
+/// shipped model NAME, whose task is its first word), --impl, and the
+/// runtime group.
 struct UseOptions {
   explicit UseOptions(const std::string& shipped_model);
   ModelOptions model;
@@ -55,9 +57,17 @@ struct UseOptions {
   std::string config;  // --config FILE.json
 
   void add_to(boost::program_options::options_description& options);
-  /// Checks --impl and the runtime options (throws std::invalid_argument).
-  void validate() const;
+  /// Checks --impl and the runtime options, and turns a short --model name
+  /// into its directory (throws std::invalid_argument).
+  void validate();
+
+ private:
+  std::string task_;
 };
+
+/// `PROGRAM models [--json]`: the shipped models of `task`, with their short
+/// names (what --model takes), size, training data and dev score.
+Subcommand models_subcommand(const std::string& program, const std::string& task);
 
 /// `PROGRAM seal --model DIR`: checks that DIR loads as a `task` model
 /// (`load_unverified` loads it without the manifest check, throwing on any

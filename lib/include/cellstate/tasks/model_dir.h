@@ -136,10 +136,30 @@ Tokenizer train_model_tokenizer(const std::string& dir, bool resume, const std::
                                 const TokenizerTrainOptions& options, const std::string& name = "tokenizer.model",
                                 const ProcessGroup& group = {});
 
-/// Directory of the shipped model `name` (models/NAME): $CELLSTATE_MODELS/NAME
-/// if set, else next to the executable (build/bin/../../models, or an
-/// install's share/cellstate/models), else the source tree's models/.
+/// The folder of the shipped models: $CELLSTATE_MODELS if set, else next to
+/// the executable (build/bin/../../models, or an install's
+/// share/cellstate/models), else the source tree's models/.
+std::string shipped_models_root();
+
+/// Directory of the shipped model `name`: shipped_models_root()/NAME.
 std::string shipped_model_dir(const std::string& name);
+
+/// A shipped model of one task: models/TASK-DATASET[-VARIANT]/.
+struct ShippedModel {
+  std::string name;   // the directory's name: translate-multi30k-en-fr
+  std::string short_name;  // what follows TASK-DATASET- (en-fr), or DATASET when nothing does (sst2)
+  std::string dir;    // its path
+};
+/// The shipped models of `task` (directories named TASK-*), sorted by name.
+std::vector<ShippedModel> shipped_models(const std::string& task);
+
+/// What --model VALUE names for `task`: VALUE itself when it is a directory
+/// (or contains a '/'); otherwise the shipped model of `task` whose name or
+/// short name it is (`en-fr`, `translate-multi30k-en-fr`, `multi30k-en-fr`).
+/// A name no shipped model has is an std::invalid_argument naming `option`
+/// and listing them.
+std::string resolve_model_dir(const std::string& task, const std::string& value,
+                              const std::string& option = "--model");
 
 /// DIR/NAME, checked to exist (InputError "missing file" otherwise).
 std::string model_file(const std::string& dir, const std::string& name);
