@@ -98,6 +98,13 @@ if [ -f "$src/models/translate-multi30k-en-de/weights.pt" ]; then
   [ "$(wc -l < "$tmp/out")" = 6 ] || fail "shipped model: expected 6 lines"
   contains "shipped model translates" "$tmp/out" "Hund"
 fi
+for pair in "en-fr:chiens" "en-cs:psi"; do  # the other shipped directions, by their short names
+  if [ -f "$src/models/translate-multi30k-${pair%%:*}/weights.pt" ]; then
+    echo "Two dogs are playing in the snow." > "$tmp/dogs.en"
+    check "shipped ${pair%%:*}" 0 "$bin" translate --threads 1 --model "${pair%%:*}" "$tmp/dogs.en"
+    contains "shipped ${pair%%:*} translates" "$tmp/out" "${pair#*:}"
+  fi
+done
 answers_each_line "translate answers each line of a pipe at once" "A man is riding a bike." "Two dogs play in the snow." \
   "$bin" translate --threads 1
 check "version" 0 "$bin" --version
