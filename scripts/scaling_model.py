@@ -13,8 +13,11 @@ process with 2 threads, or two with one); the compute of a step divides
 evenly among N machines (--batch-size is the global batch, so each trains on
 1/N of it); the gradient exchange is a ring all-reduce of the float32
 gradient, 2(N-1)/N x G bytes through each machine's link plus 2(N-1)
-message latencies, not overlapped with compute (cellstate exchanges after
-the backward pass); the loopback figure is the floor of the local cost.
+message latencies, not overlapped with compute (cellstate's default
+exchange runs after the backward pass; --dist-bucket-mb's overlap measured
+no consistent gain on this machine); the loopback figure is the floor of the
+local cost. The runs with --dist-bucket-mb > 0 or over a LINKS link are
+left out of the model's inputs.
 Prints, per app, the projected speed-up of a step over one machine:
   strong  (the same global batch): C / (C/N + A(N))
   weak    (the global batch grows N-fold): N C / (C + A(N)), examples/s.
