@@ -135,7 +135,7 @@ Subcommand models_subcommand(const std::string& program, const std::string& task
       nlohmann::json c;
       try {
         c = nlohmann::json::parse(read_file(path));
-      } catch (const std::exception& e) {
+      } catch (const std::exception&) {
         std::cerr << program << " models: " << path << ": not a readable model configuration (skipped)\n";
         continue;
       }

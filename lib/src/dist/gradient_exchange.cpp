@@ -5,21 +5,17 @@
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "cellstate/util/timing.h"
 #include "group_state.h"
 
 namespace cellstate {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 /// Passes LibTorch's warnings on, but for the Reducer's advice to turn off
 /// find_unused_parameters when it finds none unused: the search is what keeps
@@ -84,14 +80,25 @@ GradientExchange::~GradientExchange() = default;
 void GradientExchange::backward(const torch::Tensor& objective, std::vector<double>& scalars) {
   TORCH_CHECK(!objective.defined() || objective.numel() == 1, "GradientExchange: expected a scalar objective, got ",
               objective.defined() ? objective.numel() : 0, " elements");
-  const auto started = Clock::now();
+  const Stopwatch whole;
   ++calls_;
-  if (!overlapped_) {
-    if (objective.defined()) objective.backward();
-    backward_seconds_ += seconds_since(started);
-    flat_exchange(scalars);
-    return;
+  if (overlapped_) {
+    overlapped_backward(objective);
+  } else if (objective.defined()) {
+    objective.backward();
   }
+  // What is left after the backward pass: the flat exchange's gradients, and the scalars.
+  const Stopwatch after;
+  if (!overlapped_) sum_flat_gradients();
+  auto small = torch::tensor(scalars, torch::kFloat64);
+  std::vector<torch::Tensor> one{small};
+  group_.all_reduce_sum(one);
+  for (size_t k = 0; k < scalars.size(); ++k) scalars[k] = small[static_cast<int64_t>(k)].item<double>();
+  seconds_ += after.seconds();
+  backward_seconds_ += whole.seconds();
+}
+
+void GradientExchange::overlapped_backward(const torch::Tensor& objective) {
   // The Reducer averages each bucket over the ranks; the objective is scaled
   // by N so that the average is the sum. A rank with an empty shard still
   // takes part in every bucket's all-reduce, with zero gradients.
@@ -110,20 +117,10 @@ void GradientExchange::backward(const torch::Tensor& objective, std::vector<doub
     throw DistributedError(group_.name() + ": the gradient exchange failed (another rank stopped, the network failed, or "
                            "--dist-timeout passed): " + dist_detail::first_line(e));
   }
-  backward_seconds_ += seconds_since(started);
-  const auto exchanged = Clock::now();
-  auto small = torch::tensor(scalars, torch::kFloat64);
-  std::vector<torch::Tensor> one{small};
-  group_.all_reduce_sum(one);
-  for (size_t k = 0; k < scalars.size(); ++k) scalars[k] = small[static_cast<int64_t>(k)].item<double>();
-  const double s = seconds_since(exchanged);
-  seconds_ += s;
-  backward_seconds_ += s;
 }
 
-void GradientExchange::flat_exchange(std::vector<double>& scalars) {
+void GradientExchange::sum_flat_gradients() {
   if (!group_.distributed()) return;
-  const auto started = Clock::now();
   int64_t total = 0;
   for (const auto& p : parameters_) total += p.numel();
   const auto count = static_cast<int64_t>(parameters_.size());
@@ -140,9 +137,8 @@ void GradientExchange::flat_exchange(std::vector<double>& scalars) {
     flags[i] = g.defined() ? 1.0f : 0.0f;
     offset += p.numel();
   }
-  auto small = torch::tensor(scalars, torch::kFloat64);
-  std::vector<torch::Tensor> both{buffer_, small};
-  group_.all_reduce_sum(both);
+  std::vector<torch::Tensor> one{buffer_};
+  group_.all_reduce_sum(one);
   offset = 0;
   const auto* f = flags.data_ptr<float>();
   for (int64_t i = 0; i < count; ++i) {
@@ -153,10 +149,6 @@ void GradientExchange::flat_exchange(std::vector<double>& scalars) {
     if (p.grad().defined()) p.mutable_grad().copy_(slot);
     else p.mutable_grad() = slot.clone();
   }
-  for (size_t k = 0; k < scalars.size(); ++k) scalars[k] = small[static_cast<int64_t>(k)].item<double>();
-  const double s = seconds_since(started);
-  seconds_ += s;
-  backward_seconds_ += s;
 }
 
 }  // namespace cellstate

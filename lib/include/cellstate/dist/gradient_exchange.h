@@ -63,7 +63,8 @@ class GradientExchange {
   int64_t calls() const { return calls_; }
 
  private:
-  void flat_exchange(std::vector<double>& scalars);
+  void overlapped_backward(const torch::Tensor& objective);  // the Reducer's backward pass
+  void sum_flat_gradients();  // the flat exchange, after the backward pass
 
   ProcessGroup group_;
   std::vector<torch::Tensor> parameters_;
