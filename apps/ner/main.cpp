@@ -88,7 +88,7 @@ int train(int argc, char** argv) {
         if (c.min_word_count < 1) throw std::invalid_argument("--min-word-count must be >= 1");
         if (c.rare_word_dropout < 0 || c.rare_word_dropout >= 1 || c.word_dropout < 0 || c.word_dropout >= 1)
           throw std::invalid_argument("word dropout probabilities must be in [0, 1)");
-      }))
+      }, {nullptr, {}, "init-from", cs::ner_inherited_options}))
     return *s;
   return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
                           [&](const cs::ProcessGroup& group) { return cs::train_ner(c, group); });

@@ -84,7 +84,7 @@ int train(int argc, char** argv) {
           throw std::invalid_argument("--augment-spans needs a --teacher model to label the spans");
         if (!c.teacher.empty() && !cs::is_directory(c.teacher))
           throw std::invalid_argument("--teacher " + c.teacher + ": no such model directory");
-      }, {nullptr, {{"format", "input-format"}}}))
+      }, {nullptr, {{"format", "input-format"}}, "init-from", cs::sentiment_inherited_options}))
     return *s;
   return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
                           [&](const cs::ProcessGroup& group) { return cs::train_sentiment(c, group); });

@@ -86,7 +86,7 @@ int train(int argc, char** argv) {
         if (c.bptt < 1) throw std::invalid_argument("--bptt must be >= 1");
         if (!(c.valid_fraction > 0 && c.valid_fraction < 1))
           throw std::invalid_argument("--valid-fraction must be in (0, 1)");
-      }))
+      }, {nullptr, {}, "init-from", cs::textgen_inherited_options}))
     return *s;
   return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,
                           [&](const cs::ProcessGroup& group) { return cs::train_textgen(c, group); });

@@ -97,7 +97,7 @@ int train(int argc, char** argv) {
         if (c.label_smoothing < 0 || c.label_smoothing >= 1)
           throw std::invalid_argument("--label-smoothing must be in [0, 1)");
         if (c.dev_beam < 1 || c.max_tokens < 0) throw std::invalid_argument("--dev-beam must be >= 1, --batch-tokens >= 0");
-      }, {nullptr, {{"max-tokens", "batch-tokens"}}}))
+      }, {nullptr, {{"max-tokens", "batch-tokens"}}, "init-from", cs::translate_inherited_options}))
     return *s;
   c.joint_vocab = !separate;
   return cs::run_training(std::string(kProgram) + " train", c.training, c.runtime,

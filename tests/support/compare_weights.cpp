@@ -1,6 +1,7 @@
-// cellstate_compare_weights A B [TOLERANCE]: compares two weight files
-// tensor by tensor (the same names, shapes, and values within TOLERANCE,
-// default 1e-5, absolute). A file is a weights.pt (save_weights) or a
+// cellstate_compare_weights A B [TOLERANCE [PREFIX]]: compares two weight
+// files tensor by tensor (the same names, shapes, and values within
+// TOLERANCE, default 1e-5, absolute; with PREFIX, only the tensors whose
+// names start with it, which must exist). A file is a weights.pt (save_weights) or a
 // checkpoint (its "model" part). Prints the largest difference; exit 0 when
 // they match, 1 when not, 2 on a bad argument or unreadable file.
 #include <torch/serialize.h>
@@ -38,11 +39,12 @@ std::map<std::string, torch::Tensor> read_tensors(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3 || argc > 4) {
-    std::cerr << "usage: cellstate_compare_weights A B [TOLERANCE]\n";
+  if (argc < 3 || argc > 5) {
+    std::cerr << "usage: cellstate_compare_weights A B [TOLERANCE [PREFIX]]\n";
     return 2;
   }
-  const double tolerance = argc == 4 ? std::atof(argv[3]) : 1e-5;
+  const double tolerance = argc >= 4 ? std::atof(argv[3]) : 1e-5;
+  const std::string prefix = argc == 5 ? argv[4] : "";
   std::map<std::string, torch::Tensor> a, b;
   try {
     a = read_tensors(argv[1]);
@@ -51,8 +53,15 @@ int main(int argc, char** argv) {
     std::cerr << "cellstate_compare_weights: " << std::string(e.what()).substr(0, 200) << "\n";
     return 2;
   }
+  if (!prefix.empty()) {
+    auto keep = [&](std::map<std::string, torch::Tensor>& m) {
+      for (auto it = m.begin(); it != m.end();) it = it->first.compare(0, prefix.size(), prefix) == 0 ? std::next(it) : m.erase(it);
+    };
+    keep(a);
+    keep(b);
+  }
   if (a.empty()) {
-    std::cerr << "cellstate_compare_weights: " << argv[1] << " holds no tensors\n";
+    std::cerr << "cellstate_compare_weights: " << argv[1] << " holds no tensors" << (prefix.empty() ? "" : " named " + prefix + "*") << "\n";
     return 2;
   }
   double worst = 0;

@@ -165,6 +165,67 @@ void check_ranges(const po::variables_map& vm) {
   }
 }
 
+/// An option's value as text, for comparing and for messages.
+std::string value_text(const boost::any& v) {
+  if (const auto* p = boost::any_cast<std::string>(&v)) return *p;
+  if (const auto* p = boost::any_cast<bool>(&v)) return *p ? "true" : "false";
+  if (const auto d = numeric_value(v)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.15g", *d);
+    return text;
+  }
+  return "?";
+}
+
+/// Adds `inherited`'s values to `vm` where nothing was given; a fixed value
+/// given differently is an error naming the option, both values and the source.
+void store_inherited(const po::options_description& options, po::variables_map& vm,
+                     const InheritedOptions& inherited, const std::vector<Renamed>& renamed) {
+  auto given = [&](const std::string& name) {
+    const auto it = vm.find(name);
+    return it != vm.end() && !it->second.defaulted();
+  };
+  auto switched_on = [&](const std::string& name) {
+    const auto it = vm.find(name);
+    return given(name) && it->second.value().type() == typeid(bool) && it->second.as<bool>();
+  };
+  auto arguments = [&](const std::string& key, const nlohmann::json& value) {
+    return config_to_arguments(nlohmann::json{{key, value}}.dump(), inherited.source, options, renamed);
+  };
+  std::vector<std::string> args;
+  for (const auto& [key, value] : inherited.fixed.items()) {
+    if (value.is_boolean()) {
+      const bool on = value.get<bool>();
+      if ((on && switched_on("no-" + key)) || (!on && switched_on(key)))
+        throw std::invalid_argument("--" + std::string(on ? "no-" : "") + key + " does not fit " + inherited.source +
+                                    ", which has --" + (on ? "" : "no-") + key + " (leave it out to keep that)");
+      if (!switched_on(key) && !switched_on("no-" + key)) {
+        const auto a = arguments(key, value);
+        args.insert(args.end(), a.begin(), a.end());
+      }
+      continue;
+    }
+    const auto a = arguments(key, value);
+    if (!given(key)) {
+      args.insert(args.end(), a.begin(), a.end());
+      continue;
+    }
+    po::variables_map wanted;
+    po::store(po::command_line_parser(a).options(options).run(), wanted);
+    const std::string want = value_text(wanted[key].value()), got = value_text(vm[key].value());
+    if (want != got)
+      throw std::invalid_argument("--" + key + " " + got + " does not fit " + inherited.source + ", whose --" + key +
+                                  " is " + want + " (leave --" + key + " out to keep it)");
+  }
+  for (const auto& [key, value] : inherited.defaults.items()) {
+    if (given(key) || given("no-" + key) || inherited.fixed.contains(key)) continue;
+    const auto a = arguments(key, value);
+    args.insert(args.end(), a.begin(), a.end());
+  }
+  // store() keeps values already given: only the defaulted ones take these.
+  po::store(po::command_line_parser(args).options(options).run(), vm);
+}
+
 }  // namespace
 
 std::optional<int> parse_command_line(int argc, char** argv, const po::options_description& options,
@@ -205,6 +266,11 @@ std::optional<int> parse_command_line(int argc, char** argv, const po::options_d
                         config_args.end());
       // store() keeps values already stored: the command line wins.
       po::store(po::command_line_parser(config_args).options(all).run(), vm);
+    }
+    if (spec.inherit && !spec.inherit_option.empty()) {
+      const auto it = vm.find(spec.inherit_option);
+      if (it != vm.end() && !it->second.defaulted())
+        store_inherited(all, vm, spec.inherit(it->second.as<std::string>()), spec.renamed);
     }
     check_flag_pairs(all, vm);
     check_ranges(vm);

@@ -80,6 +80,13 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
       "checkpoint-every", defaulted(&t.checkpoint_every),
       "also write a checkpoint every N minutes (0: only at evaluations)")(
+      "init-from", po::value(&t.init_from),
+      "fine-tune: start from this model (a directory or a shipped model's short name): its tokenizer, "
+      "vocabulary and weights are kept, its architecture options are taken (a different one given here is an "
+      "error), its labels come first and new ones are added; the lr defaults to half of its, --epochs to 10")(
+      "freeze", po::value(&t.freeze),
+      "fine-tune: keep these parameters fixed, comma-separated: embeddings (every embedding table and the "
+      "character features), layers=K (the lowest K recurrent layers of the encoder), or parameter-name prefixes")(
       "nproc", defaulted(&t.nproc),
       "train data-parallel in N processes on this machine, each on 1/N of every batch (for several machines, "
       "start the command on each with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set; README)")(

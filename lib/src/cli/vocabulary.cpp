@@ -46,6 +46,8 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"overwrite", kFlag, "replace the model already in the model directory"},
       {"max-time", kValue, "minutes of training at most", Range{0, 1e7}},
       {"checkpoint-every", kValue, "minutes between checkpoints", Range{0, 1e6}},
+      {"init-from", kValue, "fine-tune: start training from this model directory (or shipped model's short name)"},
+      {"freeze", kValue, "fine-tune: parameters not trained (embeddings, layers=K, or parameter-name prefixes)"},
       {"nproc", kValue, "data-parallel training processes on this machine", Range{1, 256}},
       {"dist-timeout", kValue, "seconds data-parallel ranks wait for each other", Range{0, 86400, true, false}},
       {"dist-bucket-mb", kValue, "data-parallel gradient buckets overlapping the backward pass", Range{0, 1024}},

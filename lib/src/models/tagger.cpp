@@ -154,7 +154,10 @@ torch::Tensor SequenceTaggerImpl::emissions(const TaggerBatch& b) {
 }
 
 torch::Tensor SequenceTaggerImpl::loss(const TaggerBatch& batch, const torch::Tensor& tags) {
-  auto e = emissions(batch);
+  return loss(batch, tags, emissions(batch));
+}
+
+torch::Tensor SequenceTaggerImpl::loss(const TaggerBatch& batch, const torch::Tensor& tags, const torch::Tensor& e) {
   if (crf) return crf->neg_log_likelihood(e, tags, batch.mask).mean();
   auto logp = torch::log_softmax(e, 2).gather(2, tags.clamp_min(0).unsqueeze(2)).squeeze(2);
   return -(logp * batch.mask.to(torch::kFloat)).sum() / batch.mask.sum();

@@ -13,6 +13,7 @@
 
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
+#include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
@@ -205,19 +206,44 @@ class NerTask : public TrainTask {
     std::vector<int64_t> lengths;
     for (const auto& s : dev_) lengths.push_back(static_cast<int64_t>(s.words.size()));
     ChunkScorer scorer(scheme_);
+    // The training loss on dev, in its unit (a mean over sentences for the
+    // CRF, over tokens for the softmax), over the batches whose every tag the
+    // model knows.
+    double loss = 0;
+    int64_t loss_units = 0;
+    std::unordered_map<std::string, int64_t> tag_ids;
+    for (size_t k = 0; k < names_.size(); ++k) tag_ids[names_[k]] = static_cast<int64_t>(k);
     for (const auto& b : sorted_batches(lengths, 64)) {
       std::vector<const TaggerInput*> ptrs;
       for (auto i : b) ptrs.push_back(&dev_[static_cast<size_t>(i)]);
       const auto batch = make_tagger_batch(ptrs);
-      const auto decoded = tagger_->decode(batch, tagger_->emissions(batch));
+      const auto emissions = tagger_->emissions(batch);
+      const auto decoded = tagger_->decode(batch, emissions);
       for (size_t k = 0; k < b.size(); ++k)
         scorer.add(dev_gold_[static_cast<size_t>(b[k])], tag_names(decoded[k], names_));
+      auto tags = torch::zeros({static_cast<int64_t>(b.size()), emissions.size(1)}, torch::kInt64);
+      bool known = true;
+      int64_t tokens = 0;
+      for (size_t k = 0; k < b.size() && known; ++k) {
+        const auto& gold = dev_gold_[static_cast<size_t>(b[k])];
+        for (size_t t = 0; t < gold.size() && known; ++t) {
+          const auto it = tag_ids.find(gold[t]);
+          known = it != tag_ids.end();
+          if (known) tags[static_cast<int64_t>(k)][static_cast<int64_t>(t)] = it->second;
+        }
+        tokens += static_cast<int64_t>(gold.size());
+      }
+      if (!known) continue;  // a batch with a tag the model lacks is left out of the loss
+      const int64_t units = tagger_->crf ? static_cast<int64_t>(b.size()) : tokens;
+      loss += tagger_->loss(batch, tags, emissions).item<double>() * static_cast<double>(units);
+      loss_units += units;
     }
     const auto& r = scorer.report();
     nlohmann::json metrics = {{"f1", r.overall.f1()},
                               {"precision", r.overall.precision()},
                               {"recall", r.overall.recall()},
                               {"token_accuracy", r.accuracy()}};
+    if (loss_units > 0) metrics["loss"] = loss / static_cast<double>(loss_units);
     for (const auto& [type, c] : r.per_type) metrics["f1_" + type] = c.f1();
     return {r.overall.f1(), metrics};
   }
@@ -278,6 +304,25 @@ SequenceTaggerOptions tagger_options(const nlohmann::json& config, const std::st
 
 }  // namespace
 
+InheritedOptions ner_inherited_options(const std::string& init_from) {
+  const InitSource source(kTask, init_from);
+  const auto& c = source.config();
+  const auto file = source.config_file();
+  auto o = common_inherited_options(source, true, false);
+  const auto t = config_get<nlohmann::json>(c, "tagger", file);
+  o.fixed["tag-scheme"] = config_get<std::string>(c, "tag_scheme", file);
+  o.fixed["decoder"] = config_get<std::string>(t, "decoder", file);
+  o.fixed["char-embed"] = config_get<int64_t>(t, "char_embed", file);
+  o.fixed["char-hidden"] = config_get<int64_t>(t, "char_hidden", file);
+  o.fixed["piece-vocab"] = config_get<int64_t>(t, "piece_vocab", file);
+  o.fixed["piece-embed"] = config_get<int64_t>(t, "piece_embed", file);
+  o.fixed["casing-embed"] = config_get<int64_t>(t, "casing_embed", file);
+  const auto tr = config_get<nlohmann::json>(c, "training", file);
+  o.defaults["rare-word-dropout"] = config_optional(tr, "rare_word_dropout", file, 0.5);
+  o.defaults["word-dropout"] = config_optional(tr, "word_dropout", file, 0.0);
+  return o;
+}
+
 TagScheme detect_tag_scheme(const std::vector<ConllSentence>& sentences) {
   bool iob1 = false;
   for (const auto& s : sentences) {
@@ -326,10 +371,21 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
       to_string(train_scheme) + "); dev: " + std::to_string(dev.size()) + " sentences (" + to_string(dev_scheme) +
       "); the model tags in " + to_string(scheme));
 
-  // Tags: O first, then the others sorted.
+  // A fine-tuning run's source (--init-from): its vocabularies, tags and weights.
+  std::optional<InitSource> source;
+  std::optional<NerModel> source_model;
+  if (!config.training.init_from.empty()) {
+    source.emplace(kTask, config.training.init_from);
+    source_model.emplace(NerModel::load(source->dir(), config.model.implementation(), true));
+  }
+
+  // Tags: O first, then the others sorted (a fine-tuned model's: its source's and the data's).
   std::vector<std::string> names{"O"};
   {
     std::set<std::string> seen;
+    if (source_model)
+      for (const auto& t : source_model->tags())
+        if (t != "O") seen.insert(t);
     for (const auto& s : train_tags)
       for (const auto& t : s)
         if (t != "O") seen.insert(t);
@@ -348,12 +404,32 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
   std::vector<std::string> words{"<pad>", "<unk>"}, chars{"<pad>", "<unk>"};
   Vocabulary word_ids, char_ids;
   std::vector<char> rare{0, 0};
-  for (const auto& [w, n] : word_counts)
-    if (n >= config.min_word_count) {
-      word_ids[w] = static_cast<int64_t>(words.size());
-      words.push_back(w);
-      rare.push_back(n == 1);
+  if (source) {
+    // The source's vocabularies, unchanged: its embeddings' rows.
+    words.clear();
+    LineReader reader(model_file(source->dir(), config_get<std::string>(source->config(), "words_file",
+                                                                        source->config_file())));
+    std::string line;
+    while (reader.next(line)) words.push_back(line);
+    rare.assign(words.size(), 0);
+    int64_t unknown = 0, total = 0;
+    for (size_t k = 0; k < words.size(); ++k) word_ids[words[k]] = static_cast<int64_t>(k);
+    for (const auto& [w, n] : word_counts) {
+      total += n;
+      const auto it = word_ids.find(w);
+      if (it == word_ids.end()) unknown += n;
+      else rare[static_cast<size_t>(it->second)] = n == 1;
     }
+    log(coverage_message(unknown, total, "training words", *source));
+    chars = config_get<std::vector<std::string>>(source->config(), "chars", source->config_file());
+  } else {
+    for (const auto& [w, n] : word_counts)
+      if (n >= config.min_word_count) {
+        word_ids[w] = static_cast<int64_t>(words.size());
+        words.push_back(w);
+        rare.push_back(n == 1);
+      }
+  }
   if (words.size() <= 2) {
     int64_t most = 0;
     for (const auto& [w, n] : word_counts) most = std::max(most, n);
@@ -361,14 +437,19 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
                                 ": no training word occurs that often (the most frequent occurs " +
                                 std::to_string(most) + " times), so the model would know no word");
   }
-  if (config.char_embed > 0)
+  if (source) {
+    for (size_t k = 0; k < chars.size(); ++k) char_ids[chars[k]] = static_cast<int64_t>(k);
+  } else if (config.char_embed > 0) {
     for (const auto& [c, n] : char_counts) {
       char_ids[c] = static_cast<int64_t>(chars.size());
       chars.push_back(c);
     }
+  }
   interrupts.check();
   std::optional<Tokenizer> pieces;
-  if (config.piece_vocab > 0) {
+  if (source && config.piece_vocab > 0) {
+    pieces = Tokenizer::load(source->copy_file("tokenizer.model", dir, group));
+  } else if (config.piece_vocab > 0) {
     std::vector<std::string> texts;
     for (const auto& s : train) {
       std::string line;
@@ -417,11 +498,36 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
   json["data"] = {{"train", config.train_path},   {"dev", config.dev_path},
                   {"train_sentences", train.size()}, {"dev_sentences", dev.size()},
                   {"train_scheme", to_string(train_scheme)}};
+  if (source) json["init_from"] = source->record();
   write_model_config(dir, json);
   interrupts.check();
 
   torch::manual_seed(config.training.seed);
   SequenceTagger tagger(tagger_options(json, dir + "/config.json", config.model.implementation()));
+  if (source_model) {
+    std::string added;
+    for (const auto& t : names)
+      if (std::find(source_model->tags().begin(), source_model->tags().end(), t) == source_model->tags().end())
+        added += " " + t;
+    log("fine-tuning " + source->dir() + " (" + std::to_string(source_model->tags().size()) + " tags" +
+        (added.empty() ? std::string(")") : "; new:" + added + ")"));
+    // The output layer's and the CRF's entries of shared tags are the source's.
+    std::vector<LabelledTensor> by_tag = {{"output.weight", {0}}, {"output.bias", {0}}};
+    if (tagger->crf)
+      for (const char* n : {"transitions", "allowed"}) by_tag.push_back({std::string("crf.") + n, {0, 1}});
+    if (tagger->crf)
+      for (const char* n : {"start_transitions", "end_transitions", "allowed_start", "allowed_end"})
+        by_tag.push_back({std::string("crf.") + n, {0}});
+    copy_weights(*source_model->tagger(), *tagger, by_tag, label_mapping(source_model->tags(), names),
+                 source->config_file());
+    source_model.reset();
+    FreezeGroups groups;
+    groups.embeddings = {"word_embedding.", "char_embedding.", "char_rnn.", "piece_embedding.", "casing_embedding."};
+    groups.recurrent_prefix = "rnn.";
+    groups.recurrent_layers = config.model.layers;
+    const auto frozen = apply_freeze(*tagger, config.training.freeze, groups);
+    if (!frozen.empty()) log(frozen);
+  }
   if (tagger->crf) tagger->crf->set_constraints(tag_constraints(names, scheme));
   log("model with " + std::to_string(count_parameters(*tagger)) + " parameters: words " + std::to_string(config.model.embed) +
       (config.char_embed > 0 ? ", char BiLSTM " + std::to_string(config.char_hidden) + "x2" : std::string()) +

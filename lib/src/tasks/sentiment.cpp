@@ -7,6 +7,7 @@
 
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
+#include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
@@ -209,7 +210,8 @@ struct SentimentData {
   size_t train_examples = 0, dev_examples = 0;
 };
 
-SentimentData read_sentiment_data(const SentimentTrainConfig& config, const TaskLog& log) {
+SentimentData read_sentiment_data(const SentimentTrainConfig& config, const TaskLog& log,
+                                  const std::vector<std::string>& known_labels = {}) {
   const auto format = parse_classification_format(config.format);
   ReadStats train_stats, dev_stats;
   SentimentData d;
@@ -219,7 +221,12 @@ SentimentData read_sentiment_data(const SentimentTrainConfig& config, const Task
   for (auto* set : {&train, &dev})
     for (auto& ex : *set)
       if (const auto it = d.aliases.find(ex.label); it != d.aliases.end()) ex.label = it->second;
-  d.labels = LabelSet::from_examples(train);
+  {
+    // A fine-tuned model keeps its source's labels and adds the data's new ones.
+    std::vector<std::string> names = known_labels;
+    for (const auto& ex : train) names.push_back(ex.label);
+    d.labels = LabelSet(std::move(names));
+  }
   if (d.labels.size() < 2)
     throw InputError(config.train_path, 0,
                      "expected at least 2 distinct labels, found " + std::to_string(d.labels.size()));
@@ -324,6 +331,39 @@ torch::Tensor add_distillation_spans(const SentimentTrainConfig& config, Sentime
   return soft;
 }
 
+/// How a fine-tuning run (--init-from) starts each ensemble member: the
+/// source's member of the same index, the output rows of shared labels
+/// kept, --freeze applied.
+std::function<void(TextClassifier&, int64_t)> sentiment_initialiser(const InitSource& source,
+                                                                     const std::vector<std::string>& labels,
+                                                                     const SentimentTrainConfig& config,
+                                                                     const TaskLog& log) {
+  const auto file = source.config_file();
+  const auto source_labels = config_get<std::vector<std::string>>(source.config(), "labels", file);
+  const int64_t members = config_optional(source.config(), "ensemble", file, int64_t{1});
+  if (config.ensemble > members)
+    throw std::invalid_argument("--ensemble " + std::to_string(config.ensemble) + ": " + source.dir() + " has " +
+                                std::to_string(members) + " member(s) to start them from");
+  std::string added;
+  for (const auto& l : labels)
+    if (std::find(source_labels.begin(), source_labels.end(), l) == source_labels.end()) added += " " + l;
+  log("fine-tuning " + source.dir() + " (" + std::to_string(source_labels.size()) + " labels" +
+      (added.empty() ? std::string(")") : "; new:" + added + ")"));
+  const auto mapping = label_mapping(source_labels, labels);
+  return [&source, mapping, &config, &log](TextClassifier& model, int64_t member) {
+    const auto file = source.config_file();
+    TextClassifier from(classifier_options(source.config(), file, config.model.implementation()));
+    load_weights(*from, model_file(source.dir(), sentiment_weights_name(member)), true);
+    copy_weights(*from, *model, {{"output.weight", {0}}, {"output.bias", {0}}}, mapping, file);
+    FreezeGroups groups;
+    groups.embeddings = {"embedding."};
+    groups.recurrent_prefix = "encoder.";
+    groups.recurrent_layers = config.model.layers;
+    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    if (!frozen.empty() && member == 0) log(frozen);
+  };
+}
+
 std::string member_checkpoint(int64_t member) {
   return member == 0 ? "checkpoint.pt" : "checkpoint." + std::to_string(member) + ".pt";
 }
@@ -334,10 +374,12 @@ std::string member_checkpoint(int64_t member) {
 TrainResult train_member(const SentimentTrainConfig& config, const std::string& dir, int64_t member,
                          const TextClassifierOptions& options, const Tokenizer& tokenizer, const SentimentData& d,
                          const std::vector<std::vector<int64_t>>& dev_ids, const torch::Tensor& soft,
-                         const TaskLog& log, const ProcessGroup& group) {
+                         const TaskLog& log, const ProcessGroup& group,
+                         const std::function<void(TextClassifier&, int64_t)>& initialise) {
   const uint64_t seed = config.training.seed + static_cast<uint64_t>(member);
   torch::manual_seed(seed);
   TextClassifier model(options);
+  if (initialise) initialise(model, member);
   SentimentTrainConfig member_config = config;
   member_config.training.seed = seed;
   // Whether this member has a checkpoint: rank 0's model directory decides.
@@ -379,18 +421,38 @@ TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGro
   ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
   const std::string dir = transaction.path();
   const TaskLog log(config.runtime.quiet);
-  SentimentData d = read_sentiment_data(config, log);
+  std::optional<InitSource> source;
+  if (!config.training.init_from.empty()) source.emplace(kTask, config.training.init_from);
+  const std::vector<std::string> source_labels =
+      source ? config_get<std::vector<std::string>>(source->config(), "labels", source->config_file())
+             : std::vector<std::string>{};
+  SentimentData d = read_sentiment_data(config, log, source_labels);
   interrupts.check();
 
   TokenizerTrainOptions spm;
   spm.vocab_size = config.vocab_size;
   spm.model_type = config.spm_type;
   spm.normalization = config.spm_normalization;
-  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, d.texts, spm, "tokenizer.model", group);
-  log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces");
+  const Tokenizer tokenizer =
+      source ? Tokenizer::load(source->copy_file("tokenizer.model", dir, group))
+             : train_model_tokenizer(dir, config.training.resume, d.texts, spm, "tokenizer.model", group);
+  log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces" +
+      (source ? " (from " + source->dir() + ")" : std::string()));
+  std::function<void(TextClassifier&, int64_t)> initialise;
+  if (source) {
+    int64_t unknown = 0, total = 0;
+    for (const auto& text : d.texts)
+      for (const auto id : tokenizer.encode(text)) {
+        unknown += id == Tokenizer::kUnkId;
+        ++total;
+      }
+    log(coverage_message(unknown, total, "training tokens", *source));
+    initialise = sentiment_initialiser(*source, d.labels.names(), config, log);
+  }
 
   interrupts.check();
   auto json = sentiment_config(config, d, tokenizer);
+  if (source) json["init_from"] = source->record();
   if (transaction.resuming()) keep_member_results(dir, json);
   write_model_config(dir, json);
   const auto options = classifier_options(json, dir + "/config.json", config.model.implementation());
@@ -402,7 +464,7 @@ TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGro
   TrainResult last;
   bool trained = false;
   for (int64_t member = 0; member < config.ensemble; ++member) {
-    last = train_member(config, dir, member, options, tokenizer, d, dev_ids, soft, log, group);
+    last = train_member(config, dir, member, options, tokenizer, d, dev_ids, soft, log, group, initialise);
     if (last.interrupted()) return last;
     if (!group.main()) continue;  // rank 0 keeps the model directory
     trained = trained || !last.already_finished;
@@ -430,6 +492,31 @@ TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGro
       ", macro-F1 " + format_fixed(100 * report.macro_f1, 2) + "%; model in " + transaction.target());
   last.best_score = report.accuracy;
   return last;
+}
+
+InheritedOptions sentiment_inherited_options(const std::string& init_from) {
+  const InitSource source(kTask, init_from);
+  const auto& c = source.config();
+  const auto file = source.config_file();
+  auto o = common_inherited_options(source, true, true);
+  inherit_tokenizer_options(source, o);
+  const auto cl = config_get<nlohmann::json>(c, "classifier", file);
+  o.fixed["pooling"] = config_get<std::string>(cl, "pooling", file);
+  o.defaults["embed-dropout"] = config_get<double>(cl, "embed_dropout", file);
+  o.defaults["word-dropout"] = config_get<double>(cl, "word_dropout", file);
+  o.defaults["lm-weight"] = config_optional(cl, "lm_weight", file, 0.0);
+  o.defaults["max-length"] = config_optional(c, "max_length", file, int64_t{256});
+  o.defaults["ensemble"] = config_optional(c, "ensemble", file, int64_t{1});
+  const auto t = config_get<nlohmann::json>(c, "training", file);
+  o.defaults["sample-alpha"] = config_optional(t, "sample_alpha", file, 0.0);
+  o.defaults["sample-nbest"] = config_optional(t, "sample_nbest", file, int64_t{64});
+  if (c.contains("label_aliases") && c["label_aliases"].is_object() && !c["label_aliases"].empty()) {
+    std::string names;
+    for (const auto& [from, to] : c["label_aliases"].items())
+      names += (names.empty() ? "" : ",") + from + "=" + to.get<std::string>();
+    o.defaults["label-names"] = names;
+  }
+  return o;
 }
 
 std::map<std::string, std::string> parse_label_names(const std::string& spec) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cellstate/decode/stop_strings.h"
+#include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/task.h"
@@ -238,6 +239,18 @@ LmEvaluation evaluate_stream(LanguageModel& model, const std::vector<int64_t>& i
 
 // ---------------------------------------------------------------- training
 
+InheritedOptions textgen_inherited_options(const std::string& init_from) {
+  const InitSource source(kTask, init_from);
+  const auto& c = source.config();
+  const auto file = source.config_file();
+  auto o = common_inherited_options(source, true, false);
+  inherit_tokenizer_options(source, o);
+  o.fixed["tie"] = config_get<bool>(c, "tie", file);
+  const auto t = config_get<nlohmann::json>(c, "training", file);
+  o.defaults["bptt"] = config_optional(t, "bptt", file, int64_t{35});
+  return o;
+}
+
 TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
   ModelTransaction transaction(config.model.dir, kTask, write_options(config.training), group);
@@ -269,7 +282,11 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   std::vector<std::string> lines;
   for (auto& l : split_lines(train_text))
     if (!l.empty()) lines.push_back(std::move(l));
-  const Tokenizer tokenizer = train_model_tokenizer(dir, config.training.resume, lines, spm, "tokenizer.model", group);
+  std::optional<InitSource> source;
+  if (!config.training.init_from.empty()) source.emplace(kTask, config.training.init_from);
+  const Tokenizer tokenizer =
+      source ? Tokenizer::load(source->copy_file("tokenizer.model", dir, group))
+             : train_model_tokenizer(dir, config.training.resume, lines, spm, "tokenizer.model", group);
   const int64_t newline_id = tokenizer.piece_to_id(kNewline);
   if (newline_id == Tokenizer::kUnkId)
     throw InputError(tokenizer_path, 0, "has no line-break piece \"<nl>\" (not a textgen tokenizer)");
@@ -284,7 +301,10 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   log("tokenizer: " + config.spm_type + ", " + std::to_string(tokenizer.vocab_size()) + " pieces; " +
       std::to_string(train_ids.size()) + " training tokens (" +
       format_fixed(static_cast<double>(train_chars) / static_cast<double>(train_ids.size()), 2) + " characters/token), " +
-      std::to_string(valid_ids.size()) + " valid tokens");
+      std::to_string(valid_ids.size()) + " valid tokens" + (source ? " (tokenizer of " + source->dir() + ")" : ""));
+  if (source)
+    log(coverage_message(std::count(train_ids.begin(), train_ids.end(), Tokenizer::kUnkId),
+                         static_cast<int64_t>(train_ids.size()), "training tokens", *source));
 
   auto json = new_model_config(kTask);
   json["model"] = config.model.to_json();
@@ -299,11 +319,24 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   json["data"] = {{"train", config.train_path},     {"valid", valid_source},
                   {"train_characters", train_chars}, {"valid_characters", valid_chars},
                   {"train_tokens", train_ids.size()}, {"valid_tokens", valid_ids.size()}};
+  if (source) json["init_from"] = source->record();
   write_model_config(dir, json);
   interrupts.check();
 
   torch::manual_seed(config.training.seed);
   LanguageModel model(lm_options(json, dir + "/config.json", config.model.implementation()));
+  if (source) {
+    LanguageModel from(lm_options(source->config(), source->config_file(), config.model.implementation()));
+    load_weights(*from, model_file(source->dir(), "weights.pt"), true);
+    copy_weights(*from, *model, {}, {}, source->config_file());
+    log("fine-tuning " + source->dir());
+    FreezeGroups groups;
+    groups.embeddings = {"encoder."};  // the token embedding (tied to the output layer with --tie)
+    groups.recurrent_prefix = "rnn.";
+    groups.recurrent_layers = config.model.layers;
+    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    if (!frozen.empty()) log(frozen);
+  }
   log("model with " + std::to_string(count_parameters(*model)) + " parameters: " + config.model.rnn + " (" + config.model.impl +
       "), " + std::to_string(config.model.layers) + " layer(s) x " + std::to_string(config.model.hidden) +
       ", embeddings " + std::to_string(config.model.embed) + (config.tie ? " (tied)" : "") + ", bptt " +

@@ -16,6 +16,7 @@
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
 #include "cellstate/data/readers.h"
+#include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/predict.h"
@@ -86,6 +87,16 @@ Seq2SeqOptions seq2seq_options(const nlohmann::json& config, const std::string& 
   return o;
 }
 
+/// A target sentence as training reads it: BOS, its pieces (at most
+/// kMaxSourceTokens), EOS.
+std::vector<int64_t> target_ids(const Tokenizer& tokenizer, const std::string& text) {
+  auto t = tokenizer.encode(text);
+  truncate(t, kMaxSourceTokens);
+  t.insert(t.begin(), Tokenizer::kBosId);
+  t.push_back(Tokenizer::kEosId);
+  return t;
+}
+
 class TranslateTask : public TrainTask {
  public:
   TranslateTask(const TranslateTrainConfig& config, Seq2Seq model, std::vector<std::vector<int64_t>> src,
@@ -127,20 +138,29 @@ class TranslateTask : public TrainTask {
     }
     if (s.empty() || part_tokens == 0) return {};  // nothing of this batch on this rank
     const double share = static_cast<double>(part_tokens) / static_cast<double>(batch_tokens);
-    const auto src = pad_batch(s);
-    const auto tgt = pad_batch(t).ids;
-    auto states = model_->decode_states(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
-    // The output layer (the largest cost) runs once, over the real target positions only.
-    auto gold = tgt.slice(1, 1).reshape(-1);
-    const auto real = gold.ne(0).nonzero().squeeze(1);
-    auto logits = model_->logits(states.reshape({-1, states.size(2)}).index_select(0, real));
+    const auto [logits, gold] = target_logits(s, t);
     namespace F = torch::nn::functional;
-    auto loss = F::cross_entropy(logits, gold.index_select(0, real),
-                                 F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
-    return {loss.item<double>() * share, real.size(0), share == 1.0 ? loss : loss * share};
+    auto loss = F::cross_entropy(logits, gold, F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
+    return {loss.item<double>() * share, gold.size(0), share == 1.0 ? loss : loss * share};
   }
 
   Evaluation evaluate() override {
+    // Teacher-forced cross-entropy per target token (no label smoothing).
+    if (dev_tgt_.empty())
+      for (const auto& r : dev_refs_) dev_tgt_.push_back(target_ids(target_, r));
+    double loss = 0;
+    int64_t tokens = 0;
+    for (size_t b = 0; b < dev_src_.size(); b += 64) {
+      const size_t e = std::min(dev_src_.size(), b + 64);
+      const std::vector<std::vector<int64_t>> s(dev_src_.begin() + static_cast<std::ptrdiff_t>(b),
+                                                dev_src_.begin() + static_cast<std::ptrdiff_t>(e));
+      const std::vector<std::vector<int64_t>> t(dev_tgt_.begin() + static_cast<std::ptrdiff_t>(b),
+                                                dev_tgt_.begin() + static_cast<std::ptrdiff_t>(e));
+      const auto [logits, gold] = target_logits(s, t);
+      namespace F = torch::nn::functional;
+      loss += F::cross_entropy(logits, gold, F::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+      tokens += gold.size(0);
+    }
     DecodingOptions o;
     o.beam = config_.dev_beam;
     const auto hyps = translate_ids(model_, dev_src_, o, 64);
@@ -150,7 +170,11 @@ class TranslateTask : public TrainTask {
     BleuOptions lower;
     lower.lowercase = true;
     const auto bleu_lc = corpus_bleu(out, dev_refs_, lower);
-    return {bleu.score, {{"bleu", bleu.score}, {"bleu_lowercase", bleu_lc.score}, {"chrf", corpus_chrf(out, dev_refs_)}}};
+    return {bleu.score,
+            {{"bleu", bleu.score},
+             {"bleu_lowercase", bleu_lc.score},
+             {"chrf", corpus_chrf(out, dev_refs_)},
+             {"loss", tokens ? loss / static_cast<double>(tokens) : 0.0}}};
   }
 
   void save_best() override { save_weights(*model_, weights_path_, config_.half); }
@@ -163,10 +187,43 @@ class TranslateTask : public TrainTask {
   const Tokenizer& target_;
   std::string weights_path_;
   ProcessGroup group_;
+  std::vector<std::vector<int64_t>> dev_tgt_;  // the dev references' ids, for the dev loss
   std::vector<std::vector<int64_t>> batches_;
+
+  /// The output layer's logits at the real target positions of pairs (s, t)
+  /// under teacher forcing, and the gold tokens there (t[1:]).
+  std::pair<torch::Tensor, torch::Tensor> target_logits(const std::vector<std::vector<int64_t>>& s,
+                                                        const std::vector<std::vector<int64_t>>& t) {
+    const auto src = pad_batch(s);
+    const auto tgt = pad_batch(t).ids;
+    auto states = model_->decode_states(src.ids, src.lengths, tgt.slice(1, 0, tgt.size(1) - 1));
+    // The output layer (the largest cost) runs once, over the real target positions only.
+    auto gold = tgt.slice(1, 1).reshape(-1);
+    const auto real = gold.ne(0).nonzero().squeeze(1);
+    return {model_->logits(states.reshape({-1, states.size(2)}).index_select(0, real)), gold.index_select(0, real)};
+  }
 };
 
 }  // namespace
+
+InheritedOptions translate_inherited_options(const std::string& init_from) {
+  const InitSource source(kTask, init_from);
+  const auto& c = source.config();
+  const auto file = source.config_file();
+  auto o = common_inherited_options(source, false, false);
+  const auto tok = config_get<nlohmann::json>(c, "tokenizer", file);
+  o.fixed["vocab-size"] = config_get<int64_t>(tok, "vocab_size", file);
+  o.fixed["separate-vocab"] = !config_get<bool>(tok, "joint", file);
+  const auto s = config_get<nlohmann::json>(c, "seq2seq", file);
+  o.fixed["attention"] = config_get<std::string>(s, "attention", file);
+  o.fixed["input-feeding"] = config_get<bool>(s, "input_feeding", file);
+  o.fixed["tie"] = config_get<bool>(s, "tie", file);
+  const auto t = config_get<nlohmann::json>(c, "training", file);
+  o.defaults["label-smoothing"] = config_optional(t, "label_smoothing", file, 0.0);
+  o.defaults["batch-tokens"] = config_optional(t, "max_tokens", file, int64_t{0});
+  o.defaults["dev-beam"] = config_optional(t, "dev_beam", file, int64_t{1});
+  return o;
+}
 
 TrainResult train_translation(const TranslateTrainConfig& config, const ProcessGroup& group) {
   const InterruptGuard interrupts;
@@ -189,8 +246,14 @@ TrainResult train_translation(const TranslateTrainConfig& config, const ProcessG
     src_texts.push_back(p.source);
     tgt_texts.push_back(p.target);
   }
+  std::optional<InitSource> init;
+  if (!config.training.init_from.empty()) init.emplace(kTask, config.training.init_from);
   std::shared_ptr<Tokenizer> source, target;
-  if (config.joint_vocab) {
+  if (init) {
+    source = std::make_shared<Tokenizer>(Tokenizer::load(init->copy_file("tokenizer.model", dir, group)));
+    if (!config.joint_vocab)
+      target = std::make_shared<Tokenizer>(Tokenizer::load(init->copy_file("target_tokenizer.model", dir, group)));
+  } else if (config.joint_vocab) {
     std::vector<std::string> both = src_texts;
     both.insert(both.end(), tgt_texts.begin(), tgt_texts.end());
     source = std::make_shared<Tokenizer>(
@@ -206,15 +269,20 @@ TrainResult train_translation(const TranslateTrainConfig& config, const ProcessG
   std::vector<std::string> dev_refs;
   for (const auto& p : train) {
     src_ids.push_back(source_ids(*source, p.source, kMaxSourceTokens));
-    auto t = tt.encode(p.target);
-    truncate(t, kMaxSourceTokens);
-    t.insert(t.begin(), Tokenizer::kBosId);
-    t.push_back(Tokenizer::kEosId);
-    tgt_ids.push_back(std::move(t));
+    tgt_ids.push_back(target_ids(tt, p.target));
   }
   for (const auto& p : dev) {
     dev_src.push_back(source_ids(*source, p.source, kMaxSourceTokens));
     dev_refs.push_back(p.target);
+  }
+  if (init) {
+    int64_t unknown = 0, total = 0;
+    for (const auto* ids : {&src_ids, &tgt_ids})
+      for (const auto& s : *ids) {
+        unknown += std::count(s.begin(), s.end(), Tokenizer::kUnkId);
+        total += static_cast<int64_t>(s.size());
+      }
+    log(coverage_message(unknown, total, "training tokens (both sides)", *init));
   }
   auto json = new_model_config(kTask);
   json["model"] = config.model.to_json();
@@ -230,10 +298,23 @@ TrainResult train_translation(const TranslateTrainConfig& config, const ProcessG
   json["training"]["dev_beam"] = config.dev_beam;
   json["data"] = {{"src_train", config.src_train}, {"tgt_train", config.tgt_train}, {"src_dev", config.src_dev},
                   {"tgt_dev", config.tgt_dev},     {"train_pairs", train.size()},    {"dev_pairs", dev.size()}};
+  if (init) json["init_from"] = init->record();
   write_model_config(dir, json);
   interrupts.check();
   torch::manual_seed(config.training.seed);
   Seq2Seq model(seq2seq_options(json, dir + "/config.json", config.model.implementation()));
+  if (init) {
+    Seq2Seq from(seq2seq_options(init->config(), init->config_file(), config.model.implementation()));
+    load_weights(*from, model_file(init->dir(), "weights.pt"), true);
+    copy_weights(*from, *model, {}, {}, init->config_file());
+    log("fine-tuning " + init->dir());
+    FreezeGroups groups;
+    groups.embeddings = {"source_embedding.", "target_embedding."};
+    groups.recurrent_prefix = "encoder.";
+    groups.recurrent_layers = config.model.layers;
+    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    if (!frozen.empty()) log(frozen);
+  }
   log("model with " + std::to_string(count_parameters(*model)) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +
       (config.joint_vocab ? " (joint)" : " / " + std::to_string(tt.vocab_size())));
   TranslateTask task(config, model, std::move(src_ids), std::move(tgt_ids), std::move(dev_src), std::move(dev_refs), tt,

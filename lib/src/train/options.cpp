@@ -67,25 +67,29 @@ void TrainingOptions::validate() const {
     throw std::invalid_argument("--resume and --overwrite contradict each other (continue the run, or replace it)");
   if (!(lr_decay > 0 && lr_decay <= 1))
     throw std::invalid_argument("--lr-decay must be in (0, 1], got " + std::to_string(lr_decay));
+  if (!freeze.empty() && init_from.empty())
+    throw std::invalid_argument("--freeze keeps parts of a trained model fixed: give the model with --init-from");
 }
 
 nlohmann::json TrainingOptions::to_json() const {
-  return {{"epochs", epochs},
-          {"batch_size", batch_size},
-          {"lr", lr},
-          {"optimizer", to_string(optimizer)},
-          {"weight_decay", weight_decay},
-          {"momentum", momentum},
-          {"clip", clip},
-          {"lr_schedule", to_string(lr_schedule)},
-          {"lr_decay", lr_decay},
-          {"lr_step", lr_step},
-          {"warmup", warmup},
-          {"min_lr", min_lr},
-          {"patience", patience},
-          {"eval_every", eval_every},
-          {"seed", seed},
-          {"max_time", max_time}};
+  nlohmann::json j = {{"epochs", epochs},
+                      {"batch_size", batch_size},
+                      {"lr", lr},
+                      {"optimizer", to_string(optimizer)},
+                      {"weight_decay", weight_decay},
+                      {"momentum", momentum},
+                      {"clip", clip},
+                      {"lr_schedule", to_string(lr_schedule)},
+                      {"lr_decay", lr_decay},
+                      {"lr_step", lr_step},
+                      {"warmup", warmup},
+                      {"min_lr", min_lr},
+                      {"patience", patience},
+                      {"eval_every", eval_every},
+                      {"seed", seed},
+                      {"max_time", max_time}};
+  if (!freeze.empty()) j["freeze"] = freeze;
+  return j;
 }
 
 }  // namespace cellstate

@@ -32,12 +32,20 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+/// The parameters training changes (--freeze sets requires_grad false on the others).
+std::vector<torch::Tensor> trainable_parameters(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : module.parameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
 /// One call of Trainer::fit: the loop and the pieces it is made of.
 class TrainingRun {
  public:
   TrainingRun(const TrainerOptions& options, const ProcessGroup& group, TrainTask& task)
       : options_(options), t_(options.training), group_(group), task_(task), module_(task.module()),
-        parameters_(module_.parameters()), optimizer_(make_optimizer(parameters_, t_)),
+        parameters_(trainable_parameters(module_)), optimizer_(make_optimizer(parameters_, t_)),
         batches_(task.begin_epoch(0)), schedule_(t_, t_.epochs * batches_),
         progress_(options.quiet || !group.main(), options.unit), checkpoint_path_(options.model_dir + "/" + options.checkpoint_name),
         log_path_(options.model_dir + "/train_log.jsonl") {}
@@ -49,6 +57,9 @@ class TrainingRun {
       stop_reason_ = finished_reason();
     }
     module_.train();
+    if (options_.evaluate_first && !already_finished_ && state_.step == 0 && !state_.has_best && evaluate()) {
+      finish(StopReason::kEarlyStopping);
+    }
     while (!stopped_ && state_.epoch < t_.epochs) {
       prepare_epoch();
       train_epoch();
@@ -392,6 +403,12 @@ class TrainingRun {
     record.update(options_.log_fields);
     append_to_file(log_path_, record.dump() + "\n");
     std::ostringstream line;
+    if (state_.step == 0) {
+      line << "before training: dev " << options_.metric << " " << std::fixed << std::setprecision(4) << e.score
+           << " (saved)";
+      progress_.message(line.str());
+      return;
+    }
     line << "epoch " << record["epoch"] << " step " << state_.step << ": train loss " << std::fixed
          << std::setprecision(4) << train_loss << ", dev " << options_.metric << " " << e.score
          << (improved ? " (best, saved)" : " (best " + std::to_string(state_.best_score) + ")") << ", "
@@ -449,6 +466,7 @@ TrainerOptions TrainerOptions::of(const TrainingOptions& training, const std::st
   t.model_dir = model_dir;
   t.metric = metric;
   t.quiet = quiet;
+  t.evaluate_first = !training.init_from.empty();
   return t;
 }
 

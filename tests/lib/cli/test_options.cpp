@@ -159,3 +159,45 @@ TEST(Options, CommandLineFlagWinsOverConfigFile) {
   EXPECT_FALSE(parse({"--config", dir.file("d.json"), "--no-tie"}, desc, {}).has_value());
   EXPECT_FALSE(tie);
 }
+
+TEST(Options, InheritedOptionsFillDefaultsAndRefuseMisfits) {
+  cs::ModelOptions model;
+  cs::TrainingOptions training;
+  po::options_description desc("test");
+  desc.add_options()("help", "help");
+  cs::add_model_options(desc, model);
+  cs::add_training_options(desc, training);
+  cs::CommandSpec spec;
+  spec.inherit_option = "init-from";
+  std::string asked;
+  spec.inherit = [&](const std::string& value) {
+    asked = value;
+    cs::InheritedOptions o;
+    o.fixed = {{"hidden", 64}, {"bidirectional", true}};
+    o.defaults = {{"lr", 0.0001}, {"epochs", 10}};
+    o.source = "the model --init-from " + value + " starts from";
+    return o;
+  };
+  auto parse = [&](std::vector<const char*> args) {
+    model = {};
+    training = {};
+    args.insert(args.begin(), "prog");
+    return cs::parse_command_line(static_cast<int>(args.size()), const_cast<char**>(args.data()), desc, "prog", {},
+                                  spec);
+  };
+  // Not fine-tuning: nothing inherited.
+  EXPECT_FALSE(parse({"--hidden", "32"}).has_value());
+  EXPECT_EQ(model.hidden, 32);
+  EXPECT_TRUE(asked.empty());
+  // Fine-tuning: fixed values and defaults taken, a given default wins.
+  EXPECT_FALSE(parse({"--init-from", "src", "--epochs", "3"}).has_value());
+  EXPECT_EQ(asked, "src");
+  EXPECT_EQ(model.hidden, 64);
+  EXPECT_TRUE(model.bidirectional);
+  EXPECT_DOUBLE_EQ(training.lr, 0.0001);
+  EXPECT_EQ(training.epochs, 3);
+  // A fixed value given alike is fine; given differently it is bad usage.
+  EXPECT_FALSE(parse({"--init-from", "src", "--hidden", "64", "--bidirectional"}).has_value());
+  EXPECT_EQ(parse({"--init-from", "src", "--hidden", "65"}), std::optional<int>(2));
+  EXPECT_EQ(parse({"--init-from", "src", "--no-bidirectional"}), std::optional<int>(2));
+}

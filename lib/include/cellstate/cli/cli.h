@@ -5,12 +5,15 @@
 
 #include <boost/program_options.hpp>
 
+
 #include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "cellstate/tasks/options.h"
 
 namespace cellstate {
 
@@ -43,6 +46,10 @@ struct CommandSpec {
   std::vector<std::string>* files = nullptr;
   /// Deprecated spellings of this command's options.
   std::vector<Renamed> renamed = {};
+  /// When option `inherit_option` is given, `inherit(its value)` supplies
+  /// further option values (see InheritedOptions in tasks/options.h).
+  std::string inherit_option = {};
+  std::function<InheritedOptions(const std::string&)> inherit = {};
 };
 
 /// Parses argv into the variables bound in `options` (which should offer

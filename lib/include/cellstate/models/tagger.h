@@ -96,6 +96,8 @@ class SequenceTaggerImpl : public torch::nn::Cloneable<SequenceTaggerImpl> {
   /// Training loss: mean over sentences of -log P(tags) (CRF), or mean token
   /// cross-entropy (softmax). tags [B, T] int64.
   torch::Tensor loss(const TaggerBatch& batch, const torch::Tensor& tags);
+  /// The same loss from emissions already computed for `batch`.
+  torch::Tensor loss(const TaggerBatch& batch, const torch::Tensor& tags, const torch::Tensor& emissions);
   /// Best tag sequence per sentence (Viterbi with the CRF, argmax without).
   std::vector<std::vector<int64_t>> decode(const TaggerBatch& batch, const torch::Tensor& emissions);
 

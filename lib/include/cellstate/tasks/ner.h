@@ -54,6 +54,11 @@ struct NerTrainConfig {
 /// Trains, writing the model directory; prints progress unless quiet.
 TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group = {});
 
+/// The train options a fine-tuning run (--init-from `init_from`) takes from
+/// that model (tasks/finetune.h): its architecture and tag scheme fixed, its
+/// word dropouts as defaults.
+InheritedOptions ner_inherited_options(const std::string& init_from);
+
 /// Reads the scheme of a CoNLL file's tags: IOBES if it has E- or S- tags,
 /// IOB1 if an entity starts with I-, else BIO.
 TagScheme detect_tag_scheme(const std::vector<ConllSentence>& sentences);

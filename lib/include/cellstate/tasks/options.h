@@ -46,4 +46,17 @@ struct RuntimeOptions {
   int apply() const;
 };
 
+/// Option values a command takes from another source once its command line
+/// and --config are read (a fine-tuning run's, from the model --init-from
+/// names; cli.h CommandSpec::inherit), keyed by option name as in a --config
+/// file.
+struct InheritedOptions {
+  /// Values that must hold: one given differently is an error; one not given takes this value.
+  nlohmann::json fixed = nlohmann::json::object();
+  /// Values used where neither the command line nor --config gives one.
+  nlohmann::json defaults = nlohmann::json::object();
+  /// What they come from, for messages ("the model --init-from DIR starts from").
+  std::string source;
+};
+
 }  // namespace cellstate

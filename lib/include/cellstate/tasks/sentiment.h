@@ -55,6 +55,11 @@ std::string sentiment_weights_name(int64_t member);
 /// Trains, writing the model directory; prints progress unless quiet.
 TrainResult train_sentiment(const SentimentTrainConfig& config, const ProcessGroup& group = {});
 
+/// The train options a fine-tuning run (--init-from `init_from`) takes from
+/// that model (tasks/finetune.h): its architecture and tokenizer fixed, its
+/// regularisation, label names and ensemble size as defaults.
+InheritedOptions sentiment_inherited_options(const std::string& init_from);
+
 /// A trained classifier, ready to predict.
 class SentimentModel {
  public:

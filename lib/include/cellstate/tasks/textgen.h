@@ -44,6 +44,11 @@ struct TextgenTrainConfig {
 /// Trains, writing the model directory; prints progress unless quiet.
 TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group = {});
 
+/// The train options a fine-tuning run (--init-from `init_from`) takes from
+/// that model (tasks/finetune.h): its architecture and tokenizer fixed, its
+/// --bptt as a default.
+InheritedOptions textgen_inherited_options(const std::string& init_from);
+
 /// The token stream of a text: each line's pieces followed by the line-break
 /// id (the last line gets one only if `final_newline`). No bos.
 std::vector<int64_t> encode_stream(const Tokenizer& tokenizer, int64_t newline_id, const std::string& text,

@@ -39,6 +39,11 @@ struct TranslateTrainConfig {
 
 TrainResult train_translation(const TranslateTrainConfig& config, const ProcessGroup& group = {});
 
+/// The train options a fine-tuning run (--init-from `init_from`) takes from
+/// that model (tasks/finetune.h): its architecture and tokenizers fixed, its
+/// label smoothing and batching as defaults.
+InheritedOptions translate_inherited_options(const std::string& init_from);
+
 /// One translation: the best hypotheses with their text.
 struct Translation {
   std::vector<Hypothesis> hypotheses;  // best first

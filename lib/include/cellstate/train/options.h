@@ -48,6 +48,8 @@ struct TrainingOptions {
   int64_t nproc = 1;                 // data-parallel processes to start on this machine (each trains on
                                      // batch_size / nproc of every batch)
   double dist_timeout = 600;         // seconds a rendezvous or gradient exchange may wait for the other ranks
+  std::string init_from;             // fine-tune: the model directory (or shipped model's name) to start from
+  std::string freeze;                // fine-tune: parameters kept fixed ("embeddings", "layers=K", name prefixes)
   double dist_bucket_mb = 0;         // 0: one gradient all-reduce after the backward pass; > 0: c10d's Reducer,
                                      // buckets of this many MB all-reduced during the backward pass
 

@@ -42,8 +42,12 @@ struct TrainerOptions {
   nlohmann::json log_fields = nlohmann::json::object();
   /// Keep what train_log.jsonl already holds when starting afresh.
   bool append_log = false;
+  /// Evaluate before the first step, as an evaluation like the others (a
+  /// fine-tuned model's starting point: kept when training does not beat it).
+  bool evaluate_first = false;
 
-  /// The common case: `training` into `model_dir`, early stopping on `metric`.
+  /// The common case: `training` into `model_dir`, early stopping on `metric`
+  /// (evaluate_first when training.init_from is set).
   static TrainerOptions of(const TrainingOptions& training, const std::string& model_dir, const std::string& metric,
                            bool quiet);
 };
