@@ -105,6 +105,13 @@ for pair in "en-fr:chiens" "en-cs:psi"; do  # the other shipped directions, by t
     contains "shipped ${pair%%:*} translates" "$tmp/out" "${pair#*:}"
   fi
 done
+if [ -f "$src/models/translate-multi30k-de-en/weights.pt" ]; then  # and the one into English
+  echo "Zwei Hunde spielen im Schnee." > "$tmp/dogs.de"
+  check "shipped de-en" 0 "$bin" translate --threads 1 --model de-en "$tmp/dogs.de"
+  contains "shipped de-en translates" "$tmp/out" "dogs"
+  check "models lists de-en" 0 "$bin" models
+  contains "models lists de-en" "$tmp/out" "translate-multi30k-de-en"
+fi
 answers_each_line "translate answers each line of a pipe at once" "A man is riding a bike." "Two dogs play in the snow." \
   "$bin" translate --threads 1
 check "version" 0 "$bin" --version
