@@ -157,6 +157,12 @@ void copy_weights(const torch::nn::Module& source, torch::nn::Module& target,
   for (auto& b : target.named_buffers()) copy_one(b.key(), b.value());
 }
 
+void start_from(const InitSource& source, torch::nn::Module& from, const std::string& file, torch::nn::Module& to,
+                const std::vector<LabelledTensor>& labelled, const std::vector<int64_t>& mapping) {
+  load_weights(from, model_file(source.dir(), file), true);  // read_model_config verified the manifest
+  copy_weights(from, to, labelled, mapping, source.config_file());
+}
+
 namespace {
 
 std::string strip(const std::string& s) {

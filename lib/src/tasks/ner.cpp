@@ -521,10 +521,9 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
     copy_weights(*source_model->tagger(), *tagger, by_tag, label_mapping(source_model->tags(), names),
                  source->config_file());
     source_model.reset();
-    FreezeGroups groups;
-    groups.embeddings = {"word_embedding.", "char_embedding.", "char_rnn.", "piece_embedding.", "casing_embedding."};
-    groups.recurrent_prefix = "rnn.";
-    groups.recurrent_layers = config.model.layers;
+    const FreezeGroups groups{
+        {"word_embedding.", "char_embedding.", "char_rnn.", "piece_embedding.", "casing_embedding."}, "rnn.",
+        config.model.layers};
     const auto frozen = apply_freeze(*tagger, config.training.freeze, groups);
     if (!frozen.empty()) log(frozen);
   }

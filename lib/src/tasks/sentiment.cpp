@@ -353,13 +353,9 @@ std::function<void(TextClassifier&, int64_t)> sentiment_initialiser(const InitSo
   return [&source, mapping, &config, &log](TextClassifier& model, int64_t member) {
     const auto file = source.config_file();
     TextClassifier from(classifier_options(source.config(), file, config.model.implementation()));
-    load_weights(*from, model_file(source.dir(), sentiment_weights_name(member)), true);
-    copy_weights(*from, *model, {{"output.weight", {0}}, {"output.bias", {0}}}, mapping, file);
-    FreezeGroups groups;
-    groups.embeddings = {"embedding."};
-    groups.recurrent_prefix = "encoder.";
-    groups.recurrent_layers = config.model.layers;
-    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    start_from(source, *from, sentiment_weights_name(member), *model, {{"output.weight", {0}}, {"output.bias", {0}}},
+               mapping);
+    const auto frozen = apply_freeze(*model, config.training.freeze, {{"embedding."}, "encoder.", config.model.layers});
     if (!frozen.empty() && member == 0) log(frozen);
   };
 }

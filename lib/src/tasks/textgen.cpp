@@ -327,14 +327,10 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   LanguageModel model(lm_options(json, dir + "/config.json", config.model.implementation()));
   if (source) {
     LanguageModel from(lm_options(source->config(), source->config_file(), config.model.implementation()));
-    load_weights(*from, model_file(source->dir(), "weights.pt"), true);
-    copy_weights(*from, *model, {}, {}, source->config_file());
+    start_from(*source, *from, "weights.pt", *model);
     log("fine-tuning " + source->dir());
-    FreezeGroups groups;
-    groups.embeddings = {"encoder."};  // the token embedding (tied to the output layer with --tie)
-    groups.recurrent_prefix = "rnn.";
-    groups.recurrent_layers = config.model.layers;
-    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    // "encoder" is the token embedding (the output layer's weight too with --tie).
+    const auto frozen = apply_freeze(*model, config.training.freeze, {{"encoder."}, "rnn.", config.model.layers});
     if (!frozen.empty()) log(frozen);
   }
   log("model with " + std::to_string(count_parameters(*model)) + " parameters: " + config.model.rnn + " (" + config.model.impl +

@@ -305,14 +305,10 @@ TrainResult train_translation(const TranslateTrainConfig& config, const ProcessG
   Seq2Seq model(seq2seq_options(json, dir + "/config.json", config.model.implementation()));
   if (init) {
     Seq2Seq from(seq2seq_options(init->config(), init->config_file(), config.model.implementation()));
-    load_weights(*from, model_file(init->dir(), "weights.pt"), true);
-    copy_weights(*from, *model, {}, {}, init->config_file());
+    start_from(*init, *from, "weights.pt", *model);
     log("fine-tuning " + init->dir());
-    FreezeGroups groups;
-    groups.embeddings = {"source_embedding.", "target_embedding."};
-    groups.recurrent_prefix = "encoder.";
-    groups.recurrent_layers = config.model.layers;
-    const auto frozen = apply_freeze(*model, config.training.freeze, groups);
+    const auto frozen = apply_freeze(*model, config.training.freeze,
+                                     {{"source_embedding.", "target_embedding."}, "encoder.", config.model.layers});
     if (!frozen.empty()) log(frozen);
   }
   log("model with " + std::to_string(count_parameters(*model)) + " parameters; vocabulary " + std::to_string(source->vocab_size()) +

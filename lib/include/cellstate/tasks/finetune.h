@@ -88,6 +88,11 @@ void copy_weights(const torch::nn::Module& source, torch::nn::Module& target,
                   const std::vector<LabelledTensor>& labelled, const std::vector<int64_t>& mapping,
                   const std::string& source_file);
 
+/// Loads SOURCE's weights file `file` into `from` (a module built from
+/// SOURCE's config.json) and copies them into `to` as copy_weights does.
+void start_from(const InitSource& source, torch::nn::Module& from, const std::string& file, torch::nn::Module& to,
+                const std::vector<LabelledTensor>& labelled = {}, const std::vector<int64_t>& mapping = {});
+
 /// Which parameters --freeze's group names stand for in one model.
 struct FreezeGroups {
   /// Prefixes of the parameters "embeddings" freezes.
