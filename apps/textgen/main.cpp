@@ -64,7 +64,8 @@ int train(int argc, char** argv) {
       "valid", po::value(&c.valid_path), "dev text for early stopping (default: hold out --valid-fraction)")(
       "valid-fraction", cellstate::defaulted(&c.valid_fraction),
       "share of the training text's end held out as dev text when there is no --valid (whole lines)");
-  po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime");
+  po::options_description model("Model"), tok("Tokenizer"), training("Training"), runtime("Runtime"),
+      regular("Regularisation (AWD-LSTM, Merity et al. 2017; all off by default, the paper's values in brackets)");
   // A language model reads left to right: no --bidirectional to give.
   cs::add_model_options(model, c.model, {true, true, false});
   cs::add_flag(model, "tie", &c.tie, "share the embeddings with the output layer");
@@ -73,11 +74,25 @@ int train(int argc, char** argv) {
       "spm-type", cellstate::defaulted(&c.spm_type), "unigram, bpe, char (character level) or word")(
       "spm-normalization", cellstate::defaulted(&c.spm_normalization),
       "SentencePiece normalisation: identity (text as written), nmt_nfkc, nfkc, nmt_nfkc_cf or nfkc_cf");
+  auto& r = c.regularization;
+  regular.add_options()("embed-dropout", po::value<double>()->notifier([&r](double v) { r.embed_dropout = v; }),
+                        "dropout on the embeddings (default: --dropout) [0.65 words, 0.1 characters]")(
+      "hidden-dropout", po::value<double>()->notifier([&r](double v) { r.hidden_dropout = v; }),
+      "dropout between recurrent layers (default: --dropout) [0.3 words, 0.25 characters]");
+  cs::add_flag(regular, "locked-dropout", &r.locked_dropout,
+               "one dropout mask per sequence shared over time for the three dropouts [on]");
+  regular.add_options()("vocabulary-dropout", cellstate::defaulted(&r.vocabulary_dropout),
+                        "drop whole tokens from the embedding matrix [0.1]")(
+      "weight-dropout", cellstate::defaulted(&r.weight_dropout),
+      "DropConnect on the recurrent weights weight_hh, one mask per forward pass [0.5]")(
+      "ar", cellstate::defaulted(&r.ar), "activation regularisation: alpha * mean of the squared outputs [2]")(
+      "tar", cellstate::defaulted(&r.tar),
+      "temporal activation regularisation: beta * mean squared change of the outputs [1]");
   cs::add_training_options(training, c.training);
   training.add_options()("bptt", cellstate::defaulted(&c.bptt),
                          "tokens per truncated backpropagation-through-time segment");
   cs::add_runtime_options(runtime, c.runtime);
-  d.add(model).add(tok).add(training).add(runtime);
+  d.add(model).add(regular).add(tok).add(training).add(runtime);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " train", [&] {
         c.model.validate();
         c.training.validate();

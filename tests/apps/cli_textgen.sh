@@ -83,6 +83,42 @@ check "resume" 0 "$bin" train --train "$data/textgen_tiny.txt" --model "$r" --va
   --threads 1 --resume
 contains "resume message" "$tmp/err" "resuming from"
 
+# AWD-LSTM's regularisers: recorded in config.json, a trained model that
+# generates like any other, refusals of impossible values.
+w="$tmp/awd"
+awd=(train --train "$data/textgen_tiny.txt" --valid "$data/textgen_tiny.txt" --model "$w" --spm-type char
+     --vocab-size 60 --layers 2 --hidden 32 --embed 16 --tie --bptt 8 --batch-size 2 --epochs 3 --patience 0
+     --threads 1 --dropout 0.3 --embed-dropout 0.1 --hidden-dropout 0.2 --locked-dropout --vocabulary-dropout 0.1
+     --weight-dropout 0.5 --ar 2 --tar 1 --nt-asgd 1)
+check "train with AWD-LSTM regularisation" 0 "$bin" "${awd[@]}"
+/usr/bin/python3 - "$w/config.json" <<'PY' || fail "config.json does not record the regularisation"
+import json, sys
+c = json.load(open(sys.argv[1]))
+r = c["regularization"]
+want = {"embed_dropout": 0.1, "hidden_dropout": 0.2, "locked_dropout": True, "vocabulary_dropout": 0.1,
+        "weight_dropout": 0.5, "ar": 2, "tar": 1}
+assert all(r[k] == v for k, v in want.items()), r
+assert c["training"]["nt_asgd"] == 1, c["training"]
+PY
+check "regularised model generates" 0 "$bin" generate --model "$w" --prompt "Up" --greedy --max-tokens 5
+check "regularised model evaluates deterministically" 0 "$bin" eval --model "$w" --data "$data/textgen_tiny.txt" --json
+cp "$tmp/out" "$tmp/e1"
+check "again" 0 "$bin" eval --model "$w" --data "$data/textgen_tiny.txt" --json
+cmp -s "$tmp/e1" "$tmp/out" || fail "evaluation of a regularised model is not deterministic"
+# A fine-tuning run takes the source's regularisers as its defaults.
+check "fine-tune a regularised model" 0 "$bin" train --train "$data/textgen_tiny.txt" --valid "$data/textgen_tiny.txt" \
+  --model "$tmp/awd_ft" --init-from "$w" --epochs 1 --threads 1 --ar 0
+/usr/bin/python3 - "$w/config.json" "$tmp/awd_ft/config.json" <<'PY' || fail "fine-tuning did not inherit the regularisation"
+import json, sys
+source, tuned = (json.load(open(p))["regularization"] for p in sys.argv[1:])
+assert tuned["ar"] == 0, tuned
+assert all(tuned[k] == v for k, v in source.items() if k != "ar"), (source, tuned)
+PY
+check "weight dropout 1 refused" 2 "$bin" "${awd[@]}" --overwrite --weight-dropout 1
+contains "weight dropout message" "$tmp/err" "--weight-dropout"
+check "negative AR refused" 2 "$bin" "${awd[@]}" --overwrite --ar -1
+contains "AR message" "$tmp/err" "--ar"
+
 if [ -d "$src/models/textgen-shakespeare" ]; then
   check "shipped model" 0 "$bin" generate --prompt-file "$src/models/samples/textgen/prompt.txt" --max-tokens 30
   [ -s "$tmp/out" ] || fail "shipped model: no output"

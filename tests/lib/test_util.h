@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace cellstate::testing {
 
@@ -27,6 +28,35 @@ inline void copy_parameters(torch::nn::Module& from, torch::nn::Module& to) {
     target->copy_(p.value());
   }
   ASSERT_EQ(dst.size(), from.named_parameters().size());
+}
+
+/// Checks `grads` (the analytic gradients of `loss()` with respect to
+/// `inputs`, float64 tensors) against central finite differences, element
+/// by element, within `tolerance`; returns how many gradient elements are
+/// exactly zero.
+template <typename Loss>
+int64_t expect_gradients_match_finite_differences(Loss&& loss, const std::vector<torch::Tensor>& inputs,
+                                                  const std::vector<torch::Tensor>& grads, double tolerance,
+                                                  const std::string& what) {
+  torch::NoGradGuard no_grad;
+  const double eps = 1e-6;
+  int64_t zeros = 0;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    auto flat = inputs[k].view(-1);
+    auto g = grads[k].view(-1);
+    for (int64_t e = 0; e < flat.numel(); ++e) {
+      const double v = flat[e].item<double>();
+      flat[e] = v + eps;
+      const double up = loss().template item<double>();
+      flat[e] = v - eps;
+      const double down = loss().template item<double>();
+      flat[e] = v;
+      EXPECT_NEAR(g[e].item<double>(), (up - down) / (2 * eps), tolerance)
+          << what << ": input " << k << " element " << e;
+      zeros += g[e].item<double>() == 0.0;
+    }
+  }
+  return zeros;
 }
 
 /// Runs `f` and returns the message of the c10::Error it throws ("" if none).

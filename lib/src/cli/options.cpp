@@ -76,6 +76,10 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
       "patience", defaulted(&t.patience),
       "early stopping: evaluations without improvement before stopping (0: never)")(
       "eval-every", defaulted(&t.eval_every), "evaluate every N steps (0: after each epoch)")(
+      "nt-asgd", defaulted(&t.nt_asgd),
+      "non-monotonically triggered weight averaging (AWD-LSTM's NT-ASGD): once dev is worse than the best of "
+      "the evaluations before the last N, the average of the weights over the steps since is what is evaluated "
+      "and kept (0: off; the paper: 5, with --optimizer sgd)")(
       "seed", defaulted(&t.seed), "random seed (initialisation, data order, dropout)")(
       "max-time", defaulted(&t.max_time), "stop training after this many minutes (0: no limit)")(
       "checkpoint-every", defaulted(&t.checkpoint_every),

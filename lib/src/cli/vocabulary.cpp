@@ -26,6 +26,7 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"half", kFlag, "store the weights as float16"},
       {"tie", kFlag, "the output layer shares the embeddings"},
       // Training (add_training_options).
+      {"nt-asgd", kValue, "evaluations without improvement before weight averaging starts", Range{0, 1e6}},
       {"epochs", kValue, "maximum epochs", Range{1, 1e6}},
       {"batch-size", kValue, "examples (sentences, texts) per batch", Range{1, 65536}},
       {"lr", kValue, "learning rate", Range{0, 100, true, false}},
@@ -120,6 +121,12 @@ std::vector<VocabularyEntry> make_vocabulary() {
       // Model-specific architecture and training.
       {"pooling", kValue, "how a text's states become one vector"},
       {"embed-dropout", kValue, "dropout on embeddings", Range{0, 1, false, true}},
+      {"hidden-dropout", kValue, "dropout between recurrent layers", Range{0, 1, false, true}},
+      {"locked-dropout", kFlag, "one dropout mask per sequence shared over time"},
+      {"vocabulary-dropout", kValue, "probability of dropping a token type from the embeddings", Range{0, 1, false, true}},
+      {"weight-dropout", kValue, "DropConnect probability on the recurrent weights", Range{0, 1, false, true}},
+      {"ar", kValue, "activation regularisation weight", Range{0, 1e6}},
+      {"tar", kValue, "temporal activation regularisation weight", Range{0, 1e6}},
       {"word-dropout", kValue, "probability of reading a training word as unknown", Range{0, 1, false, true}},
       {"rare-word-dropout", kValue, "probability of reading a once-seen training word as unknown", Range{0, 1}},
       {"min-word-count", kValue, "rarer training words are unknown", Range{1, 1e9}},

@@ -1,5 +1,6 @@
 #include "cellstate/models/language_model.h"
 
+#include "cellstate/nn/dropout.h"
 #include "cellstate/nn/gemm.h"
 
 #include <torch/torch.h>
@@ -14,13 +15,22 @@ void LanguageModelImpl::reset() {
   TORCH_CHECK(o.embed() > 0 && o.hidden() > 0 && o.layers() > 0,
               "LanguageModel: embed, hidden and layers must be positive, got ", o.embed(), ", ", o.hidden(), ", ",
               o.layers());
-  TORCH_CHECK(o.dropout() >= 0 && o.dropout() < 1, "LanguageModel: dropout must be in [0, 1), got ", o.dropout());
+  auto check_probability = [](double p, const char* name) {
+    TORCH_CHECK(p >= 0 && p < 1, "LanguageModel: ", name, " must be in [0, 1), got ", p);
+  };
+  check_probability(o.dropout(), "dropout");
+  check_probability(o.embed_dropout().value_or(0), "embed_dropout");
+  check_probability(o.hidden_dropout().value_or(0), "hidden_dropout");
+  check_probability(o.vocabulary_dropout(), "vocabulary_dropout");
+  check_probability(o.weight_dropout(), "weight_dropout");
   encoder = register_module("encoder", torch::nn::Embedding(o.vocab_size(), o.embed()));
   rnn = make_recurrent(RecurrentOptions(o.embed(), o.hidden())
                            .kind(o.kind())
                            .impl(o.impl())
                            .num_layers(o.layers())
-                           .dropout(o.layers() > 1 ? o.dropout() : 0.0));
+                           .dropout(o.layers() > 1 ? o.hidden_dropout().value_or(o.dropout()) : 0.0)
+                           .locked_dropout(o.locked_dropout())
+                           .weight_dropout(o.weight_dropout()));
   register_module("rnn", rnn);
   const int64_t out_features = o.tie() ? o.embed() : o.hidden();
   projection = nullptr;
@@ -32,7 +42,6 @@ void LanguageModelImpl::reset() {
   auto dec = register_module("decoder", std::make_shared<torch::nn::Module>("Decoder"));
   if (!o.tie()) decoder_weight = dec->register_parameter("weight", torch::empty({o.vocab_size(), out_features}));
   decoder_bias = dec->register_parameter("bias", torch::zeros({o.vocab_size()}));
-  drop = register_module("drop", torch::nn::Dropout(o.dropout()));
   torch::NoGradGuard no_grad;
   encoder->weight.uniform_(-0.1, 0.1);
   if (!o.tie()) decoder_weight.uniform_(-0.1, 0.1);
@@ -45,12 +54,27 @@ torch::Tensor LanguageModelImpl::decode(torch::Tensor y) {
 
 std::pair<torch::Tensor, RecurrentState> LanguageModelImpl::forward(const torch::Tensor& ids,
                                                                     const RecurrentState& state) {
+  auto out = forward_outputs(ids, state);
+  return {out.logits, out.state};
+}
+
+LanguageModelOutput LanguageModelImpl::forward_outputs(const torch::Tensor& ids, const RecurrentState& state) {
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
               "LanguageModel: expected int64 ids of shape [time, batch], got ", ids.scalar_type(), " ",
               ids.sizes());
-  auto x = drop(encoder(ids));
+  const auto& o = options;
+  const bool train = is_training();
+  auto dropout = [&](const torch::Tensor& x, double p) {
+    if (!train || p == 0) return x;
+    return o.locked_dropout() ? locked_dropout(x, p) : torch::dropout(x, p, /*train=*/true);
+  };
+  torch::Tensor x = train && o.vocabulary_dropout() > 0
+                        ? torch::embedding(vocabulary_dropout(encoder->weight, o.vocabulary_dropout()), ids)
+                        : encoder(ids);
+  x = dropout(x, o.embed_dropout().value_or(o.dropout()));
   auto out = rnn->forward(x, {}, state);
-  return {decode(drop(out.output)), out.state};
+  auto dropped = dropout(out.output, o.dropout());
+  return {decode(dropped), out.state, out.output, dropped};
 }
 
 torch::Tensor LanguageModelImpl::step(const torch::Tensor& ids, RecurrentState& state) {

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "cellstate/nn/dropout.h"
 #include "init.h"
 #include "recurrent_kernels.h"
 
@@ -63,6 +64,8 @@ void RecurrentModuleImpl::validate_options() const {
               o.num_layers());
   TORCH_CHECK(o.dropout() >= 0.0 && o.dropout() < 1.0,
               "recurrent module: dropout must be in [0, 1), got ", o.dropout());
+  TORCH_CHECK(o.weight_dropout() >= 0.0 && o.weight_dropout() < 1.0,
+              "recurrent module: weight_dropout must be in [0, 1), got ", o.weight_dropout());
 }
 
 std::string RecurrentModuleImpl::parameter_name(const std::string& base, int64_t layer,
@@ -151,8 +154,10 @@ void print_options(std::ostream& stream, const char* impl, const RecurrentOption
          << o.input_size() << ", " << o.hidden_size() << ", num_layers=" << o.num_layers()
          << ", bias=" << (o.bias() ? "true" : "false")
          << ", batch_first=" << (o.batch_first() ? "true" : "false")
-         << ", dropout=" << o.dropout()
-         << ", bidirectional=" << (o.bidirectional() ? "true" : "false") << ")";
+         << ", dropout=" << o.dropout();
+  if (o.locked_dropout()) stream << ", locked_dropout=true";
+  if (o.weight_dropout() > 0) stream << ", weight_dropout=" << o.weight_dropout();
+  stream         << ", bidirectional=" << (o.bidirectional() ? "true" : "false") << ")";
 }
 
 /// The batch sorted longest first, as the packed layout needs.
@@ -241,7 +246,8 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
     for (int64_t dir = 0; dir < D; ++dir) {
       const bool rev = dir == 1;
       const int64_t index = layer * D + dir;
-      const auto p = layer_params(params, layer, rev);
+      auto p = layer_params(params, layer, rev);
+      if (o.weight_dropout() > 0 && is_training()) p.w_hh = drop_connect(p.w_hh, o.weight_dropout());
       auto r = detail::run_layer(o.kind(), rev, x, h0.defined() ? h0[index] : zeros,
                                  lstm ? (c0.defined() ? c0[index] : zeros) : Tensor(), p,
                                  sorted.batch_sizes);
@@ -251,7 +257,8 @@ RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& 
     }
     x = D == 1 ? outputs[0] : torch::cat(outputs, /*dim=*/2);
     if (layer + 1 < o.num_layers() && o.dropout() > 0 && is_training()) {
-      x = torch::dropout(x, o.dropout(), /*train=*/true);
+      // Sorted rows are sequences as well: a locked mask per row is one per sequence.
+      x = o.locked_dropout() ? locked_dropout(x, o.dropout()) : torch::dropout(x, o.dropout(), /*train=*/true);
     }
   }
   RecurrentOutput out{x, {torch::stack(h_n), lstm ? torch::stack(c_n) : Tensor()}};
@@ -365,58 +372,78 @@ void BuiltinRecurrentImpl::pretty_print(std::ostream& stream) const {
 RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor& lengths,
                                               const RecurrentState& state) {
   const auto [T, B] = check_forward_args(input, lengths, state);
-  (void)B;
   const auto& o = options;
+  const int64_t D = num_directions();
+  const bool lstm = o.kind() == RecurrentKind::kLSTM;
   const bool varlen = lengths.defined() && lengths.min().item<int64_t>() < T;
-  Tensor x = o.batch_first() ? input.transpose(0, 1) : input;
-  const Tensor h0 = state.h.defined() ? state.h : Tensor();
   namespace rnn_utils = torch::nn::utils::rnn;
-  RecurrentOutput out;
-  auto unpack = [&](const rnn_utils::PackedSequence& packed) {
-    return std::get<0>(rnn_utils::pad_packed_sequence(packed, false, 0.0, T));
-  };
-  auto pack = [&] {
-    return rnn_utils::pack_padded_sequence(x, lengths.to(torch::kCPU, torch::kLong),
-                                           /*batch_first=*/false, /*enforce_sorted=*/false);
-  };
-  if (lstm_) {
-    lstm_->train(is_training());
-    torch::optional<std::tuple<Tensor, Tensor>> hx;
-    if (state.h.defined() || state.c.defined()) {
-      const auto zeros = torch::zeros({o.num_layers() * num_directions(), x.size(1), o.hidden_size()},
-                                      x.options());
-      hx = std::make_tuple(state.h.defined() ? state.h : zeros,
-                           state.c.defined() ? state.c : zeros);
-    }
-    if (varlen) {
-      auto r = lstm_->forward_with_packed_input(pack(), hx);
-      out.output = unpack(std::get<0>(r));
-      out.state.h = std::get<0>(std::get<1>(r));
-      out.state.c = std::get<1>(std::get<1>(r));
-    } else {
-      auto r = lstm_->forward(x, hx);
-      out.output = std::get<0>(r);
-      out.state.h = std::get<0>(std::get<1>(r));
-      out.state.c = std::get<1>(std::get<1>(r));
-    }
-  } else {
-    auto run = [&](auto& module) {
-      module->train(is_training());
-      if (varlen) {
-        auto r = module->forward_with_packed_input(pack(), h0);
-        out.output = unpack(std::get<0>(r));
-        out.state.h = std::get<1>(r);
-      } else {
-        auto r = module->forward(x, h0);
-        out.output = std::get<0>(r);
-        out.state.h = std::get<1>(r);
+  Tensor x = o.batch_first() ? input.transpose(0, 1) : input;
+  // Packed: data [rows, features] and the active sequences per step, the
+  // batch sorted longest first (the layout ATen's packed kernels take).
+  const auto packed = varlen ? rnn_utils::pack_padded_sequence(x, lengths.to(torch::kCPU, torch::kLong),
+                                                                /*batch_first=*/false, /*enforce_sorted=*/false)
+                             : rnn_utils::PackedSequence(x, torch::empty({0}, torch::kLong));
+  Tensor data = varlen ? packed.data() : x;
+  const auto zeros = torch::zeros({o.num_layers() * D, B, o.hidden_size()}, x.options());
+  Tensor h0 = state.h.defined() ? state.h : zeros;
+  Tensor c0 = lstm ? (state.c.defined() ? state.c : zeros) : Tensor();
+  if (varlen) {
+    h0 = h0.index_select(1, packed.sorted_indices());
+    if (lstm) c0 = c0.index_select(1, packed.sorted_indices());
+  }
+  const bool drop_weights = o.weight_dropout() > 0 && is_training();
+  const auto params = named_parameters(/*recurse=*/false);
+  std::vector<Tensor> h_n, c_n;
+  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
+    // PyTorch's order: w_ih, w_hh, b_ih, b_hh of the forward, then the reverse direction.
+    std::vector<Tensor> weights;
+    for (int64_t dir = 0; dir < D; ++dir) {
+      const auto p = layer_params(params, layer, dir == 1);
+      weights.push_back(p.w_ih);
+      weights.push_back(drop_weights ? drop_connect(p.w_hh, o.weight_dropout()) : p.w_hh);
+      if (o.bias()) {
+        weights.push_back(p.b_ih);
+        weights.push_back(p.b_hh);
       }
-    };
-    if (gru_) {
-      run(gru_);
-    } else {
-      run(rnn_);
     }
+    const Tensor h = h0.narrow(0, layer * D, D);
+    const bool train = is_training();
+    const bool bi = o.bidirectional();
+    if (lstm) {
+      const Tensor c = c0.narrow(0, layer * D, D);
+      auto r = varlen ? torch::lstm(data, packed.batch_sizes(), {h, c}, weights, o.bias(), 1, 0.0, train, bi)
+                      : torch::lstm(data, {h, c}, weights, o.bias(), 1, 0.0, train, bi, false);
+      data = std::get<0>(r);
+      h_n.push_back(std::get<1>(r));
+      c_n.push_back(std::get<2>(r));
+    } else {
+      const bool gru = o.kind() == RecurrentKind::kGRU;
+      auto r = varlen ? (gru ? torch::gru(data, packed.batch_sizes(), h, weights, o.bias(), 1, 0.0, train, bi)
+                             : torch::rnn_tanh(data, packed.batch_sizes(), h, weights, o.bias(), 1, 0.0, train, bi))
+                      : (gru ? torch::gru(data, h, weights, o.bias(), 1, 0.0, train, bi, false)
+                             : torch::rnn_tanh(data, h, weights, o.bias(), 1, 0.0, train, bi, false));
+      data = std::get<0>(r);
+      h_n.push_back(std::get<1>(r));
+    }
+    if (layer + 1 < o.num_layers() && o.dropout() > 0 && train) {
+      if (!o.locked_dropout()) {
+        data = torch::dropout(data, o.dropout(), /*train=*/true);
+      } else {
+        data = varlen ? locked_dropout_packed(data, packed.batch_sizes(), o.dropout())
+                      : locked_dropout(data, o.dropout());
+      }
+    }
+  }
+  RecurrentOutput out;
+  out.output = data;
+  out.state.h = torch::cat(h_n, 0);
+  if (lstm) out.state.c = torch::cat(c_n, 0);
+  if (varlen) {
+    out.output = std::get<0>(rnn_utils::pad_packed_sequence(
+        rnn_utils::PackedSequence(data, packed.batch_sizes(), packed.sorted_indices(), packed.unsorted_indices()),
+        /*batch_first=*/false, 0.0, T));
+    out.state.h = out.state.h.index_select(1, packed.unsorted_indices());
+    if (lstm) out.state.c = out.state.c.index_select(1, packed.unsorted_indices());
   }
   if (o.batch_first()) out.output = out.output.transpose(0, 1);
   return out;

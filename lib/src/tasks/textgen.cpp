@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -73,6 +74,12 @@ LanguageModelOptions lm_options(const nlohmann::json& config, const std::string&
   LanguageModelOptions o(config_get_in(config, "vocab_size", file, int64_t{4}, int64_t{10000000}));
   o.embed(m.embed).hidden(m.hidden).layers(m.layers).kind(m.kind()).impl(impl).dropout(m.dropout);
   o.tie(config_get<bool>(config, "tie", file));
+  LmRegularization r;
+  if (config.contains("regularization")) r.from_json(config["regularization"], file);
+  auto optional = [](const std::optional<double>& v) { return v ? c10::optional<double>(*v) : c10::nullopt; };
+  o.embed_dropout(optional(r.embed_dropout)).hidden_dropout(optional(r.hidden_dropout));
+  o.locked_dropout(r.locked_dropout);
+  o.vocabulary_dropout(r.vocabulary_dropout).weight_dropout(r.weight_dropout);
   return o;
 }
 
@@ -87,16 +94,25 @@ torch::Tensor make_streams(const std::vector<int64_t>& ids, int64_t offset, int6
   return all.index_select(0, idx.reshape(-1)).reshape({length + 1, batch});
 }
 
+/// What one truncated-BPTT step's forward pass gives.
+struct BpttStep {
+  torch::Tensor loss;       // mean cross-entropy per token
+  torch::Tensor objective;  // what is back-propagated: the loss plus AR and TAR
+  RecurrentState next;      // the state after the segment, detached
+};
+
 /// One truncated-BPTT step's forward pass on rows [t0, t0 + len) of
-/// `streams`, from `state`: the mean cross-entropy (a tensor, to
-/// back-propagate) and the next state, detached.
-std::pair<torch::Tensor, RecurrentState> bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0,
-                                                   int64_t len, const RecurrentState& state) {
+/// `streams`, from `state`, with the activation regularisers of `r`.
+BpttStep bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t0, int64_t len,
+                   const RecurrentState& state, const LmRegularization& r = {}) {
   auto x = streams.slice(0, t0, t0 + len);
   auto y = streams.slice(0, t0 + 1, t0 + len + 1);
-  auto [logits, next] = model->forward(x, state);
-  auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(2)}), y.reshape(-1));
-  return {loss, detached(next)};
+  auto out = model->forward_outputs(x, state);
+  auto loss = torch::nn::functional::cross_entropy(out.logits.reshape({-1, out.logits.size(2)}), y.reshape(-1));
+  auto objective = loss;
+  if (r.ar > 0) objective = objective + r.ar * out.dropped.pow(2).mean();
+  if (r.tar > 0 && len > 1) objective = objective + r.tar * (out.hidden.slice(0, 1) - out.hidden.slice(0, 0, -1)).pow(2).mean();
+  return {loss, objective, detached(out.state)};
 }
 
 /// Truncated BPTT over `batch` contiguous streams of the training tokens.
@@ -133,9 +149,10 @@ class TextgenTask : public TrainTask {
     const int64_t len = std::min(config_.bptt, length_ - t0);
     // Each rank's mean over its streams, weighted by its share of them.
     const double share = static_cast<double>(streams_.size(1)) / static_cast<double>(streams_total_);
-    auto [loss, state] = bptt_step(model_, streams_, t0, len, state_);
-    state_ = std::move(state);
-    return {loss.item<double>() * share, len * streams_.size(1), share == 1.0 ? loss : loss * share};
+    auto step = bptt_step(model_, streams_, t0, len, state_, config_.regularization);
+    state_ = std::move(step.next);
+    return {step.loss.item<double>() * share, len * streams_.size(1),
+            share == 1.0 ? step.objective : step.objective * share};
   }
 
   Evaluation evaluate() override {
@@ -248,7 +265,41 @@ InheritedOptions textgen_inherited_options(const std::string& init_from) {
   o.fixed["tie"] = config_get<bool>(c, "tie", file);
   const auto t = config_get<nlohmann::json>(c, "training", file);
   o.defaults["bptt"] = config_optional(t, "bptt", file, int64_t{35});
+  // The source's regularisers as defaults (the option names are the JSON keys with "-").
+  LmRegularization r;
+  if (c.contains("regularization")) r.from_json(c["regularization"], file);
+  const auto regularization = r.to_json();
+  for (const auto& [key, value] : regularization.items()) {
+    std::string name = key;
+    std::replace(name.begin(), name.end(), '_', '-');
+    o.defaults[name] = value;
+  }
   return o;
+}
+
+// ---------------------------------------------------------------- regularisation
+
+nlohmann::json LmRegularization::to_json() const {
+  nlohmann::json j = {{"locked_dropout", locked_dropout},
+                      {"vocabulary_dropout", vocabulary_dropout},
+                      {"weight_dropout", weight_dropout},
+                      {"ar", ar},
+                      {"tar", tar}};
+  if (embed_dropout) j["embed_dropout"] = *embed_dropout;
+  if (hidden_dropout) j["hidden_dropout"] = *hidden_dropout;
+  return j;
+}
+
+void LmRegularization::from_json(const nlohmann::json& j, const std::string& file) {
+  if (!j.is_object()) throw_config_error(file, "\"regularization\" must be an object");
+  *this = {};
+  if (j.contains("embed_dropout")) embed_dropout = config_get_in(j, "embed_dropout", file, 0.0, 0.999);
+  if (j.contains("hidden_dropout")) hidden_dropout = config_get_in(j, "hidden_dropout", file, 0.0, 0.999);
+  locked_dropout = config_optional(j, "locked_dropout", file, false);
+  vocabulary_dropout = j.contains("vocabulary_dropout") ? config_get_in(j, "vocabulary_dropout", file, 0.0, 0.999) : 0.0;
+  weight_dropout = j.contains("weight_dropout") ? config_get_in(j, "weight_dropout", file, 0.0, 0.999) : 0.0;
+  ar = j.contains("ar") ? config_get_in(j, "ar", file, 0.0, 1e6) : 0.0;
+  tar = j.contains("tar") ? config_get_in(j, "tar", file, 0.0, 1e6) : 0.0;
 }
 
 TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group) {
@@ -316,6 +367,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   json["weights"] = weights_entry(config.half);
   json["training"] = config.training.to_json();
   json["training"]["bptt"] = config.bptt;
+  json["regularization"] = config.regularization.to_json();
   json["data"] = {{"train", config.train_path},     {"valid", valid_source},
                   {"train_characters", train_chars}, {"valid_characters", valid_chars},
                   {"train_tokens", train_ids.size()}, {"valid_tokens", valid_ids.size()}};
@@ -488,9 +540,10 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
       state = {};
     }
     optimizer->zero_grad();
-    auto [loss, next] = bptt_step(model, streams, t0, bptt, state);
-    loss.backward();
-    state = std::move(next);
+    auto step = bptt_step(model, streams, t0, bptt, state);
+    step.objective.backward();
+    const auto loss = step.loss;
+    state = std::move(step.next);
     if (training.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, training.clip);
     optimizer->step();
     t0 += bptt;

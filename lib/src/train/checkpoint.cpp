@@ -51,6 +51,11 @@ std::string checkpoint_bytes(const CheckpointParts& parts, const RunState& state
   root.write("task", task_state);
   root.write("state_i", integers(state));
   root.write("state_f", reals(state));
+  root.write("scores", torch::tensor(state.scores, torch::kDouble));
+  root.write("averaging", torch::tensor({static_cast<int64_t>(state.averaging), state.averaged_steps}, torch::kInt64));
+  torch::serialize::OutputArchive average;
+  for (size_t i = 0; i < parts.average.size(); ++i) average.write(std::to_string(i), parts.average[i]);
+  root.write("average", average);
   auto generator = at::detail::getDefaultCPUGenerator();
   {
     std::lock_guard<std::mutex> lock(generator.mutex());
@@ -100,6 +105,27 @@ RunState load_checkpoint(const std::string& path, const CheckpointParts& parts, 
     root.read("state_f", doubles);
     root.read("rng", rng);
     state = run_state_of(ints, doubles);
+    // Checkpoints written before NT-ASGD existed have none of these.
+    torch::Tensor scores, averaging;
+    if (root.try_read("scores", scores)) {
+      const auto s = scores.to(torch::kDouble).contiguous();
+      state.scores.assign(s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
+    }
+    if (root.try_read("averaging", averaging)) {
+      TORCH_CHECK(averaging.numel() == 2, "checkpoint averaging state of an unexpected size");
+      state.averaging = averaging[0].item<int64_t>() != 0;
+      state.averaged_steps = averaging[1].item<int64_t>();
+    }
+    parts.average.clear();
+    torch::serialize::InputArchive average;
+    if (state.averaging) {
+      root.read("average", average);
+      for (size_t i = 0;; ++i) {
+        torch::Tensor t;
+        if (!average.try_read(std::to_string(i), t)) break;
+        parts.average.push_back(t);
+      }
+    }
     auto generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(rng);

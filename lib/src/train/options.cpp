@@ -55,6 +55,7 @@ void TrainingOptions::validate() const {
   non_negative("min-lr", min_lr);
   non_negative("patience", static_cast<double>(patience));
   non_negative("eval-every", static_cast<double>(eval_every));
+  non_negative("nt-asgd", static_cast<double>(nt_asgd));
   non_negative("max-time", max_time);
   non_negative("checkpoint-every", checkpoint_every);
   positive("lr-step", static_cast<double>(lr_step));
@@ -89,6 +90,7 @@ nlohmann::json TrainingOptions::to_json() const {
                       {"seed", seed},
                       {"max_time", max_time}};
   if (!freeze.empty()) j["freeze"] = freeze;
+  if (nt_asgd > 0) j["nt_asgd"] = nt_asgd;
   return j;
 }
 

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <mutex>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -23,6 +24,7 @@
 #include "cellstate/util/io.h"
 #include "cellstate/util/progress.h"
 #include "cellstate/util/random.h"
+#include "cellstate/util/text.h"
 
 namespace cellstate {
 
@@ -186,7 +188,47 @@ class TrainingRun {
     return StopReason::kMaxTime;
   }
 
-  CheckpointParts parts() { return {module_, *optimizer_, schedule_, task_}; }
+  CheckpointParts parts() { return {module_, *optimizer_, schedule_, task_, average_}; }
+
+  /// NT-ASGD (Merity et al. 2017): after an evaluation, whether dev is worse
+  /// than the best of the evaluations before the last t_.nt_asgd; then the
+  /// weights are averaged from now on.
+  void maybe_start_averaging(double score) {
+    const auto& scores = state_.scores;  // this evaluation's not yet among them
+    const auto n = static_cast<size_t>(t_.nt_asgd);
+    if (t_.nt_asgd == 0 || state_.averaging || scores.size() <= n) return;
+    const auto before = scores.begin() + static_cast<std::ptrdiff_t>(scores.size() - n);
+    const double best = options_.higher_is_better ? *std::max_element(scores.begin(), before)
+                                                  : *std::min_element(scores.begin(), before);
+    if (options_.higher_is_better ? score >= best : score <= best) return;
+    torch::NoGradGuard no_grad;
+    average_.clear();
+    for (const auto& p : parameters_) average_.push_back(p.detach().clone());
+    state_.averaging = true;
+    state_.averaged_steps = 1;
+    state_.bad_evaluations = 0;  // the patience counts again for the averaged weights
+    progress_.message("dev " + options_.metric + " " + format_fixed(score, 4) + " is worse than " +
+                      format_fixed(best, 4) + ", the best before the last " + std::to_string(t_.nt_asgd) +
+                      " evaluations: averaging the weights from step " + std::to_string(state_.step) + " (NT-ASGD)");
+  }
+
+  /// Adds the weights after a step to the running average.
+  void update_average() {
+    torch::NoGradGuard no_grad;
+    ++state_.averaged_steps;
+    const double w = 1.0 / static_cast<double>(state_.averaged_steps);
+    for (size_t i = 0; i < average_.size(); ++i) average_[i].lerp_(parameters_[i].detach(), w);
+  }
+
+  /// Exchanges the module's trainable weights with the average (twice: back).
+  void swap_average() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < average_.size(); ++i) {
+      auto kept = parameters_[i].detach().clone();
+      parameters_[i].detach().copy_(average_[i]);
+      average_[i].copy_(kept);
+    }
+  }
 
   /// Seconds trained, this process and the ones before it.
   double elapsed() const { return elapsed_before_ + seconds_since(started_); }
@@ -245,6 +287,7 @@ class TrainingRun {
     if (t_.clip > 0) torch::nn::utils::clip_grad_norm_(parameters_, t_.clip);
     set_learning_rate(*optimizer_, schedule_.lr());
     optimizer_->step();
+    if (state_.averaging) update_average();
     ++state_.step;
     schedule_.after_step(state_.step);
     state_.next_batch = b + 1;
@@ -335,6 +378,9 @@ class TrainingRun {
   /// Evaluates on dev, keeps the best model, logs; true when early stopping says to stop.
   bool evaluate() {
     state_.window_seconds = window_seconds();
+    // While averaging, the average is evaluated (and saved when best).
+    const bool averaged = state_.averaging && !average_.empty();
+    if (averaged) swap_average();
     Evaluation e;
     if (group_.main()) {  // rank 0 alone evaluates; the others wait for its score
       module_.eval();
@@ -359,8 +405,11 @@ class TrainingRun {
     } else {
       ++state_.bad_evaluations;
     }
+    if (averaged) swap_average();
     schedule_.after_evaluation(improved);
     if (group_.main()) log_evaluation(e, improved);
+    maybe_start_averaging(e.score);
+    state_.scores.push_back(e.score);
     state_.window_loss = 0;
     state_.window_steps = 0;
     state_.window_tokens = 0;
@@ -394,6 +443,7 @@ class TrainingRun {
         {"score", e.score},
         {"best", state_.best_score},
         {"improved", improved}};
+    if (state_.averaging) record["averaged_steps"] = state_.averaged_steps;
     if (group_.distributed()) {
       record["ranks"] = group_.size();
       const double calls = exchange_ ? static_cast<double>(exchange_->calls()) : 0.0;
@@ -431,6 +481,7 @@ class TrainingRun {
   TrainTask& task_;
   torch::nn::Module& module_;
   std::vector<torch::Tensor> parameters_;
+  std::vector<torch::Tensor> average_;  // NT-ASGD's running average of parameters_
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   int64_t batches_;
   int64_t prepared_epoch_ = 0;

@@ -190,24 +190,8 @@ TEST(GradCheck, FiniteDifferencesFloat64) {
     std::vector<Tensor> inputs{x, h0};
     if (lstm) inputs.push_back(c0);
     for (auto& p : rnn->parameters()) inputs.push_back(p);
-    auto grads = torch::autograd::grad({loss_fn()}, inputs);
-    torch::NoGradGuard no_grad;
-    const double eps = 1e-6;
-    for (size_t k = 0; k < inputs.size(); ++k) {
-      auto flat = inputs[k].view(-1);
-      auto g = grads[k].view(-1);
-      for (int64_t e = 0; e < flat.numel(); ++e) {
-        const double v = flat[e].item<double>();
-        flat[e] = v + eps;
-        const double up = loss_fn().item<double>();
-        flat[e] = v - eps;
-        const double down = loss_fn().item<double>();
-        flat[e] = v;
-        const double numeric = (up - down) / (2 * eps);
-        ASSERT_NEAR(g[e].item<double>(), numeric, 1e-6)
-            << to_string(kind) << " input " << k << " element " << e;
-      }
-    }
+    const auto grads = torch::autograd::grad({loss_fn()}, inputs);
+    testing::expect_gradients_match_finite_differences(loss_fn, inputs, grads, 1e-6, to_string(kind));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "cellstate/nn/crf.h"
+#include "test_util.h"
 
 namespace cs = cellstate;
 
@@ -122,22 +123,9 @@ TEST(CRF, GradientsMatchFiniteDifferences) {
   auto e = c.e.clone().requires_grad_(true);
   auto tags = torch::tensor({{0, 2, 1, 1}, {2, 2, 0, 0}, {1, 0, 0, 0}}, torch::kInt64);
   auto loss = [&] { return c.crf->neg_log_likelihood(e, tags, c.mask).sum(); };
-  loss().backward();
-  const double h = 1e-6;
-  torch::NoGradGuard g;
-  for (auto* p : {&c.crf->transitions, &c.crf->start_transitions, &c.crf->end_transitions, &e}) {
-    auto flat = p->view({-1});
-    auto grad = p->grad().view({-1});
-    for (int64_t i = 0; i < flat.numel(); ++i) {
-      const double old = flat[i].item<double>();
-      flat[i] = old + h;
-      const double up = loss().item<double>();
-      flat[i] = old - h;
-      const double down = loss().item<double>();
-      flat[i] = old;
-      EXPECT_NEAR(grad[i].item<double>(), (up - down) / (2 * h), 1e-6);
-    }
-  }
+  const std::vector<torch::Tensor> inputs{c.crf->transitions, c.crf->start_transitions, c.crf->end_transitions, e};
+  const auto grads = torch::autograd::grad({loss()}, inputs);
+  cellstate::testing::expect_gradients_match_finite_differences(loss, inputs, grads, 1e-6, "CRF");
 }
 
 TEST(CRF, ForbiddenTransitionsNeverDecoded) {

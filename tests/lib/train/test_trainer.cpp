@@ -215,3 +215,106 @@ TEST(Trainer, EarlyStoppingAndResumeErrors) {
   EXPECT_NE(exception_of([&] { cs::Trainer(resume).fit(t2); }).find("checkpoint.pt: no checkpoint to resume from"),
             std::string::npos);
 }
+
+namespace {
+
+// Dev scores from a script (higher is better); records the weights each
+// training step starts from and the weights each evaluation sees. Its place
+// in the script is task state, so a resumed run continues it.
+class ScriptedTask : public TinyTask {
+ public:
+  ScriptedTask(std::string dir, uint64_t init_seed, std::vector<double> scores, int64_t interrupt_at = -1)
+      : TinyTask(std::move(dir), init_seed, interrupt_at), scores_(std::move(scores)) {}
+  cs::StepResult train_step(int64_t index) override {
+    step_weights.push_back(flat_weights());
+    return TinyTask::train_step(index);
+  }
+  cs::Evaluation evaluate() override {
+    evaluated_weights.push_back(flat_weights());
+    const double s = scores_.at(static_cast<size_t>(evaluations_++));
+    return {s, {{"score", s}}};
+  }
+  void save_state(torch::serialize::OutputArchive& a) override { a.write("evaluations", torch::tensor(evaluations_)); }
+  void load_state(torch::serialize::InputArchive& a) override {
+    torch::Tensor t;
+    a.read("evaluations", t);
+    evaluations_ = t.item<int64_t>();
+  }
+  torch::Tensor flat_weights() {
+    std::vector<torch::Tensor> all;
+    for (const auto& p : module().parameters()) all.push_back(p.detach().reshape(-1).clone());
+    return torch::cat(all);
+  }
+  std::vector<torch::Tensor> step_weights, evaluated_weights;
+
+ private:
+  std::vector<double> scores_;
+  int64_t evaluations_ = 0;
+};
+
+}  // namespace
+
+// NT-ASGD with N = 2: the 5th evaluation (0.6) is worse than 0.7, the best
+// before the last two, so from step 30 (5 epochs of 6 batches) the weights
+// are averaged; evaluations 6..8 see the mean of the weights after steps
+// 30 .. their step, and the best of them is what weights.pt keeps.
+TEST(Trainer, NtAsgdAveragesTheWeightsOnceDevStopsImproving) {
+  const std::vector<double> script{0.5, 0.7, 0.6, 0.6, 0.6, 0.65, 0.8, 0.75};
+  cs::TempDir dir;
+  ScriptedTask task(dir.path(), 1, script);
+  auto o = trainer_options(dir.path());
+  o.training.epochs = 8;
+  o.training.nt_asgd = 2;
+  torch::manual_seed(42);
+  const auto r = cs::Trainer(o).fit(task);
+  ASSERT_EQ(task.step_weights.size(), 48u);
+  ASSERT_EQ(task.evaluated_weights.size(), 8u);
+  const auto final_weights = task.flat_weights();  // the raw weights after step 48
+  auto weights_after = [&](int64_t step) {  // step_weights[s] holds the weights after step s
+    return step == 48 ? final_weights : task.step_weights[static_cast<size_t>(step)];
+  };
+  for (int e = 0; e < 5; ++e)  // not averaged yet: the weights after the epoch's last step
+    EXPECT_TRUE(torch::equal(task.evaluated_weights[static_cast<size_t>(e)], weights_after(6 * (e + 1)))) << e;
+  for (int e = 5; e < 8; ++e) {
+    const int64_t last = 6 * (e + 1);
+    auto mean = torch::zeros_like(final_weights);
+    for (int64_t s = 30; s <= last; ++s) mean += weights_after(s);
+    mean /= static_cast<double>(last - 30 + 1);
+    EXPECT_LT((task.evaluated_weights[static_cast<size_t>(e)] - mean).abs().max().item<double>(), 1e-6)
+        << "evaluation " << e + 1;
+  }
+  EXPECT_FALSE(torch::equal(task.evaluated_weights[7], final_weights));
+  EXPECT_DOUBLE_EQ(r.best_score, 0.8);
+  EXPECT_EQ(r.best_step, 42);
+  // weights.pt: the average that scored 0.8.
+  TinyTask saved(dir.path(), 9);
+  cs::load_weights(saved.module(), dir.file("weights.pt"));
+  std::vector<torch::Tensor> all;
+  for (const auto& p : saved.module().parameters()) all.push_back(p.detach().reshape(-1));
+  EXPECT_TRUE(torch::equal(torch::cat(all), task.evaluated_weights[6]));
+  const auto log = cs::read_file(dir.file("train_log.jsonl"));
+  EXPECT_EQ(nlohmann::json::parse(log.substr(0, log.find('\n'))).count("averaged_steps"), 0u);
+  EXPECT_NE(log.find("\"averaged_steps\":13"), std::string::npos) << log;  // evaluation 7: steps 30..42
+
+  // Interrupted while averaging (step 40) and resumed: the same run.
+  cs::TempDir b;
+  ScriptedTask first(b.path(), 1, script, 40);
+  auto interrupted = o;
+  interrupted.model_dir = b.path();
+  torch::manual_seed(42);
+  EXPECT_EQ(cs::to_string(cs::Trainer(interrupted).fit(first).stop_reason), "interrupted");
+  ScriptedTask second(b.path(), 77, script);
+  torch::manual_seed(1234);
+  auto resume = o;
+  resume.model_dir = b.path();
+  resume.training.resume = true;
+  const auto rb = cs::Trainer(resume).fit(second);
+  EXPECT_DOUBLE_EQ(rb.best_score, 0.8);
+  EXPECT_TRUE(torch::equal(second.flat_weights(), final_weights));
+  EXPECT_TRUE(torch::equal(second.evaluated_weights.back(), task.evaluated_weights.back()));
+  TinyTask resumed_saved(b.path(), 9);
+  cs::load_weights(resumed_saved.module(), b.file("weights.pt"));
+  all.clear();
+  for (const auto& p : resumed_saved.module().parameters()) all.push_back(p.detach().reshape(-1));
+  EXPECT_TRUE(torch::equal(torch::cat(all), task.evaluated_weights[6]));
+}

@@ -2,14 +2,19 @@
 // A recurrent language model, laid out like PyTorch's word-language-model
 // example (modules `encoder`, `rnn`, `decoder`, so weights interchange):
 //
-//   ids -> embedding "encoder" -> dropout
+//   ids -> embedding "encoder" (vocabulary dropout) -> embed dropout
 //       -> stacked unidirectional recurrent layers "rnn" from cellstate
-//          (LSTM/GRU/RNN, custom or built-in, dropout between layers)
+//          (LSTM/GRU/RNN, custom or built-in, hidden dropout between layers,
+//          weight dropout on weight_hh)
 //       -> dropout -> [linear "projection" hidden->embed, when tied and the
 //          sizes differ] -> linear "decoder" -> logits over the vocabulary
 //
 // With `tie`, the decoder's weight is the embedding matrix (Press & Wolf
-// 2017; Inan et al. 2017).
+// 2017; Inan et al. 2017). The regularisers are AWD-LSTM's (Merity, Keskar &
+// Socher 2017; nn/dropout.h): with `locked_dropout` every dropout mask is
+// drawn once per sequence and shared over time; `vocabulary_dropout` drops
+// whole tokens from the embedding matrix; `weight_dropout` is DropConnect on
+// the recurrent weights. All act in training mode only.
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/dropout.h>
@@ -36,11 +41,32 @@ struct LanguageModelOptions {
   TORCH_ARG(RecurrentKind, kind) = RecurrentKind::kLSTM;
   /// cellstate's fused kernels or torch::nn (default custom).
   TORCH_ARG(Implementation, impl) = Implementation::kCustom;
-  /// Dropout on the embeddings, between layers and on the last layer's
-  /// output, in training mode (default 0.2).
+  /// Dropout on the last layer's output, and on the embeddings and between
+  /// layers unless embed_dropout / hidden_dropout say otherwise (default 0.2).
   TORCH_ARG(double, dropout) = 0.2;
+  /// Dropout on the embeddings (default: unset, `dropout`).
+  TORCH_ARG(c10::optional<double>, embed_dropout) = c10::nullopt;
+  /// Dropout between recurrent layers (default: unset, `dropout`).
+  TORCH_ARG(c10::optional<double>, hidden_dropout) = c10::nullopt;
+  /// One mask per sequence shared over time for the three dropouts above
+  /// (default false: a fresh mask per position).
+  TORCH_ARG(bool, locked_dropout) = false;
+  /// Probability of dropping a whole token type from the embedding matrix
+  /// for a forward pass (default 0).
+  TORCH_ARG(double, vocabulary_dropout) = 0.0;
+  /// DropConnect on each layer's weight_hh (default 0).
+  TORCH_ARG(double, weight_dropout) = 0.0;
   /// Decoder weight shared with the embeddings (default false).
   TORCH_ARG(bool, tie) = false;
+};
+
+/// What a forward pass computes, with the last layer's outputs that
+/// activation regularisation reads.
+struct LanguageModelOutput {
+  torch::Tensor logits;     ///< [T, B, V]
+  RecurrentState state;     ///< after the last step
+  torch::Tensor hidden;     ///< last layer's outputs [T, B, hidden], before dropout
+  torch::Tensor dropped;    ///< the same after the output dropout (what the decoder reads)
 };
 
 class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
@@ -54,6 +80,8 @@ class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
   /// ids [T, B] int64 and an optional state (undefined = zeros) ->
   /// logits [T, B, V] and the state after the last step.
   std::pair<torch::Tensor, RecurrentState> forward(const torch::Tensor& ids, const RecurrentState& state = {});
+  /// The same with the last layer's outputs.
+  LanguageModelOutput forward_outputs(const torch::Tensor& ids, const RecurrentState& state = {});
 
   /// One step for generation, without autograd: ids [B] -> logits [B, V],
   /// updating `state` (zeros when undefined).
@@ -65,7 +93,6 @@ class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
   torch::nn::Linear projection{nullptr};  // tie with embed != hidden only
   torch::Tensor decoder_weight;  // "decoder.weight"; undefined when tied
   torch::Tensor decoder_bias;    // "decoder.bias"
-  torch::nn::Dropout drop{nullptr};
 
  private:
   /// Last layer's outputs [..., hidden] -> logits [..., V].

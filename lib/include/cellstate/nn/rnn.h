@@ -75,6 +75,16 @@ struct RecurrentOptions {
   /// Dropout probability on the outputs of every layer but the last, in
   /// training mode only (default: 0).
   TORCH_ARG(double, dropout) = 0.0;
+  /// Use one dropout mask per sequence between layers, shared by every time
+  /// step (variational or "locked" dropout, Gal & Ghahramani 2016) instead of
+  /// a fresh mask per step (default: false).
+  TORCH_ARG(bool, locked_dropout) = false;
+  /// DropConnect on the hidden-to-hidden weights (AWD-LSTM's weight drop,
+  /// Merity et al. 2017): in training mode each weight_hh of every layer and
+  /// direction is multiplied by its own Bernoulli(1 − p) / (1 − p) mask,
+  /// drawn once per forward call and shared by every step; the gradient
+  /// reaches weight_hh through the same mask (default: 0, off).
+  TORCH_ARG(double, weight_dropout) = 0.0;
   /// Run a second direction over the reversed sequence and concatenate the
   /// two outputs (default: false).
   TORCH_ARG(bool, bidirectional) = false;
@@ -176,7 +186,11 @@ TORCH_MODULE(CustomRecurrent);
 
 /// LibTorch's torch::nn::LSTM/GRU/RNN behind the same interface. Its
 /// parameters are registered on this module under PyTorch's names, so one
-/// state dict loads into either implementation.
+/// state dict loads into either implementation. The forward pass calls
+/// ATen's functional recurrences (torch::lstm, torch::gru, torch::rnn_tanh,
+/// the kernels torch::nn's modules call) one layer at a time with the
+/// module's weights, so that weight_dropout passes them masked and
+/// locked_dropout acts between the layers.
 class BuiltinRecurrentImpl : public CloneableFrom<BuiltinRecurrentImpl, RecurrentModuleImpl> {
  public:
   explicit BuiltinRecurrentImpl(RecurrentOptions options);

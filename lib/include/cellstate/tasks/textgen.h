@@ -26,6 +26,25 @@
 
 namespace cellstate {
 
+/// AWD-LSTM's regularisers (Merity, Keskar & Socher 2017), train options of
+/// the language model; all off by default (the paper's values in --help).
+/// The dropouts are LanguageModelOptions'; AR and TAR add to the loss:
+///   AR  = α · mean(d_T²)            d: last layer's outputs after dropout
+///   TAR = β · mean((h_{t+1} − h_t)²) h: the same before dropout
+struct LmRegularization {
+  std::optional<double> embed_dropout;   // on the embeddings (unset: --dropout)
+  std::optional<double> hidden_dropout;  // between layers (unset: --dropout)
+  bool locked_dropout = false;           // one mask per sequence, shared over time
+  double vocabulary_dropout = 0;         // whole tokens dropped from the embedding matrix
+  double weight_dropout = 0;             // DropConnect on weight_hh
+  double ar = 0;                         // α, activation regularisation
+  double tar = 0;                        // β, temporal activation regularisation
+
+  /// config.json's "regularization" object, and back (absent keys: off).
+  nlohmann::json to_json() const;
+  void from_json(const nlohmann::json& j, const std::string& file);
+};
+
 struct TextgenTrainConfig {
   ModelOptions model;
   TrainingOptions training;
@@ -39,6 +58,7 @@ struct TextgenTrainConfig {
   int64_t bptt = 64;                   // tokens per truncated-BPTT segment
   bool tie = false;                    // decoder weight = embeddings
   bool half = false;                   // store weights as float16
+  LmRegularization regularization;
 };
 
 /// Trains, writing the model directory; prints progress unless quiet.

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cellstate/train/schedule.h"
 #include "cellstate/train/task.h"
@@ -30,6 +31,9 @@ struct RunState {
   double elapsed = 0;         // seconds of training before this process
   double window_loss = 0;     // sum of step losses since the last evaluation
   double window_seconds = 0;
+  std::vector<double> scores;  // every evaluation's score, in order (NT-ASGD's trigger reads them)
+  bool averaging = false;      // NT-ASGD: the weights are being averaged
+  int64_t averaged_steps = 0;  // steps in the average
 };
 
 /// What a checkpoint holds besides the RunState.
@@ -38,6 +42,8 @@ struct CheckpointParts {
   torch::optim::Optimizer& optimizer;
   LrSchedule& schedule;
   TrainTask& task;
+  /// NT-ASGD's running average of the trainable parameters (empty when not averaging).
+  std::vector<torch::Tensor>& average;
 };
 
 /// Writes `parts`, `state` and the global CPU generator's state to `path`

@@ -40,6 +40,9 @@ struct TrainingOptions {
   double min_lr = 0.0;               // lower bound for step and plateau
   int64_t patience = 3;              // stop after N evaluations without improvement (0: never)
   int64_t eval_every = 0;            // evaluate every N steps (0: each epoch)
+  int64_t nt_asgd = 0;               // NT-ASGD (Merity et al. 2017): from the first evaluation worse than the best
+                                     // of all but the last N, evaluate and keep the average of the weights over
+                                     // the steps since (0: never)
   uint64_t seed = 1;                 // seeds initialisation, data order, dropout
   bool resume = false;               // continue the interrupted (or finished) run of MODEL
   bool overwrite = false;            // replace a model already in MODEL (kept until the new one is complete)
