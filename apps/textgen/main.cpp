@@ -76,9 +76,9 @@ int train(int argc, char** argv) {
       "SentencePiece normalisation: identity (text as written), nmt_nfkc, nfkc, nmt_nfkc_cf or nfkc_cf");
   auto& r = c.regularization;
   regular.add_options()("embed-dropout", po::value<double>()->notifier([&r](double v) { r.embed_dropout = v; }),
-                        "dropout on the embeddings (default: --dropout) [0.65 words, 0.1 characters]")(
+                        "dropout on the embeddings (default: --dropout) [0.4-0.65]")(
       "hidden-dropout", po::value<double>()->notifier([&r](double v) { r.hidden_dropout = v; }),
-      "dropout between recurrent layers (default: --dropout) [0.3 words, 0.25 characters]");
+      "dropout between recurrent layers (default: --dropout) [0.2-0.3]");
   cs::add_flag(regular, "locked-dropout", &r.locked_dropout,
                "one dropout mask per sequence shared over time for the three dropouts [on]");
   regular.add_options()("vocabulary-dropout", cellstate::defaulted(&r.vocabulary_dropout),
