@@ -2,7 +2,8 @@
 # Reproduces the shipped language model models/textgen-shakespeare from Tiny
 # Shakespeare (Karpathy's char-rnn corpus): trained on the first 90% of
 # DATA_DIR/tinyshakespeare/train.txt, early-stopped on its last 10% (the
-# dev text), at most an hour on 2 cores.
+# dev text), with AWD-LSTM's regularisers (README "Regularisation"), at most
+# 120 minutes on one thread.
 #
 #   DATA_DIR=data scripts/train_textgen.sh [MODEL_DIR] [extra train options]
 #
@@ -20,10 +21,12 @@ text="$data/tinyshakespeare/train.txt"
 [ -f "$text" ] || { echo "train_textgen.sh: $text not found (run scripts/get_data.sh, or set DATA_DIR)" >&2; exit 2; }
 [ -x build/bin/cellstate-textgen ] || bash scripts/setup.sh
 build/bin/cellstate-textgen train --train "$text" --valid-fraction 0.1 --model "$model" \
-  --vocab-size 2000 --spm-type unigram --layers 2 --hidden 512 --embed 512 --tie --dropout 0.4 \
-  --bptt 64 --batch-size 32 --optimizer adam --lr 0.002 --clip 1 \
-  --lr-schedule plateau --lr-decay 0.5 --lr-step 1 --patience 4 --epochs 80 --max-time 60 \
-  --seed 1 --half "$@"
+  --vocab-size 2000 --spm-type unigram --layers 3 --hidden 420 --embed 420 --tie \
+  --dropout 0.4 --embed-dropout 0.3 --hidden-dropout 0.25 --locked-dropout --vocabulary-dropout 0.1 \
+  --weight-dropout 0.5 --ar 2 --tar 1 \
+  --bptt 64 --batch-size 32 --optimizer adam --lr 0.002 --clip 0.25 \
+  --lr-schedule plateau --lr-decay 0.5 --lr-step 2 --patience 8 --epochs 200 --max-time 120 \
+  --nt-asgd 3 --threads 1 --seed 1 --half "$@"
 rm -f "$model"/checkpoint*.pt  # only needed to --resume an interrupted run
 # The dev text again, from the saved model, as a user measures it.
 build/bin/cellstate-textgen eval --model "$model" --data "$text" --valid-fraction 0.1
