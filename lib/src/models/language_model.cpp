@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 namespace cellstate {
 
 LanguageModelImpl::LanguageModelImpl(LanguageModelOptions options_) : options(std::move(options_)) { reset(); }
@@ -81,18 +83,60 @@ torch::Tensor LanguageModelImpl::step(const torch::Tensor& ids, RecurrentState& 
   TORCH_CHECK(ids.dim() == 1, "LanguageModel::step: expected ids of shape [batch], got ", ids.sizes());
   torch::NoGradGuard no_grad;
   const bool lstm = options.kind() == RecurrentKind::kLSTM;
-  auto x = encoder(ids);
   if (auto* custom = dynamic_cast<CustomRecurrentImpl*>(rnn.get()); custom && !is_training()) {
     if (!state.h.defined()) {
-      state.h = torch::zeros({options.layers(), ids.size(0), options.hidden()});
+      state.h = torch::zeros({options.layers(), ids.size(0), options.hidden()}, encoder->weight.options());
       if (lstm) state.c = torch::zeros_like(state.h);
     }
-    custom->step_(x, state);
+    const auto params = custom->named_parameters(/*recurse=*/false);
+    const auto* b_ih = params.find("bias_ih_l0");
+    const auto gates =
+        input_projections_.lookup(ids, encoder->weight, params["weight_ih_l0"], b_ih ? *b_ih : torch::Tensor());
+    if (gates.defined()) {
+      custom->step_projected_(gates, state);
+    } else {
+      custom->step_(encoder(ids), state);
+    }
     return decode(state.h[options.layers() - 1]);
   }
-  auto out = rnn->forward(x.unsqueeze(0), {}, state);
+  auto out = rnn->forward(encoder(ids).unsqueeze(0), {}, state);
   state = out.state;
   return decode(out.output[0]);
+}
+
+torch::Tensor InputProjectionCache::lookup(const torch::Tensor& ids, const torch::Tensor& embedding,
+                                           const torch::Tensor& w_ih, const torch::Tensor& b_ih) {
+  TORCH_CHECK(embedding.dim() == 2 && w_ih.dim() == 2 && w_ih.size(1) == embedding.size(1),
+              "InputProjectionCache: expected embeddings [V, E] and W_ih [G*H, E], got ", embedding.sizes(),
+              " and ", w_ih.sizes());
+  const int64_t V = embedding.size(0), G = w_ih.size(0);
+  if (V * G * static_cast<int64_t>(embedding.element_size()) > kMaxBytes) return {};
+  std::vector<Source> sources;
+  for (const auto* t : {&embedding, &w_ih, &b_ih}) {
+    sources.push_back(t->defined() ? Source{t->storage(), t->data_ptr(), t->_version()} : Source{});
+  }
+  if (sources != sources_ || !table_.defined() || table_.dtype() != embedding.dtype()) {
+    table_ = torch::empty({V, G}, embedding.options());
+    filled_.assign(static_cast<size_t>(V), 0);
+    sources_ = std::move(sources);
+  }
+  const auto cpu_ids = ids.to(torch::kCPU, torch::kLong).contiguous();
+  const auto* id = cpu_ids.data_ptr<int64_t>();
+  std::vector<int64_t> missing;
+  for (int64_t b = 0; b < cpu_ids.numel(); ++b) {
+    TORCH_CHECK(id[b] >= 0 && id[b] < V, "LanguageModel: token id ", id[b], " out of range [0, ", V, ")");
+    if (!filled_[static_cast<size_t>(id[b])]) missing.push_back(id[b]);
+  }
+  if (!missing.empty()) {
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    const auto rows = torch::tensor(missing, torch::kLong);
+    const auto projected = torch::empty({rows.size(0), G}, embedding.options());
+    gemm_out(projected, embedding.index_select(0, rows), w_ih.t(), 0, b_ih);
+    table_.index_copy_(0, rows, projected);
+    for (const int64_t v : missing) filled_[static_cast<size_t>(v)] = 1;
+  }
+  return table_.index_select(0, cpu_ids);
 }
 
 LanguageModelStepper::LanguageModelStepper(LanguageModel model, RecurrentState state)

@@ -571,28 +571,54 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const T
   return out;
 }
 
-void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
-                const LayerParams& params, Tensor& gates, Tensor& gh) {
-  torch::NoGradGuard no_grad;
-  const int64_t B = x.size(0), H = params.w_hh.size(1);
-  auto fit = [&](Tensor& t, int64_t cols) {
-    if (!t.defined() || t.dtype() != x.dtype()) t = torch::empty({0}, x.options());
-    t.resize_({B, cols});
-  };
-  fit(gates, gate_count(kind) * H);
-  gemm_out(gates, x, params.w_ih.t(), 0, params.b_ih);
+namespace {
+
+/// Resizes a step workspace to [B, cols] of x's dtype.
+void fit_workspace(Tensor& t, const Tensor& like, int64_t rows, int64_t cols) {
+  if (!t.defined() || t.dtype() != like.dtype()) t = torch::empty({0}, like.options());
+  t.resize_({rows, cols});
+}
+
+/// The rest of a step once gates holds x · W_ihᵀ + b_ih: the recurrence's
+/// product, the nonlinearities and the state update in place.
+void finish_step(RecurrentKind kind, Tensor& gates, Tensor& h, Tensor& c, const LayerParams& params,
+                 Tensor& gh) {
+  const int64_t B = gates.size(0), H = params.w_hh.size(1);
   if (kind == RecurrentKind::kGRU) {
-    fit(gh, 3 * H);
+    fit_workspace(gh, gates, B, 3 * H);
     gru_hidden_projection(gh, h, params);
   } else {
     gemm_out(gates, h, params.w_hh.t(), 1, params.b_hh);
   }
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_step", [&] {
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "cellstate_recurrent_step", [&] {
     StepForward<scalar_t> a{H,       gates.data_ptr<scalar_t>(), ptr<scalar_t>(gh),
                             h.data_ptr<scalar_t>(), ptr<scalar_t>(c), nullptr,
                             nullptr, nullptr, nullptr};
     forward_rows<scalar_t>(kind, false, a, B);
   });
+}
+
+}  // namespace
+
+void step_layer(RecurrentKind kind, const Tensor& x, Tensor& h, Tensor& c,
+                const LayerParams& params, Tensor& gates, Tensor& gh) {
+  torch::NoGradGuard no_grad;
+  fit_workspace(gates, x, x.size(0), gate_count(kind) * params.w_hh.size(1));
+  gemm_out(gates, x, params.w_ih.t(), 0, params.b_ih);
+  finish_step(kind, gates, h, c, params, gh);
+}
+
+void step_layer_projected(RecurrentKind kind, const Tensor& input_gates, Tensor& h, Tensor& c,
+                          const LayerParams& params, Tensor& gates, Tensor& gh) {
+  torch::NoGradGuard no_grad;
+  const int64_t G = gate_count(kind) * params.w_hh.size(1);
+  TORCH_CHECK(input_gates.dim() == 2 && input_gates.size(0) == h.size(0) && input_gates.size(1) == G &&
+                  input_gates.dtype() == h.dtype(),
+              "step: expected input gates of shape [", h.size(0), ", ", G, "] and type ", h.dtype(),
+              ", got ", input_gates.sizes(), " ", input_gates.dtype());
+  fit_workspace(gates, h, h.size(0), G);
+  gates.copy_(input_gates);
+  finish_step(kind, gates, h, c, params, gh);
 }
 
 }  // namespace cellstate::detail

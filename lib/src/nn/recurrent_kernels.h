@@ -37,4 +37,10 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const torch::Tensor& x,
 void step_layer(RecurrentKind kind, const torch::Tensor& x, torch::Tensor& h, torch::Tensor& c,
                 const LayerParams& params, torch::Tensor& gates, torch::Tensor& gh);
 
+/// The same step when the input projection is already known:
+/// input_gates [B, G*H] = x · W_ihᵀ + b_ih (G = 4 LSTM, 3 GRU, 1 RNN).
+void step_layer_projected(RecurrentKind kind, const torch::Tensor& input_gates, torch::Tensor& h,
+                          torch::Tensor& c, const LayerParams& params, torch::Tensor& gates,
+                          torch::Tensor& gh);
+
 }  // namespace cellstate::detail

@@ -286,26 +286,57 @@ RecurrentState CustomRecurrentImpl::step(const Tensor& input, const RecurrentSta
   return next;
 }
 
-void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
+void CustomRecurrentImpl::check_step_state(int64_t batch, const RecurrentState& state) const {
   const auto& o = options;
   TORCH_CHECK(!o.bidirectional(), "step: a bidirectional module cannot run step by step");
-  TORCH_CHECK(input.dim() == 2 && input.size(1) == o.input_size(),
-              "step: expected input of shape [batch, ", o.input_size(), "], got ", input.sizes());
   const bool lstm = o.kind() == RecurrentKind::kLSTM;
   TORCH_CHECK(state.h.defined() && (!lstm || state.c.defined()),
-              "step_: expected a defined state of shape [", o.num_layers(), ", ", input.size(0),
-              ", ", o.hidden_size(), "] to update in place");
-  check_forward_args(input.unsqueeze(o.batch_first() ? 1 : 0), Tensor(), state);
+              "step_: expected a defined state of shape [", o.num_layers(), ", ", batch, ", ",
+              o.hidden_size(), "] to update in place");
   TORCH_CHECK(state.h.is_contiguous() && (!lstm || state.c.is_contiguous()),
               "step_: expected contiguous state tensors");
-  RecurrentState& next = state;
+}
+
+void CustomRecurrentImpl::step_(const Tensor& input, RecurrentState& state) {
+  const auto& o = options;
+  TORCH_CHECK(input.dim() == 2 && input.size(1) == o.input_size(),
+              "step: expected input of shape [batch, ", o.input_size(), "], got ", input.sizes());
+  check_step_state(input.size(0), state);
+  check_forward_args(input.unsqueeze(o.batch_first() ? 1 : 0), Tensor(), state);
+  const bool lstm = o.kind() == RecurrentKind::kLSTM;
   const auto params = named_parameters(/*recurse=*/false);
   Tensor x = input.contiguous();
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
-    Tensor h = next.h[layer];
-    Tensor c = lstm ? next.c[layer] : Tensor();
+    Tensor h = state.h[layer];
+    Tensor c = lstm ? state.c[layer] : Tensor();
     detail::step_layer(o.kind(), x, h, c, layer_params(params, layer, false), step_gates_,
                        step_gh_);
+    x = h;
+  }
+}
+
+void CustomRecurrentImpl::step_projected_(const Tensor& input_gates, RecurrentState& state) {
+  const auto& o = options;
+  TORCH_CHECK(input_gates.dim() == 2, "step: expected input gates of shape [batch, ",
+              gate_count(o.kind()) * o.hidden_size(), "], got ", input_gates.sizes());
+  const int64_t B = input_gates.size(0);
+  check_step_state(B, state);
+  // The state's shape and type as a forward call would check them.
+  const auto one_step = o.batch_first() ? std::vector<int64_t>{B, 1, o.input_size()}
+                                         : std::vector<int64_t>{1, B, o.input_size()};
+  check_forward_args(torch::empty(one_step, input_gates.options()), Tensor(), state);
+  const bool lstm = o.kind() == RecurrentKind::kLSTM;
+  const auto params = named_parameters(/*recurse=*/false);
+  Tensor x;
+  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
+    Tensor h = state.h[layer];
+    Tensor c = lstm ? state.c[layer] : Tensor();
+    const auto p = layer_params(params, layer, false);
+    if (layer == 0) {
+      detail::step_layer_projected(o.kind(), input_gates, h, c, p, step_gates_, step_gh_);
+    } else {
+      detail::step_layer(o.kind(), x, h, c, p, step_gates_, step_gh_);
+    }
     x = h;
   }
 }

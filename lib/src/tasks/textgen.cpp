@@ -74,8 +74,7 @@ LanguageModelOptions lm_options(const nlohmann::json& config, const std::string&
   LanguageModelOptions o(config_get_in(config, "vocab_size", file, int64_t{4}, int64_t{10000000}));
   o.embed(m.embed).hidden(m.hidden).layers(m.layers).kind(m.kind()).impl(impl).dropout(m.dropout);
   o.tie(config_get<bool>(config, "tie", file));
-  LmRegularization r;
-  if (config.contains("regularization")) r.from_json(config["regularization"], file);
+  const auto r = LmRegularization::of_config(config, file);
   auto optional = [](const std::optional<double>& v) { return v ? c10::optional<double>(*v) : c10::nullopt; };
   o.embed_dropout(optional(r.embed_dropout)).hidden_dropout(optional(r.hidden_dropout));
   o.locked_dropout(r.locked_dropout);
@@ -266,8 +265,7 @@ InheritedOptions textgen_inherited_options(const std::string& init_from) {
   const auto t = config_get<nlohmann::json>(c, "training", file);
   o.defaults["bptt"] = config_optional(t, "bptt", file, int64_t{35});
   // The source's regularisers as defaults (the option names are the JSON keys with "-").
-  LmRegularization r;
-  if (c.contains("regularization")) r.from_json(c["regularization"], file);
+  const auto r = LmRegularization::of_config(c, file);
   const auto regularization = r.to_json();
   for (const auto& [key, value] : regularization.items()) {
     std::string name = key;
@@ -296,10 +294,19 @@ void LmRegularization::from_json(const nlohmann::json& j, const std::string& fil
   if (j.contains("embed_dropout")) embed_dropout = config_get_in(j, "embed_dropout", file, 0.0, 0.999);
   if (j.contains("hidden_dropout")) hidden_dropout = config_get_in(j, "hidden_dropout", file, 0.0, 0.999);
   locked_dropout = config_optional(j, "locked_dropout", file, false);
-  vocabulary_dropout = j.contains("vocabulary_dropout") ? config_get_in(j, "vocabulary_dropout", file, 0.0, 0.999) : 0.0;
-  weight_dropout = j.contains("weight_dropout") ? config_get_in(j, "weight_dropout", file, 0.0, 0.999) : 0.0;
-  ar = j.contains("ar") ? config_get_in(j, "ar", file, 0.0, 1e6) : 0.0;
-  tar = j.contains("tar") ? config_get_in(j, "tar", file, 0.0, 1e6) : 0.0;
+  auto off_unless_given = [&](const char* key, double max) {
+    return j.contains(key) ? config_get_in(j, key, file, 0.0, max) : 0.0;
+  };
+  vocabulary_dropout = off_unless_given("vocabulary_dropout", 0.999);
+  weight_dropout = off_unless_given("weight_dropout", 0.999);
+  ar = off_unless_given("ar", 1e6);
+  tar = off_unless_given("tar", 1e6);
+}
+
+LmRegularization LmRegularization::of_config(const nlohmann::json& config, const std::string& file) {
+  LmRegularization r;
+  if (config.contains("regularization")) r.from_json(config["regularization"], file);
+  return r;
 }
 
 TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& group) {

@@ -33,6 +33,61 @@ TEST(LanguageModel, TiedModelSharesTheEmbeddingAndNamesFollowPyTorch) {
   EXPECT_NE(exception_of([&] { untied->forward(torch::zeros({3}, torch::kInt64)); }), "");
 }
 
+TEST(LanguageModel, MemoisedInputProjectionsFollowTheWeights) {
+  for (auto kind : {cs::RecurrentKind::kLSTM, cs::RecurrentKind::kGRU, cs::RecurrentKind::kRNN}) {
+    SCOPED_TRACE(static_cast<int>(kind));
+    torch::manual_seed(7);
+    cs::LanguageModel model(cs::LanguageModelOptions(30).embed(12).hidden(10).layers(2).kind(kind));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    // Three streams; a token repeated within a step and tokens seen before.
+    auto ids = torch::randint(30, {6, 3}, torch::kInt64);
+    ids[2][1] = ids[2][0].item<int64_t>();
+    ids[4][2] = ids[1][2].item<int64_t>();
+    auto stepwise_matches_forward = [&](cs::LanguageModel& m) {
+      auto [logits, state] = m->forward(ids);
+      cs::RecurrentState s;
+      for (int64_t t = 0; t < ids.size(0); ++t) EXPECT_LT(max_abs_diff(m->step(ids[t], s), logits[t]), 1e-5) << t;
+      EXPECT_LT(max_abs_diff(s.h, state.h), 1e-5);
+    };
+    stepwise_matches_forward(model);
+    // In-place updates of E, W_ih_l0 and b_ih_l0 (as an optimiser or a
+    // loaded state dict makes them) invalidate every memoised row.
+    model->encoder->weight.mul_(1.5);
+    stepwise_matches_forward(model);
+    auto rnn_params = model->rnn->named_parameters(/*recurse=*/false);
+    rnn_params["weight_ih_l0"].add_(0.05);
+    stepwise_matches_forward(model);
+    rnn_params["bias_ih_l0"].sub_(0.1);
+    stepwise_matches_forward(model);
+    // A clone has tensors of its own and memoises its own rows.
+    auto clone = cs::LanguageModel(std::dynamic_pointer_cast<cs::LanguageModelImpl>(model->clone()));
+    clone->eval();
+    clone->encoder->weight.mul_(0.5);
+    stepwise_matches_forward(clone);
+    stepwise_matches_forward(model);
+    // For one stream the memoised step computes the product the plain step
+    // computes: bit for bit the same state.
+    auto* custom = dynamic_cast<cs::CustomRecurrentImpl*>(model->rnn.get());
+    ASSERT_NE(custom, nullptr);
+    model->encoder->weight.mul_(1.0);  // a new version: every row is computed again, one at a time
+    cs::RecurrentState memoised, plain;
+    for (int64_t t = 0; t < ids.size(0); ++t) {
+      const auto one = ids[t].slice(0, 0, 1);
+      model->step(one, memoised);
+      if (!plain.h.defined()) {
+        plain.h = torch::zeros_like(memoised.h);
+        if (memoised.c.defined()) plain.c = torch::zeros_like(memoised.c);
+      }
+      custom->step_(model->encoder(one), plain);
+    }
+    EXPECT_TRUE(torch::equal(memoised.h, plain.h));
+    // Input gates of the wrong width are refused.
+    EXPECT_NE(exception_of([&] { custom->step_projected_(torch::zeros({1, 5}), plain); }).find("input gates"),
+              std::string::npos);
+  }
+}
+
 TEST(LanguageModel, StepByStepEqualsOneForwardAndBuiltinEqualsCustom) {
   for (auto kind : {cs::RecurrentKind::kLSTM, cs::RecurrentKind::kGRU}) {
     torch::manual_seed(5);

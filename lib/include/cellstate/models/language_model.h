@@ -17,13 +17,14 @@
 // the recurrent weights. All act in training mode only.
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include "cellstate/decode/step_model.h"
 #include "cellstate/nn/rnn.h"
+
+#include <vector>
 
 namespace cellstate {
 
@@ -69,6 +70,50 @@ struct LanguageModelOutput {
   torch::Tensor dropped;    ///< the same after the output dropout (what the decoder reads)
 };
 
+/// Memoised first-layer input projections of a recurrence fed by an
+/// embedding: row v = E[v] · W_ih_l0ᵀ + b_ih_l0 ([G*H]), computed the first
+/// time token v is stepped (by the same product the step would compute) and
+/// reused after. A generated token then reads one row instead of all of
+/// W_ih_l0: a sixth of the recurrent weights of a 3-layer LSTM. Every row is
+/// recomputed after any of E, W_ih_l0, b_ih_l0 changed (another tensor, an
+/// in-place update, a new dtype). Not for concurrent use.
+class InputProjectionCache {
+ public:
+  /// Largest table kept ([V, G*H] values; pages of rows never seen are
+  /// never touched): larger models step without the cache.
+  static constexpr int64_t kMaxBytes = int64_t{128} << 20;
+
+  InputProjectionCache() = default;
+  /// A copy (a cloned model's) starts empty: it holds nothing of the original's weights.
+  InputProjectionCache(const InputProjectionCache& /*other*/) {}
+  InputProjectionCache& operator=(const InputProjectionCache& other) {
+    if (this != &other) *this = InputProjectionCache();
+    return *this;
+  }
+  InputProjectionCache(InputProjectionCache&&) = default;
+  InputProjectionCache& operator=(InputProjectionCache&&) = default;
+
+  /// ids [B] -> [B, G*H]; undefined when the table would exceed kMaxBytes.
+  torch::Tensor lookup(const torch::Tensor& ids, const torch::Tensor& embedding, const torch::Tensor& w_ih,
+                       const torch::Tensor& b_ih);
+
+ private:
+  /// What a row depends on, per tensor (E, W_ih, b_ih). The storage is
+  /// held, so its address cannot be reused by another tensor meanwhile.
+  struct Source {
+    c10::Storage storage;
+    const void* data = nullptr;
+    int64_t version = 0;
+    bool operator==(const Source& other) const {
+      return storage.unsafeGetStorageImpl() == other.storage.unsafeGetStorageImpl() && data == other.data &&
+             version == other.version;
+    }
+  };
+  std::vector<Source> sources_;
+  torch::Tensor table_;          // [V, G*H]
+  std::vector<uint8_t> filled_;  // per row of table_
+};
+
 class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
  public:
   explicit LanguageModelImpl(LanguageModelOptions options);
@@ -84,7 +129,9 @@ class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
   LanguageModelOutput forward_outputs(const torch::Tensor& ids, const RecurrentState& state = {});
 
   /// One step for generation, without autograd: ids [B] -> logits [B, V],
-  /// updating `state` (zeros when undefined).
+  /// updating `state` (zeros when undefined). The custom recurrence in eval
+  /// mode steps in place, its first layer's input projections memoised per
+  /// token (InputProjectionCache).
   torch::Tensor step(const torch::Tensor& ids, RecurrentState& state);
 
   LanguageModelOptions options;
@@ -97,6 +144,7 @@ class LanguageModelImpl : public torch::nn::Cloneable<LanguageModelImpl> {
  private:
   /// Last layer's outputs [..., hidden] -> logits [..., V].
   torch::Tensor decode(torch::Tensor y);
+  InputProjectionCache input_projections_;
 };
 TORCH_MODULE(LanguageModel);
 

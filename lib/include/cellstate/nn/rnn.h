@@ -179,7 +179,16 @@ class CustomRecurrentImpl : public CloneableFrom<CustomRecurrentImpl, RecurrentM
   /// one module from several threads.
   void step_(const torch::Tensor& input, RecurrentState& state);
 
+  /// The same in-place step with the first layer's input projection given
+  /// instead of its input: input_gates [B, G*H] = input · W_ih_l0ᵀ + b_ih_l0
+  /// (G = 4 LSTM, 3 GRU, 1 RNN). A caller that knows it already (a
+  /// language model memoises it per token, models/language_model.h) skips
+  /// the first layer's largest read, W_ih_l0.
+  void step_projected_(const torch::Tensor& input_gates, RecurrentState& state);
+
  private:
+  /// Checks the state step_ and step_projected_ update for batch B.
+  void check_step_state(int64_t batch, const RecurrentState& state) const;
   torch::Tensor step_gates_, step_gh_;  // step_ workspaces, resized on demand
 };
 TORCH_MODULE(CustomRecurrent);

@@ -43,6 +43,8 @@ struct LmRegularization {
   /// config.json's "regularization" object, and back (absent keys: off).
   nlohmann::json to_json() const;
   void from_json(const nlohmann::json& j, const std::string& file);
+  /// The regularisers a model's config.json records (all off when it has none).
+  static LmRegularization of_config(const nlohmann::json& config, const std::string& file);
 };
 
 struct TextgenTrainConfig {
