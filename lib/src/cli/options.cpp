@@ -107,7 +107,10 @@ void add_training_options(po::options_description& options, TrainingOptions& t) 
 
 void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
   options.add_options()("threads", defaulted(&r.threads), "intra-op threads (0: OMP_NUM_THREADS if set, else the cores idle at start, so a busy machine gets fewer)")(
-      "device", defaulted(&r.device), "cpu or cuda");
+      "device", defaulted(&r.device), "cpu or cuda")(
+      "precision", defaulted(&r.precision),
+      "arithmetic of the matrix products: fp32, or bf16 (bfloat16 operands, float32 sums; needs AVX512_BF16, "
+      "else fp32 with a warning)");
   add_flag(options, "quiet,q", &r.quiet, "no progress output on stderr");
 }
 

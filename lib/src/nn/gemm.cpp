@@ -4,7 +4,9 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <atomic>
 #include <cstdlib>
+#include <stdexcept>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -26,28 +28,36 @@ bool plain_2d(const torch::Tensor& t) {
   return t.dim() == 2 && t.stride(0) > 0 && t.stride(1) > 0 && (t.stride(0) == 1 || t.stride(1) == 1);
 }
 
-/// One product's shape, layouts and epilogue: the key of a primitive.
+/// One product's shape, layouts, operand type and epilogue: the key of a primitive.
 struct GemmKey {
   int64_t m, n, k, a0, a1, b0, b1, c0, c1;
-  bool bias, accumulate;
+  bool bias, accumulate, bf16;
   bool operator==(const GemmKey& o) const {
     return m == o.m && n == o.n && k == o.k && a0 == o.a0 && a1 == o.a1 && b0 == o.b0 && b1 == o.b1 &&
-           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate;
+           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate && bf16 == o.bf16;
   }
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const {
     const int64_t v[] = {key.m, key.n, key.k, key.a0, key.a1, key.b0, key.b1, key.c0, key.c1};
-    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u);
+    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u) | (key.bf16 ? 4u : 0u);
     for (int64_t x : v) h = h * 1000003u ^ std::hash<int64_t>()(x);
     return h;
   }
 };
 
-dnnl::memory::desc desc_of(const torch::Tensor& t) {
-  return dnnl::memory::desc({t.size(0), t.size(1)}, dnnl::memory::data_type::f32, {t.stride(0), t.stride(1)});
+dnnl::memory::data_type operand_type(bool bf16) {
+  return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
+
+dnnl::memory::desc desc_of(const torch::Tensor& t, bool bf16 = false) {
+  return dnnl::memory::desc({t.size(0), t.size(1)}, operand_type(bf16), {t.stride(0), t.stride(1)});
+}
+
+/// The operands of a bfloat16 product, float32 values rounded to nearest
+/// even. Strides are kept (b.t() stays a transposed view of a dense copy).
+torch::Tensor to_bf16(const torch::Tensor& t) { return t.to(torch::kBFloat16); }
 
 /// The engine, a stream and the primitives this thread has built. A
 /// primitive is built once per shape (oneDNN's own cache would still cost a
@@ -58,20 +68,23 @@ class OneDnnGemm {
 
   /// out = (accumulate ? out : 0) + a · b (+ bias), where b is `b_desc` at
   /// `b_data`; `b_key` names b's layout in the cache: its two strides, or
-  /// {-1, rows} for the blocked layout packed_layout(rows, ...) gave. False
+  /// {-1, rows} for the blocked layout packed_layout(rows, ...) gave. With
+  /// `bf16`, b is bfloat16 and a float32 a is rounded to bfloat16 here. False
   /// (nothing written) when no oneDNN kernel takes this product.
-  bool run(const torch::Tensor& out, const torch::Tensor& a, const dnnl::memory::desc& b_desc, void* b_data,
-           std::pair<int64_t, int64_t> b_key, bool accumulate, const torch::Tensor& bias) {
-    const GemmKey key{a.size(0), out.size(1), a.size(1), a.stride(0), a.stride(1), b_key.first, b_key.second,
-                      out.stride(0), out.stride(1), bias.defined(), accumulate};
+  bool run(const torch::Tensor& out, const torch::Tensor& a_in, const dnnl::memory::desc& b_desc, void* b_data,
+           std::pair<int64_t, int64_t> b_key, bool accumulate, const torch::Tensor& bias, bool bf16) {
+    const torch::Tensor a = bf16 ? to_bf16(a_in) : a_in;
+    const GemmKey key{a.size(0),    out.size(1),     a.size(1),      a.stride(0),    a.stride(1),
+                      b_key.first,  b_key.second,    out.stride(0),  out.stride(1),  bias.defined(),
+                      accumulate,   bf16};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
-      it = primitives_.emplace(key, build(desc_of(a), b_desc, desc_of(out), bias.defined(), accumulate)).first;
+      it = primitives_.emplace(key, build(desc_of(a, bf16), b_desc, desc_of(out), bias.defined(), accumulate)).first;
     }
     if (!it->second) return false;
     using dnnl::memory;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a), engine_, a.data_ptr())},
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, bf16), engine_, a.data_ptr())},
                                          {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
                                          {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
@@ -83,16 +96,16 @@ class OneDnnGemm {
   /// The blocked layout oneDNN picks for k x n when a has `rows` rows
   /// (asked once per shape: a descriptor costs milliseconds, and a
   /// recurrence packs its weight on every call).
-  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n) {
+  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, bool bf16) {
     using dnnl::memory;
-    const auto f32 = memory::data_type::f32;
-    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false};
+    const auto f32 = memory::data_type::f32, operand = operand_type(bf16);
+    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, bf16};
     auto it = layouts_.find(key);
     if (it == layouts_.end()) {
       if (layouts_.size() >= 256) layouts_.clear();
       const dnnl::matmul::primitive_desc probe(
-          dnnl::matmul::desc(memory::desc({rows, k}, f32, memory::format_tag::ab),
-                             memory::desc({k, n}, f32, memory::format_tag::any),
+          dnnl::matmul::desc(memory::desc({rows, k}, operand, memory::format_tag::ab),
+                             memory::desc({k, n}, operand, memory::format_tag::any),
                              memory::desc({rows, n}, f32, memory::format_tag::ab)),
           engine_);
       it = layouts_.emplace(key, probe.weights_desc()).first;
@@ -140,6 +153,68 @@ OneDnnGemm& this_thread_gemm() {
 
 std::string gemm_backend() { return use_onednn() ? "onednn" : "torch"; }
 
+// ---------------------------------------------------------------------------
+// Precision
+
+namespace {
+
+/// The process default (a MatmulPrecision), for threads without a guard.
+std::atomic<int>& default_precision() {
+  static std::atomic<int> precision{static_cast<int>(MatmulPrecision::kFloat32)};
+  return precision;
+}
+
+/// This thread's innermost guard's precision; -1: none.
+thread_local int t_precision = -1;
+
+void check_supported(MatmulPrecision precision) {
+  TORCH_CHECK(precision != MatmulPrecision::kBFloat16 || cpu_supports_bf16(),
+              "bf16 precision needs a CPU with AVX512_BF16 (or AMX); this one has neither "
+              "(oneDNN's effective ISA: ", static_cast<int>(dnnl::get_effective_cpu_isa()), ")");
+}
+
+}  // namespace
+
+std::string to_string(MatmulPrecision precision) {
+  return precision == MatmulPrecision::kBFloat16 ? "bf16" : "fp32";
+}
+
+MatmulPrecision parse_matmul_precision(const std::string& name) {
+  if (name == "fp32") return MatmulPrecision::kFloat32;
+  if (name == "bf16") return MatmulPrecision::kBFloat16;
+  throw std::invalid_argument("precision must be fp32 or bf16, got '" + name + "'");
+}
+
+bool cpu_supports_bf16() {
+  static const bool supported = [] {
+    using dnnl::cpu_isa;
+    switch (dnnl::get_effective_cpu_isa()) {
+      case cpu_isa::avx512_core_bf16:
+      case cpu_isa::avx512_core_amx:
+        return true;
+      default:
+        return false;
+    }
+  }();
+  return supported;
+}
+
+MatmulPrecision matmul_precision() {
+  return static_cast<MatmulPrecision>(t_precision >= 0 ? t_precision : default_precision().load());
+}
+
+void set_default_matmul_precision(MatmulPrecision precision) {
+  check_supported(precision);
+  default_precision() = static_cast<int>(precision);
+}
+
+MatmulPrecisionGuard::MatmulPrecisionGuard(MatmulPrecision precision) : previous_(t_precision) {
+  check_supported(precision);
+  t_precision = static_cast<int>(precision);
+}
+
+MatmulPrecisionGuard::~MatmulPrecisionGuard() { t_precision = previous_; }
+
 namespace {
 
 void check_gemm(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
@@ -167,12 +242,12 @@ bool onednn_takes(const torch::Tensor& out, const torch::Tensor& a, const torch:
 
 }  // namespace
 
-void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
-              const torch::Tensor& bias) {
-  check_gemm(out, a, b, beta, bias);
-  if (onednn_takes(out, a, b, bias) &&
-      this_thread_gemm().run(out, a, desc_of(b), b.data_ptr(), {b.stride(0), b.stride(1)}, beta == 1, bias))
-    return;
+namespace {
+
+/// The product through LibTorch (OpenBLAS): float64, layouts oneDNN cannot
+/// read, CELLSTATE_GEMM=torch.
+void torch_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
+                    const torch::Tensor& bias) {
   torch::Tensor result = out;  // a view: addmm_out writes through it
   if (bias.defined()) {
     if (beta == 1) {
@@ -187,6 +262,98 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   }
 }
 
+/// Whether this float32 product is computed in bfloat16.
+bool bf16_product(const torch::Tensor& a) {
+  return a.scalar_type() == torch::kFloat && matmul_precision() == MatmulPrecision::kBFloat16;
+}
+
+/// float32 values rounded to bfloat16 and back: a bfloat16 product with
+/// float32 sums, computed by a float32 kernel (the products of two 8-bit
+/// significands are exact in float32). The reference the oneDNN kernels are
+/// tested against, and the path of products they do not take.
+torch::Tensor rounded_to_bf16(const torch::Tensor& t) { return to_bf16(t).to(torch::kFloat); }
+
+/// This thread's bfloat16 copies of the right operands of products run
+/// without autograd (inference: the same weights, product after product).
+/// An entry is used while its source is the same storage, at the same
+/// version, shape and strides; it holds the source's storage weakly, so the
+/// address cannot be reused meanwhile but the memory is freed with the
+/// tensor. Everything is dropped past kMaxBytes (the weights of a finished job).
+class Bf16Operands {
+ public:
+  static constexpr int64_t kMaxBytes = int64_t{256} << 20;
+
+  torch::Tensor get(const torch::Tensor& b) {
+    if (torch::GradMode::is_enabled() || !b.has_storage()) return to_bf16(b);
+    const Key key{b.storage().unsafeGetStorageImpl(), b.data_ptr(), b.size(0), b.size(1), b.stride(0), b.stride(1)};
+    auto it = entries_.find(key);
+    if (it != entries_.end() && !it->second.source.expired() && it->second.version == b._version())
+      return it->second.copy;
+    if (it != entries_.end()) {
+      bytes_ -= it->second.copy.numel() * 2;
+      entries_.erase(it);
+    }
+    auto copy = to_bf16(b);
+    if (bytes_ + copy.numel() * 2 > kMaxBytes) {
+      entries_.clear();
+      bytes_ = 0;
+    }
+    bytes_ += copy.numel() * 2;
+    entries_.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(b.storage().getWeakStorageImpl()),
+                                b._version(), copy});
+    return copy;
+  }
+
+ private:
+  struct Key {
+    const void* storage;
+    const void* data;
+    int64_t rows, cols, stride0, stride1;
+    bool operator==(const Key& o) const {
+      return storage == o.storage && data == o.data && rows == o.rows && cols == o.cols && stride0 == o.stride0 &&
+             stride1 == o.stride1;
+    }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      size_t h = std::hash<const void*>()(k.storage) ^ (std::hash<const void*>()(k.data) << 1);
+      for (int64_t x : {k.rows, k.cols, k.stride0, k.stride1}) h = h * 1000003u ^ std::hash<int64_t>()(x);
+      return h;
+    }
+  };
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::StorageImpl> source;
+    int64_t version;
+    torch::Tensor copy;
+  };
+  std::unordered_map<Key, Entry, KeyHash> entries_;
+  int64_t bytes_ = 0;
+};
+
+Bf16Operands& this_thread_bf16_operands() {
+  thread_local Bf16Operands operands;
+  return operands;
+}
+
+}  // namespace
+
+void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
+              const torch::Tensor& bias) {
+  check_gemm(out, a, b, beta, bias);
+  const bool bf16 = bf16_product(a);
+  if (onednn_takes(out, a, b, bias)) {
+    const torch::Tensor operand = bf16 ? this_thread_bf16_operands().get(b) : b;
+    if (this_thread_gemm().run(out, a, desc_of(operand, bf16), operand.data_ptr(),
+                               {operand.stride(0), operand.stride(1)}, beta == 1, bias, bf16))
+      return;
+  }
+  if (bf16) {
+    torch_gemm_out(out, rounded_to_bf16(a), rounded_to_bf16(b), beta, bias);
+  } else {
+    torch_gemm_out(out, a, b, beta, bias);
+  }
+}
+
 torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "gemm: expected 2-D a and b, got ", a.dim(), "-D and ", b.dim(), "-D");
   auto out = torch::empty({a.size(0), b.size(1)}, a.options());
@@ -194,22 +361,60 @@ torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::
   return out;
 }
 
+namespace {
+
+/// y = x · wᵀ + bias for 2-D x, with its backward's products through gemm:
+/// dx = dy · w, dw = dyᵀ · x, dbias = Σ_rows dy. An absent bias is passed
+/// as an empty tensor (autograd functions take defined tensors).
+class LinearFunction : public torch::autograd::Function<LinearFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& w, const torch::Tensor& bias) {
+    const bool has_bias = bias.numel() > 0;
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["has_bias"] = has_bias;
+    return gemm(x, w.t(), has_bias ? bias : torch::Tensor());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& w = saved[1];
+    const auto dy = grads[0].contiguous();
+    torch::Tensor dx, dw, dbias;
+    if (ctx->needs_input_grad(0)) dx = gemm(dy, w);
+    if (ctx->needs_input_grad(1)) dw = gemm(dy.t(), x);
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) dbias = dy.sum(0);
+    return {dx, dw, dbias};
+  }
+};
+
+}  // namespace
+
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
   TORCH_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: x is ", x.sizes(), " but w is ",
               w.sizes(), " (expected x [..., ", w.size(1), "])");
-  // gemm() records no autograd graph: a product that training differentiates goes through LibTorch.
-  if (torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (bias.defined() && bias.requires_grad())))
-    return torch::nn::functional::linear(x, w, bias);
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0)), "linear: expected bias [",
+              w.size(0), "], got ", bias.defined() ? bias.sizes() : torch::IntArrayRef{});
   const auto x2 = x.reshape({-1, x.size(-1)});
-  auto out = gemm(x2, w.t(), bias);
   auto sizes = x.sizes().vec();
   sizes.back() = w.size(0);
-  return out.view(sizes);
+  const bool record = torch::GradMode::is_enabled() &&
+                      (x.requires_grad() || w.requires_grad() || (bias.defined() && bias.requires_grad()));
+  if (!record) return gemm(x2, w.t(), bias).view(sizes);
+  // float32 training keeps LibTorch's linear (its results, bit for bit, as
+  // before there was a bf16 path); bf16 training needs the products here.
+  if (!bf16_product(x)) return torch::nn::functional::linear(x, w, bias);
+  const auto no_bias = torch::empty({0}, w.options());
+  return LinearFunction::apply(x2, w, bias.defined() ? bias : no_bias).view(sizes);
 }
 
-/// b copied into oneDNN's blocked layout for `rows`-row products.
+/// b copied into oneDNN's blocked layout for `rows`-row products, as
+/// bfloat16 values when it was packed for bfloat16 products.
 struct PackedMatrix::Packed {
   int64_t rows = 0;
+  bool bf16 = false;
   dnnl::memory b;
 };
 
@@ -222,7 +427,8 @@ PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) :
   auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
   packed->rows = rows;
-  packed->b = dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1)), onednn.engine());
+  packed->bf16 = bf16_product(b);
+  packed->b = dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1), packed->bf16), onednn.engine());
   dnnl::memory source(desc_of(b), onednn.engine(), b.data_ptr());
   dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
   onednn.stream().wait();
@@ -237,9 +443,9 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // Kept per thread across PackedMatrix objects (a recurrence packs per
   // call, and each active batch size needs its own primitive): the layout is
   // a function of (k, n, rows), so rows stands in for b's strides in the key.
-  if (packed_ != nullptr && onednn_takes(out, a, b_, bias) &&
+  if (packed_ != nullptr && packed_->bf16 == bf16_product(a) && onednn_takes(out, a, b_, bias) &&
       this_thread_gemm().run(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), {-1, packed_->rows},
-                             beta == 1, bias))
+                             beta == 1, bias, packed_->bf16))
     return;
   cellstate::gemm_out(out, a, b_, beta, bias);
 }

@@ -3,9 +3,11 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <iostream>
 #include <stdexcept>
 #include <thread>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/runtime.h"
 
@@ -66,8 +68,22 @@ void RuntimeOptions::validate() const {
     throw std::invalid_argument("--device must be cpu or cuda, got '" + device + "'");
   if (device == "cuda" && !torch::cuda::is_available())
     throw std::invalid_argument("--device cuda: no CUDA device available to this LibTorch build");
+  try {
+    parse_matmul_precision(precision);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--") + e.what());
+  }
 }
 
-int RuntimeOptions::apply() const { return configure_threads(threads); }
+int RuntimeOptions::apply() const {
+  auto p = parse_matmul_precision(precision);
+  if (p == MatmulPrecision::kBFloat16 && !cpu_supports_bf16()) {
+    std::cerr << "warning: --precision bf16: this CPU has no AVX512_BF16 (nor AMX), so bfloat16 products "
+                 "would be emulated, slower than fp32; computing in fp32\n";
+    p = MatmulPrecision::kFloat32;
+  }
+  set_default_matmul_precision(p);
+  return configure_threads(threads);
+}
 
 }  // namespace cellstate

@@ -18,6 +18,43 @@
 
 namespace cellstate {
 
+/// Arithmetic of float32 products. kBFloat16: both operands rounded to
+/// bfloat16 (to nearest even), their products summed in float32, the result
+/// float32 — oneDNN's AVX512_BF16 kernels, about twice the float32 rate.
+/// Everything around the products (gate nonlinearities, states, losses,
+/// optimisers, the weights themselves) stays float32.
+enum class MatmulPrecision { kFloat32, kBFloat16 };
+
+/// "fp32" / "bf16", and back (std::invalid_argument naming the accepted values).
+std::string to_string(MatmulPrecision precision);
+MatmulPrecision parse_matmul_precision(const std::string& name);
+
+/// Whether this CPU runs bfloat16 products natively (AVX512_BF16 or AMX, as
+/// oneDNN detects it; DNNL_MAX_CPU_ISA can lower it). Without it oneDNN
+/// would emulate them, slower than float32, so kBFloat16 is refused.
+bool cpu_supports_bf16();
+
+/// The precision of the float32 products this thread computes: its
+/// innermost MatmulPrecisionGuard's, else the process default.
+MatmulPrecision matmul_precision();
+
+/// The precision of threads without a guard (kFloat32 at start). Refuses
+/// kBFloat16 where the CPU lacks it (TORCH_CHECK).
+void set_default_matmul_precision(MatmulPrecision precision);
+
+/// Sets this thread's product precision for the guard's lifetime, then
+/// restores the previous one. Refuses kBFloat16 where the CPU lacks it.
+class MatmulPrecisionGuard {
+ public:
+  explicit MatmulPrecisionGuard(MatmulPrecision precision);
+  ~MatmulPrecisionGuard();
+  MatmulPrecisionGuard(const MatmulPrecisionGuard&) = delete;
+  MatmulPrecisionGuard& operator=(const MatmulPrecisionGuard&) = delete;
+
+ private:
+  int previous_;  // the thread's setting before: -1 for none (the default applies)
+};
+
 /// out = beta * out + a · b (+ bias). `beta` is 0 (out is only written) or
 /// 1 (accumulate). Shapes and dtypes are checked (TORCH_CHECK).
 void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta = 0,
@@ -27,8 +64,10 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
 torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
 /// x · wᵀ + bias over the last dimension of x (any leading dimensions), as
-/// torch::nn::functional::linear computes it (and through it when autograd
-/// must record the product).
+/// torch::nn::functional::linear computes it. Under autograd, float32
+/// products go through torch::nn::functional::linear; bf16 products through
+/// an autograd function whose backward's products (dx = dy · w,
+/// dw = dyᵀ · x) are gemm calls at the precision of the thread running it.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
 /// "onednn" or "torch": what float32 products use in this process.
@@ -52,7 +91,9 @@ class PackedMatrix {
   PackedMatrix(const PackedMatrix&) = delete;
   PackedMatrix& operator=(const PackedMatrix&) = delete;
 
-  /// out = beta * out + a · b (+ bias), as gemm_out.
+  /// out = beta * out + a · b (+ bias), as gemm_out. b is packed at the
+  /// precision current when the matrix was built (bfloat16 copies for
+  /// kBFloat16); a product at another precision reads b as it lies.
   void gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta = 0,
                 const torch::Tensor& bias = {}) const;
 

@@ -35,14 +35,17 @@ struct ModelOptions {
   void from_json(const nlohmann::json& j, const std::string& file);
 };
 
-/// --threads, --device, --quiet.
+/// --threads, --device, --precision, --quiet.
 struct RuntimeOptions {
   int threads = 0;               // 0: every core
   std::string device = "cpu";    // cpu | cuda
+  std::string precision = "fp32";  // fp32 | bf16: the products' arithmetic (nn/gemm.h)
   bool quiet = false;            // no progress output
 
   void validate() const;
-  /// Sets the thread count; returns the number of threads used.
+  /// Sets the thread count and the products' precision (bf16 on a CPU
+  /// without AVX512_BF16: a warning on stderr, and fp32); returns the number
+  /// of threads used.
   int apply() const;
 };
 
