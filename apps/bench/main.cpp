@@ -11,6 +11,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   cellstate::BenchConfig config;
   std::string rnn = "lstm";
+  std::string precision = "fp32";
   bool json = false;
   po::options_description desc(
       "cellstate-bench: forward and forward+backward time of the custom recurrent modules\n"
@@ -29,12 +30,15 @@ int main(int argc, char** argv) {
       ("step", po::bool_switch(&config.step),
        "time step-by-step inference (one call per step, as in generation)")
       ("threads", po::value(&config.threads)->default_value(0), "threads (0: every core)")
+      ("precision", po::value(&precision)->default_value("fp32"),
+       "fp32 or bf16: the products of every implementation timed (bf16: bfloat16 operands, float32 sums)")
       ("repeat", cellstate::defaulted(&config.repeat), "timed repeats")
       ("warmup", cellstate::defaulted(&config.warmup), "untimed warm-up runs")
       ("seed", cellstate::defaulted(&config.seed), "random seed")
       ("json", po::bool_switch(&json), "print one JSON object instead of the table");
   if (auto status = cellstate::parse_command_line(argc, argv, desc, "cellstate-bench", [&] {
         config.kind = cellstate::parse_recurrent_kind(rnn);
+        config.precision = cellstate::parse_matmul_precision(precision);
         cellstate::validate(config);
       })) {
     return *status;

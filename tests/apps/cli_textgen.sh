@@ -99,6 +99,19 @@ want = {"embed_dropout": 0.1, "hidden_dropout": 0.2, "locked_dropout": True, "vo
         "weight_dropout": 0.5, "ar": 2, "tar": 1}
 assert all(r[k] == v for k, v in want.items()), r
 assert c["training"]["nt_asgd"] == 1, c["training"]
+assert c["training"]["precision"] == "fp32", c["training"]
+PY
+# The precision a model trained at is recorded: bf16 where the CPU has it,
+# else fp32 (with a warning).
+check "train in bf16" 0 "$bin" train --train "$data/textgen_tiny.txt" --valid "$data/textgen_tiny.txt" \
+  --model "$tmp/bf16" --spm-type char --vocab-size 60 --layers 1 --hidden 16 --embed 16 --bptt 8 --batch-size 2 \
+  --epochs 1 --threads 1 --precision bf16
+want=fp32
+grep -qw avx512_bf16 /proc/cpuinfo && [ -z "${DNNL_MAX_CPU_ISA:-}" ] && want=bf16
+/usr/bin/python3 - "$tmp/bf16/config.json" "$want" <<'PY' || fail "config.json does not record the training precision"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["training"]["precision"] == sys.argv[2], (c["training"], sys.argv[2])
 PY
 check "regularised model generates" 0 "$bin" generate --model "$w" --prompt "Up" --greedy --max-tokens 5
 check "regularised model evaluates deterministically" 0 "$bin" eval --model "$w" --data "$data/textgen_tiny.txt" --json

@@ -81,6 +81,9 @@ void validate(const BenchConfig& c) {
   if (c.threads < 0) throw std::invalid_argument("--threads must be at least 0 (0: every core)");
   if (c.step && c.bidirectional)
     throw std::invalid_argument("--step times generation-style stepping, which is unidirectional");
+  if (c.precision == MatmulPrecision::kBFloat16 && !cpu_supports_bf16())
+    throw std::invalid_argument(
+        "--precision bf16: this CPU has no AVX512_BF16 (nor AMX); bfloat16 would only be emulated");
 }
 
 BenchResult run_benchmark(const BenchConfig& c) {
@@ -89,6 +92,7 @@ BenchResult run_benchmark(const BenchConfig& c) {
   r.config = c;
   r.threads = configure_threads(c.threads);
   torch::manual_seed(c.seed);
+  const MatmulPrecisionGuard precision(c.precision);
 
   const auto opts = RecurrentOptions(c.input, c.hidden)
                         .kind(c.kind)
@@ -199,10 +203,10 @@ void print_table(std::ostream& out, const BenchResult& r, const std::string& tit
       << c.hidden << ", input " << c.input << ", batch " << c.batch << ", seq " << c.seq << ", "
       << (c.bidirectional ? "bidirectional" : "unidirectional") << ", "
       << (c.variable_lengths ? "variable lengths" : "equal lengths") << ", " << r.threads
-      << " thread(s), median of " << c.repeat << "\n";
+      << " thread(s), " << to_string(c.precision) << " products, median of " << c.repeat << "\n";
   out << std::fixed << std::setprecision(1);
-  out << "GEMM rate (1024x1024x1024 float32 matmul): OpenBLAS " << r.openblas_gemm_gflops << ", oneDNN "
-      << r.onednn_gemm_gflops << " GFLOP/s; \"of GEMM\" is of the better; custom products through "
+  out << "GEMM rate (1024x1024x1024 matmul): OpenBLAS (float32) " << r.openblas_gemm_gflops << ", oneDNN ("
+      << to_string(c.precision) << ") " << r.onednn_gemm_gflops << " GFLOP/s; \"of GEMM\" is of the better; custom products through "
       << r.gemm_backend << "\n";
   auto pct = [&](const Timing& t) { return 100.0 * t.gflops / r.gemm_gflops; };
   auto row = [&](const char* name, const Timing& a, const Timing* b) {
@@ -244,6 +248,7 @@ nlohmann::json to_json(const BenchResult& r) {
                    {"variable_lengths", c.variable_lengths},
                    {"step", c.step},
                    {"threads", r.threads},
+                   {"precision", to_string(c.precision)},
                    {"repeat", c.repeat},
                    {"gemm_gflops", r.gemm_gflops},
                    {"openblas_gemm_gflops", r.openblas_gemm_gflops},

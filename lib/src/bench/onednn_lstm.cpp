@@ -25,10 +25,13 @@ OneDnnLstm::OneDnnLstm(const BenchConfig& c) : state_(std::make_unique<State>())
   using dnnl::memory;
   using tag = memory::format_tag;
   const auto f32 = memory::data_type::f32;
+  // bf16: data and weights in bfloat16, bias (and the cell state) float32.
+  const bool bf16 = c.precision == MatmulPrecision::kBFloat16;
+  const auto data = bf16 ? memory::data_type::bf16 : f32;
   auto& s = *state_;
   const int64_t L = c.layers, D = c.bidirectional ? 2 : 1, T = c.seq, N = c.batch, C = c.input, O = c.hidden;
-  const memory::desc src_md({T, N, C}, f32, tag::tnc), dst_md({T, N, D * O}, f32, tag::tnc);
-  const memory::desc wl_any({L, D, C, 4, O}, f32, tag::any), wi_any({L, D, O, 4, O}, f32, tag::any);
+  const memory::desc src_md({T, N, C}, data, tag::tnc), dst_md({T, N, D * O}, data, tag::tnc);
+  const memory::desc wl_any({L, D, C, 4, O}, data, tag::any), wi_any({L, D, O, 4, O}, data, tag::any);
   const memory::desc bias_md({L, D, 4, O}, f32, tag::ldgo);
   const auto direction = c.bidirectional ? dnnl::rnn_direction::bidirectional_concat
                                          : dnnl::rnn_direction::unidirectional_left2right;
@@ -42,7 +45,7 @@ OneDnnLstm::OneDnnLstm(const BenchConfig& c) : state_(std::make_unique<State>())
   auto uniform = [&](std::vector<int64_t> sizes) { return torch::empty(sizes).uniform_(-bound, bound); };
   const auto wl = uniform({L, D, C, 4, O}), wi = uniform({L, D, O, 4, O});
   const auto bias = uniform({L, D, 4, O});
-  s.src = torch::randn({T, N, C});
+  s.src = torch::randn({T, N, C}).to(bf16 ? torch::kBFloat16 : torch::kFloat);
   auto packed = [&](const torch::Tensor& t, const memory::desc& plain_md, const memory::desc& want) {
     memory plain(plain_md, s.engine, t.data_ptr());
     memory out(want, s.engine);

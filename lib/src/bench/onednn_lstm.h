@@ -1,7 +1,8 @@
 #pragma once
 // oneDNN's own LSTM primitive (dnnl::lstm_forward, the library LibTorch
-// loads) as a peer of the custom LSTM in cellstate-bench: float32 forward
-// inference at the bench's sizes, all layers and directions in one
+// loads) as a peer of the custom LSTM in cellstate-bench: forward inference
+// at the bench's sizes and precision (float32, or bfloat16 data and weights
+// with float32 bias and cell state), all layers and directions in one
 // primitive, weights reordered once into the layout it prefers.
 
 #include <memory>

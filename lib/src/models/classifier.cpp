@@ -1,5 +1,7 @@
 #include "cellstate/models/classifier.h"
 
+#include "cellstate/nn/gemm.h"
+
 #include <torch/torch.h>
 
 
@@ -97,20 +99,23 @@ std::pair<torch::Tensor, torch::Tensor> TextClassifierImpl::forward_with_lm(cons
       pooled = h.sum(1) / lengths.unsqueeze(1).to(h.dtype());
       break;
     case Pooling::kAttention: {
-      auto scores = attention_score(torch::tanh(attention_proj(h))).squeeze(2);  // [B, T]
+      const auto projected = torch::tanh(linear_layer(h, attention_proj->weight, attention_proj->bias));
+      auto scores = linear_layer(projected, attention_score->weight).squeeze(2);  // [B, T]
       scores = scores.masked_fill(~mask, -1e9);
       auto weights = torch::softmax(scores, 1).unsqueeze(2);
       pooled = (weights * h).sum(1);
       break;
     }
   }
-  auto logits = output(torch::dropout(pooled, o.dropout(), is_training()));
+  auto logits = linear_layer(torch::dropout(pooled, o.dropout(), is_training()), output->weight, output->bias);
   torch::Tensor lm_loss = torch::zeros({}, logits.options());
   if (o.lm_weight() > 0 && is_training() && ids_in.size(1) > 1) {
     // Forward states at t predict token t+1; backward states at t predict t-1.
     const int64_t H = o.hidden();
     auto predict = [&](const torch::Tensor& states, const torch::Tensor& targets, const torch::Tensor& valid) {
-      auto logits_lm = torch::matmul(lm_proj(torch::dropout(states, o.dropout(), true)), embedding->weight.t());
+      const auto projected =
+          linear_layer(torch::dropout(states, o.dropout(), true), lm_proj->weight, lm_proj->bias);
+      auto logits_lm = linear_layer(projected, embedding->weight);
       auto nll = torch::nn::functional::cross_entropy(
           logits_lm.reshape({-1, logits_lm.size(2)}), targets.reshape({-1}),
           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));

@@ -115,10 +115,12 @@ torch::Tensor InputProjectionCache::lookup(const torch::Tensor& ids, const torch
   for (const auto* t : {&embedding, &w_ih, &b_ih}) {
     sources.push_back(t->defined() ? Source{t->storage(), t->data_ptr(), t->_version()} : Source{});
   }
-  if (sources != sources_ || !table_.defined() || table_.dtype() != embedding.dtype()) {
+  const auto precision = matmul_precision();
+  if (sources != sources_ || precision != precision_ || !table_.defined() || table_.dtype() != embedding.dtype()) {
     table_ = torch::empty({V, G}, embedding.options());
     filled_.assign(static_cast<size_t>(V), 0);
     sources_ = std::move(sources);
+    precision_ = precision;
   }
   const auto cpu_ids = ids.to(torch::kCPU, torch::kLong).contiguous();
   const auto* id = cpu_ids.data_ptr<int64_t>();

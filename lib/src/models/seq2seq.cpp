@@ -1,5 +1,7 @@
 #include "cellstate/models/seq2seq.h"
 
+#include "cellstate/nn/gemm.h"
+
 #include <torch/torch.h>
 
 #include <stdexcept>
@@ -89,13 +91,15 @@ Encoded Seq2SeqImpl::encode(const torch::Tensor& source, const torch::Tensor& le
   Encoded e;
   e.memory = out.output;  // [B, S, 2H]
   e.mask = torch::arange(S).unsqueeze(0) < lengths.unsqueeze(1);
-  e.keys = attention_key(e.memory);
+  e.keys = linear_layer(e.memory, attention_key->weight, attention_key->bias);
   // Final states [layers * 2, B, H] -> per layer [B, 2H] (forward; backward).
   auto h = out.state.h.view({options.layers(), 2, B, H});
   auto c = out.state.c.view({options.layers(), 2, B, H});
   for (int64_t l = 0; l < options.layers(); ++l) {
-    e.h.push_back(torch::tanh(bridge_h[static_cast<size_t>(l)](torch::cat({h[l][0], h[l][1]}, 1))));
-    e.c.push_back(torch::tanh(bridge_c[static_cast<size_t>(l)](torch::cat({c[l][0], c[l][1]}, 1))));
+    const auto& bh = bridge_h[static_cast<size_t>(l)];
+    const auto& bc = bridge_c[static_cast<size_t>(l)];
+    e.h.push_back(torch::tanh(linear_layer(torch::cat({h[l][0], h[l][1]}, 1), bh->weight, bh->bias)));
+    e.c.push_back(torch::tanh(linear_layer(torch::cat({c[l][0], c[l][1]}, 1), bc->weight, bc->bias)));
   }
   e.feed = torch::zeros({B, decoder_size()}, e.memory.options());
   return e;
@@ -121,13 +125,14 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
   if (options.attention() == Attention::kGeneral) {
     scores = torch::bmm(s.keys, query.unsqueeze(2)).squeeze(2);  // [B, S]
   } else {
-    scores = attention_score(torch::tanh(s.keys + attention_query(query).unsqueeze(1))).squeeze(2);
+    const auto q = linear_layer(query, attention_query->weight);
+    scores = linear_layer(torch::tanh(s.keys + q.unsqueeze(1)), attention_score->weight).squeeze(2);
   }
   scores = scores.masked_fill(s.mask.logical_not(), -std::numeric_limits<float>::infinity());
   auto a = torch::softmax(scores, 1);
   if (attention) *attention = a;
   auto context = torch::bmm(a.unsqueeze(1), s.memory).squeeze(1);  // [B, 2H]
-  auto attended = torch::tanh(combine(torch::cat({context, query}, 1)));
+  auto attended = torch::tanh(linear_layer(torch::cat({context, query}, 1), combine->weight));
   s.feed = attended;
   return attended;
 }
@@ -135,10 +140,10 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
 torch::Tensor Seq2SeqImpl::logits(const torch::Tensor& attended) {
   auto y = drop(attended);
   if (options.tie()) {
-    if (projection) y = projection(y);
-    return torch::linear(y, target_embedding->weight, output_bias);
+    if (projection) y = linear_layer(y, projection->weight, projection->bias);
+    return linear_layer(y, target_embedding->weight, output_bias);
   }
-  return output(y);
+  return linear_layer(y, output->weight, output->bias);
 }
 
 torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torch::Tensor& lengths,

@@ -1,5 +1,7 @@
 #include "cellstate/models/tagger.h"
 
+#include "cellstate/nn/gemm.h"
+
 #include <torch/torch.h>
 
 #include <cctype>
@@ -150,7 +152,7 @@ torch::Tensor SequenceTaggerImpl::emissions(const TaggerBatch& b) {
   if (casing_embedding) parts.push_back(casing_embedding(b.casing));
   auto x = drop(torch::cat(parts, 2));
   auto h = rnn->forward(x, b.lengths).output;
-  return output(drop(h)) * b.mask.unsqueeze(2).to(torch::kFloat);
+  return linear_layer(drop(h), output->weight, output->bias) * b.mask.unsqueeze(2).to(torch::kFloat);
 }
 
 torch::Tensor SequenceTaggerImpl::loss(const TaggerBatch& batch, const torch::Tensor& tags) {

@@ -1,5 +1,6 @@
 #include "cellstate/nn/cells.h"
 
+#include "cellstate/nn/gemm.h"
 #include "init.h"
 
 namespace cellstate {
@@ -58,8 +59,7 @@ torch::Tensor CellBaseImpl::checked_state(const torch::Tensor& x, const torch::T
 
 std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::Tensor& x,
                                                                   const torch::Tensor& h) const {
-  return {torch::nn::functional::linear(x, weight_ih, bias_ih),
-          torch::nn::functional::linear(h, weight_hh, bias_hh)};
+  return {linear_layer(x, weight_ih, bias_ih), linear_layer(h, weight_hh, bias_hh)};
 }
 
 LSTMCellImpl::LSTMCellImpl(CellOptions options) : CloneableFrom(std::move(options), 4, "LSTMCell") {}

@@ -410,6 +410,11 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return LinearFunction::apply(x2, w, bias.defined() ? bias : no_bias).view(sizes);
 }
 
+torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
+  if (!bf16_product(x)) return torch::nn::functional::linear(x, w, bias);
+  return linear(x, w, bias);
+}
+
 /// b copied into oneDNN's blocked layout for `rows`-row products, as
 /// bfloat16 values when it was packed for bfloat16 products.
 struct PackedMatrix::Packed {

@@ -1,8 +1,11 @@
 #include "cellstate/nn/rnn.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <stdexcept>
 
 #include "cellstate/nn/dropout.h"
+#include "cellstate/nn/gemm.h"
 #include "init.h"
 #include "recurrent_kernels.h"
 
@@ -344,6 +347,40 @@ void CustomRecurrentImpl::step_projected_(const Tensor& input_gates, RecurrentSt
 // ---------------------------------------------------------------------------
 // BuiltinRecurrentImpl
 
+namespace {
+
+/// LibTorch's CPU autocast to bfloat16 for the scope, when `on`: inside
+/// ATen's recurrences, the products (linear, matmul) take bfloat16 operands
+/// while the cell states stay float32 — the built-in counterpart of the
+/// custom kernels' bf16 products. Restores the thread's previous setting
+/// and clears autocast's cache of cast weights on leaving the outermost scope.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    was_enabled_ = at::autocast::is_cpu_enabled();
+    was_dtype_ = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(was_enabled_);
+    at::autocast::set_autocast_cpu_dtype(was_dtype_);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool on_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kBFloat16;
+};
+
+}  // namespace
+
 BuiltinRecurrentImpl::BuiltinRecurrentImpl(RecurrentOptions options)
     : CloneableFrom(std::move(options)) {
   reset();
@@ -425,6 +462,9 @@ RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor&
   const bool drop_weights = o.weight_dropout() > 0 && is_training();
   const auto params = named_parameters(/*recurse=*/false);
   std::vector<Tensor> h_n, c_n;
+  // bf16 products (nn/gemm.h): results come back in the input's type below.
+  const Bf16Autocast autocast(input.scalar_type() == torch::kFloat &&
+                              matmul_precision() == MatmulPrecision::kBFloat16);
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     // PyTorch's order: w_ih, w_hh, b_ih, b_hh of the forward, then the reverse direction.
     std::vector<Tensor> weights;
@@ -465,10 +505,11 @@ RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor&
       }
     }
   }
+  data = data.to(input.scalar_type());  // a plain RNN's outputs are bf16 under autocast
   RecurrentOutput out;
   out.output = data;
-  out.state.h = torch::cat(h_n, 0);
-  if (lstm) out.state.c = torch::cat(c_n, 0);
+  out.state.h = torch::cat(h_n, 0).to(input.scalar_type());
+  if (lstm) out.state.c = torch::cat(c_n, 0).to(input.scalar_type());
   if (varlen) {
     out.output = std::get<0>(rnn_utils::pad_packed_sequence(
         rnn_utils::PackedSequence(data, packed.batch_sizes(), packed.sorted_indices(), packed.unsorted_indices()),

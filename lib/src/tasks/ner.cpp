@@ -491,7 +491,7 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
   json["chars"] = config.char_embed > 0 ? chars : std::vector<std::string>{};
   json["words_file"] = "words.txt";
   json["weights"] = weights_entry(config.half);
-  json["training"] = config.training.to_json();
+  json["training"] = training_record(config.training);
   json["training"]["min_word_count"] = config.min_word_count;
   json["training"]["rare_word_dropout"] = config.rare_word_dropout;
   json["training"]["word_dropout"] = config.word_dropout;

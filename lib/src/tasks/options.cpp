@@ -86,4 +86,10 @@ int RuntimeOptions::apply() const {
   return configure_threads(threads);
 }
 
+nlohmann::json training_record(const TrainingOptions& training) {
+  auto j = training.to_json();
+  j["precision"] = to_string(matmul_precision());
+  return j;
+}
+
 }  // namespace cellstate

@@ -269,7 +269,7 @@ nlohmann::json sentiment_config(const SentimentTrainConfig& config, const Sentim
   json["weights"] = weights_entry(config.half);
   json["ensemble"] = config.ensemble;
   json["max_length"] = config.max_length;
-  json["training"] = config.training.to_json();
+  json["training"] = training_record(config.training);
   json["training"]["sample_alpha"] = config.sample_alpha;
   json["training"]["sample_nbest"] = config.sample_nbest;
   json["training"]["lm_weight"] = config.lm_weight;

@@ -372,7 +372,7 @@ TrainResult train_textgen(const TextgenTrainConfig& config, const ProcessGroup& 
   json["tokenizer"] = {{"file", "tokenizer.model"}, {"type", config.spm_type}, {"vocab_size", config.vocab_size},
                        {"normalization", config.spm_normalization}};
   json["weights"] = weights_entry(config.half);
-  json["training"] = config.training.to_json();
+  json["training"] = training_record(config.training);
   json["training"]["bptt"] = config.bptt;
   json["regularization"] = config.regularization.to_json();
   json["data"] = {{"train", config.train_path},     {"valid", valid_source},

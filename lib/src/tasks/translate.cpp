@@ -292,7 +292,7 @@ TrainResult train_translation(const TranslateTrainConfig& config, const ProcessG
   json["tokenizer"] = {{"joint", config.joint_vocab}, {"vocab_size", config.vocab_size}};
   json["max_source_tokens"] = kMaxSourceTokens;
   json["weights"] = weights_entry(config.half);
-  json["training"] = config.training.to_json();
+  json["training"] = training_record(config.training);
   json["training"]["label_smoothing"] = config.label_smoothing;
   json["training"]["max_tokens"] = config.max_tokens;
   json["training"]["dev_beam"] = config.dev_beam;

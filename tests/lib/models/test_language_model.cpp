@@ -70,20 +70,39 @@ TEST(LanguageModel, MemoisedInputProjectionsFollowTheWeights) {
     // computes: bit for bit the same state.
     auto* custom = dynamic_cast<cs::CustomRecurrentImpl*>(model->rnn.get());
     ASSERT_NE(custom, nullptr);
-    model->encoder->weight.mul_(1.0);  // a new version: every row is computed again, one at a time
-    cs::RecurrentState memoised, plain;
-    for (int64_t t = 0; t < ids.size(0); ++t) {
-      const auto one = ids[t].slice(0, 0, 1);
-      model->step(one, memoised);
-      if (!plain.h.defined()) {
-        plain.h = torch::zeros_like(memoised.h);
-        if (memoised.c.defined()) plain.c = torch::zeros_like(memoised.c);
+    // The first stream stepped both ways: (memoised, plain) final states.
+    auto step_first_stream = [&] {
+      cs::RecurrentState memoised, plain;
+      for (int64_t t = 0; t < ids.size(0); ++t) {
+        const auto one = ids[t].slice(0, 0, 1);
+        model->step(one, memoised);
+        if (!plain.h.defined()) {
+          plain.h = torch::zeros_like(memoised.h);
+          if (memoised.c.defined()) plain.c = torch::zeros_like(memoised.c);
+        }
+        custom->step_(model->encoder(one), plain);
       }
-      custom->step_(model->encoder(one), plain);
+      return std::make_pair(memoised.h, plain.h);
+    };
+    model->encoder->weight.mul_(1.0);  // a new version: every row is computed again, one at a time
+    const auto [memoised, plain] = step_first_stream();
+    EXPECT_TRUE(torch::equal(memoised, plain));
+    // Rows computed in float32 are not reused under bf16 products (nor the
+    // other way round): the memoised step stays the plain step, bit for bit.
+    if (cs::cpu_supports_bf16()) {
+      torch::Tensor memoised16, plain16;
+      {
+        cs::MatmulPrecisionGuard bf16(cs::MatmulPrecision::kBFloat16);
+        std::tie(memoised16, plain16) = step_first_stream();
+      }
+      EXPECT_TRUE(torch::equal(memoised16, plain16));
+      EXPECT_FALSE(torch::equal(memoised16, plain)) << "bf16 products were not used";
+      EXPECT_TRUE(torch::equal(step_first_stream().first, plain));
     }
-    EXPECT_TRUE(torch::equal(memoised.h, plain.h));
     // Input gates of the wrong width are refused.
-    EXPECT_NE(exception_of([&] { custom->step_projected_(torch::zeros({1, 5}), plain); }).find("input gates"),
+    cs::RecurrentState state{torch::zeros({2, 1, 10}), kind == cs::RecurrentKind::kLSTM ? torch::zeros({2, 1, 10})
+                                                                                         : torch::Tensor()};
+    EXPECT_NE(exception_of([&] { custom->step_projected_(torch::zeros({1, 5}), state); }).find("input gates"),
               std::string::npos);
   }
 }

@@ -4,6 +4,7 @@
 // bf16 agree with float32 within bfloat16's rounding, and a CPU without
 // AVX512_BF16 refuses bf16 instead of emulating it.
 #include <gtest/gtest.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -122,22 +123,38 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
 TEST(Precision, LinearUnderAutogradTakesGemmsBackward) {
   if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
   torch::manual_seed(12);
-  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);  // float64 products stay exact under it
-  const auto x = torch::randn({3, 4, 10}, torch::kDouble).requires_grad_();
-  const auto w = torch::randn({6, 10}, torch::kDouble).requires_grad_();
-  const auto bias = torch::randn({6}, torch::kDouble).requires_grad_();
-  const auto weights = torch::linspace(-1, 1, 6, torch::kDouble);
-  auto loss = [&] { return (linear(x, w, bias) * weights).sum(); };
-  loss().backward();
-  testing::expect_gradients_match_finite_differences(loss, {x, w, bias}, {x.grad(), w.grad(), bias.grad()}, 1e-6,
-                                                     "linear");
-  // float32 values in bf16 products against LibTorch's float32 linear, without a bias too.
+  // float64 is never reduced: under bf16, linear stays LibTorch's (exact gradients).
+  {
+    MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+    const auto x = torch::randn({3, 4, 10}, torch::kDouble).requires_grad_();
+    const auto w = torch::randn({6, 10}, torch::kDouble).requires_grad_();
+    const auto bias = torch::randn({6}, torch::kDouble).requires_grad_();
+    const auto weights = torch::linspace(-1, 1, 6, torch::kDouble);
+    auto loss = [&] { return (linear(x, w, bias) * weights).sum(); };
+    loss().backward();
+    testing::expect_gradients_match_finite_differences(loss, {x, w, bias}, {x.grad(), w.grad(), bias.grad()}, 1e-6,
+                                                       "linear");
+  }
+  // float32 under bf16: the autograd function. Its forward and backward are
+  // bf16 products with float32 sums: dx = dy · w, dw = dyᵀ · x, each equal
+  // to the exact product of the rounded operands (to float32 summation
+  // error), and within bfloat16's error of LibTorch's float32 linear.
   for (bool with_bias : {true, false}) {
+    SCOPED_TRACE(with_bias ? "bias" : "no bias");
+    MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
     const auto xf = torch::randn({5, 7, 16}).requires_grad_();
     const auto wf = torch::randn({9, 16}).requires_grad_();
     const auto bf = with_bias ? torch::randn({9}).requires_grad_() : torch::Tensor();
     const auto g = torch::randn({5, 7, 9});
-    linear(xf, wf, bf).backward(g);
+    const auto y = linear(xf, wf, bf);
+    y.backward(g);
+    const auto x2 = xf.detach().reshape({-1, 16}), g2 = g.reshape({-1, 9});
+    auto want_y = torch::mm(rounded(x2), rounded(wf.detach()).t());
+    if (with_bias) want_y += bf.detach().to(torch::kDouble);
+    EXPECT_LT(max_diff(y.detach().reshape({-1, 9}), want_y), 1e-4);
+    EXPECT_LT(max_diff(xf.grad().reshape({-1, 16}), torch::mm(rounded(g2), rounded(wf.detach()))), 1e-4);
+    EXPECT_LT(max_diff(wf.grad(), torch::mm(rounded(g2).t(), rounded(x2))), 1e-4);
+    if (with_bias) EXPECT_LT(max_diff(bf.grad(), g2.sum(0)), 1e-4);
     const auto mine = std::vector<torch::Tensor>{xf.grad().clone(), wf.grad().clone()};
     xf.grad().zero_();
     wf.grad().zero_();
@@ -149,37 +166,100 @@ TEST(Precision, LinearUnderAutogradTakesGemmsBackward) {
   }
 }
 
-TEST(Precision, RecurrentModulesUnderBf16AgreeWithFloat32) {
-  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+TEST(Precision, LinearLayerIsLibTorchsInFloat32) {
+  torch::manual_seed(14);
+  const auto x = torch::randn({6, 5, 12}).requires_grad_();
+  const auto w = torch::randn({7, 12}).requires_grad_();
+  const auto b = torch::randn({7}).requires_grad_();
+  const auto g = torch::randn({6, 5, 7});
+  auto run = [&](bool mine) {
+    x.mutable_grad() = torch::Tensor();
+    w.mutable_grad() = torch::Tensor();
+    auto y = mine ? linear_layer(x, w, b) : torch::nn::functional::linear(x, w, b);
+    y.backward(g);
+    return std::vector<torch::Tensor>{y.detach(), x.grad().clone(), w.grad().clone()};
+  };
+  {
+    MatmulPrecisionGuard fp32(MatmulPrecision::kFloat32);
+    const auto mine = run(true), want = run(false);
+    for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(torch::equal(mine[i], want[i])) << i;
+  }
+  if (!cpu_supports_bf16()) return;
+  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+  const auto mine = run(true);
+  auto want = torch::mm(rounded(x.detach().reshape({-1, 12})), rounded(w.detach()).t()) + b.detach().to(torch::kDouble);
+  EXPECT_LT(max_diff(mine[0].reshape({-1, 7}), want), 1e-4) << "bf16 products";
+  EXPECT_GT(max_diff(mine[0], torch::nn::functional::linear(x, w, b).detach()), 0.0);
+}
+
+/// One forward and backward pass of `rnn` over variable lengths at
+/// `precision`: its output, and the gradients of the input and of every
+/// parameter. Results and master weights' gradients stay float32.
+struct Pass {
+  torch::Tensor output;
+  std::vector<torch::Tensor> grads;
+};
+
+Pass forward_backward(RecurrentModuleImpl& rnn, const torch::Tensor& x, const torch::Tensor& lengths,
+                      MatmulPrecision precision) {
+  MatmulPrecisionGuard guard(precision);
+  rnn.zero_grad();
+  const auto xg = x.clone().requires_grad_();
+  auto out = rnn.forward(xg, lengths);
+  EXPECT_EQ(out.output.scalar_type(), torch::kFloat);
+  EXPECT_EQ(out.state.h.scalar_type(), torch::kFloat);
+  (out.output * torch::linspace(-1, 1, out.output.size(-1))).sum().backward();
+  Pass pass{out.output.detach(), {xg.grad()}};
+  for (const auto& p : rnn.parameters()) {
+    EXPECT_EQ(p.grad().scalar_type(), torch::kFloat) << "master weights stay float32";
+    pass.grads.push_back(p.grad().clone());
+  }
+  return pass;
+}
+
+/// For LSTM, GRU and RNN, one and two directions, 2 layers of `impl`:
+/// bf16's output within 3e-2 abs / 1e-2 relative of fp32's and every
+/// gradient within 3e-2 relative; then `more(module, x, lengths, fp32, bf16)`.
+template <typename More>
+void expect_bf16_near_fp32(Implementation impl, const More& more) {
   for (auto kind : {RecurrentKind::kLSTM, RecurrentKind::kGRU, RecurrentKind::kRNN}) {
     for (bool bidirectional : {false, true}) {
-      SCOPED_TRACE(std::to_string(static_cast<int>(kind)) + (bidirectional ? " bi" : " uni"));
+      SCOPED_TRACE(to_string(impl) + " " + to_string(kind) + (bidirectional ? " bi" : " uni"));
       torch::manual_seed(13);
-      CustomRecurrent rnn(RecurrentOptions(24, 32).kind(kind).num_layers(2).bidirectional(bidirectional));
+      auto rnn = make_recurrent(RecurrentOptions(24, 32).kind(kind).num_layers(2).bidirectional(bidirectional).impl(impl));
       const auto x = torch::randn({12, 5, 24});
       const auto lengths = torch::tensor({12, 7, 12, 3, 9}, torch::kLong);
-      auto run = [&](MatmulPrecision precision) {
-        MatmulPrecisionGuard guard(precision);
-        rnn->zero_grad();
-        const auto xg = x.clone().requires_grad_();
-        auto out = rnn->forward(xg, lengths);
-        (out.output * torch::linspace(-1, 1, out.output.size(-1))).sum().backward();
-        std::vector<torch::Tensor> grads{xg.grad()};
-        for (const auto& p : rnn->parameters()) grads.push_back(p.grad().clone());
-        return std::make_pair(out.output.detach(), grads);
-      };
-      const auto [y32, g32] = run(MatmulPrecision::kFloat32);
-      const auto [y16, g16] = run(MatmulPrecision::kBFloat16);
-      EXPECT_LT(max_diff(y16, y32), 3e-2);
-      EXPECT_LT(relative_error(y16, y32), 1e-2);
-      EXPECT_GT(max_diff(y16, y32), 0.0) << "bf16 products were not used";
-      for (size_t i = 0; i < g32.size(); ++i) EXPECT_LT(relative_error(g16[i], g32[i]), 3e-2) << "gradient " << i;
-      // Inference (no autograd) and the in-place step take the same products.
-      torch::NoGradGuard no_grad;
-      MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
-      EXPECT_LT(max_diff(rnn->forward(x, lengths).output, y16), 1e-5);
+      const auto f32 = forward_backward(*rnn, x, lengths, MatmulPrecision::kFloat32);
+      const auto b16 = forward_backward(*rnn, x, lengths, MatmulPrecision::kBFloat16);
+      EXPECT_LT(max_diff(b16.output, f32.output), 3e-2);
+      EXPECT_LT(relative_error(b16.output, f32.output), 1e-2);
+      EXPECT_GT(max_diff(b16.output, f32.output), 0.0) << "bf16 products were not used";
+      for (size_t i = 0; i < f32.grads.size(); ++i)
+        EXPECT_LT(relative_error(b16.grads[i], f32.grads[i]), 3e-2) << "gradient " << i;
+      more(*rnn, x, lengths, f32, b16);
     }
   }
+}
+
+TEST(Precision, RecurrentModulesUnderBf16AgreeWithFloat32) {
+  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  expect_bf16_near_fp32(Implementation::kCustom, [](RecurrentModuleImpl& rnn, const torch::Tensor& x,
+                                                    const torch::Tensor& lengths, const Pass&, const Pass& b16) {
+    // Inference (no autograd) takes the same products.
+    torch::NoGradGuard no_grad;
+    MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+    EXPECT_LT(max_diff(rnn.forward(x, lengths).output, b16.output), 1e-5);
+  });
+}
+
+TEST(Precision, BuiltinRecurrencesTakeAutocastsBf16Products) {
+  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  expect_bf16_near_fp32(Implementation::kBuiltin, [](RecurrentModuleImpl& rnn, const torch::Tensor& x,
+                                                     const torch::Tensor& lengths, const Pass& f32, const Pass&) {
+    // The thread's autocast setting is as it was.
+    EXPECT_FALSE(at::autocast::is_cpu_enabled());
+    EXPECT_TRUE(torch::equal(forward_backward(rnn, x, lengths, MatmulPrecision::kFloat32).output, f32.output));
+  });
 }
 
 }  // namespace

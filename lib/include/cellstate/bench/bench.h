@@ -7,6 +7,7 @@
 #include <vector>
 #include <string>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/nn/rnn.h"
 #include "cellstate/util/timing.h"
 
@@ -27,6 +28,10 @@ struct BenchConfig {
   /// instead of whole-sequence forward and forward+backward.
   bool step = false;
   int threads = 0;  ///< 0: every core
+  /// The products' arithmetic of every implementation timed (nn/gemm.h):
+  /// custom kernels, the built-in modules (LibTorch's CPU autocast) and
+  /// oneDNN's primitive (bf16 data, float32 bias and cell state).
+  MatmulPrecision precision = MatmulPrecision::kFloat32;
   int repeat = 10;
   int warmup = 2;
   uint64_t seed = 1;
@@ -43,12 +48,12 @@ struct BenchResult {
   int threads = 0;
   double gemm_gflops = 0;  ///< the machine's limit: the best of the two rates below
   double openblas_gemm_gflops = 0;  ///< 1024³ float32 matmul through LibTorch (OpenBLAS), same run
-  double onednn_gemm_gflops = 0;    ///< the same through nn/gemm.h (oneDNN's matmul)
+  double onednn_gemm_gflops = 0;    ///< the same through nn/gemm.h (oneDNN's matmul), at `precision`
   std::string gemm_backend;         ///< what the custom kernels' products used ("onednn" or "torch")
   Timing custom_forward, builtin_forward;
   Timing custom_train, builtin_train;  ///< forward+backward (not in step mode)
   Timing custom_step, builtin_step;    ///< whole step-by-step sequence (step mode)
-  /// oneDNN's own LSTM primitive, fp32 forward inference (LSTM, whole
+  /// oneDNN's own LSTM primitive, forward inference at `precision` (LSTM, whole
   /// sequences; every sequence at full length); empty `onednn_note` when timed.
   Timing onednn_forward;
   std::string onednn_note;

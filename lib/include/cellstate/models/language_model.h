@@ -22,6 +22,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "cellstate/decode/step_model.h"
+#include "cellstate/nn/gemm.h"
 #include "cellstate/nn/rnn.h"
 
 #include <vector>
@@ -76,7 +77,8 @@ struct LanguageModelOutput {
 /// reused after. A generated token then reads one row instead of all of
 /// W_ih_l0: a sixth of the recurrent weights of a 3-layer LSTM. Every row is
 /// recomputed after any of E, W_ih_l0, b_ih_l0 changed (another tensor, an
-/// in-place update, a new dtype). Not for concurrent use.
+/// in-place update, a new dtype) and when the thread's matmul precision is
+/// not the one the rows were computed at. Not for concurrent use.
 class InputProjectionCache {
  public:
   /// Largest table kept ([V, G*H] values; pages of rows never seen are
@@ -110,6 +112,7 @@ class InputProjectionCache {
     }
   };
   std::vector<Source> sources_;
+  MatmulPrecision precision_ = MatmulPrecision::kFloat32;  // the rows' (nn/gemm.h)
   torch::Tensor table_;          // [V, G*H]
   std::vector<uint8_t> filled_;  // per row of table_
 };

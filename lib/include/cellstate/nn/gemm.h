@@ -70,6 +70,13 @@ torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::
 /// dw = dyᵀ · x) are gemm calls at the precision of the thread running it.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
+/// x · wᵀ + bias for the apps' small and mid-sized layers (classifier and
+/// tagger heads, attention, bridges, the seq2seq decoder's cells): in
+/// float32 exactly LibTorch's linear, training and inference alike (the
+/// results these layers always had, bit for bit); in bfloat16 the products
+/// of linear() above.
+torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
+
 /// "onednn" or "torch": what float32 products use in this process.
 std::string gemm_backend();
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cellstate/nn/rnn.h"
+#include "cellstate/train/options.h"
 
 namespace cellstate {
 
@@ -48,6 +49,11 @@ struct RuntimeOptions {
   /// of threads used.
   int apply() const;
 };
+
+/// The training options as config.json records them ("training"), with the
+/// products' precision the run trained at ("precision": fp32 | bf16, the
+/// process's nn/gemm.h setting that --precision made).
+nlohmann::json training_record(const TrainingOptions& training);
 
 /// Option values a command takes from another source once its command line
 /// and --config are read (a fine-tuning run's, from the model --init-from
