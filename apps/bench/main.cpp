@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
        "time step-by-step inference (one call per step, as in generation)")
       ("threads", po::value(&config.threads)->default_value(0), "threads (0: every core)")
       ("precision", po::value(&precision)->default_value("fp32"),
-       "fp32 or bf16: the products of every implementation timed (bf16: bfloat16 operands, float32 sums)")
+       "fp32, bf16 or int8: the products of every implementation timed (bf16: bfloat16 operands, float32 sums; "
+       "int8: dynamic quantization, forward passes only, oneDNN's LSTM primitive in bf16 as the peer)")
       ("repeat", cellstate::defaulted(&config.repeat), "timed repeats")
       ("warmup", cellstate::defaulted(&config.warmup), "untimed warm-up runs")
       ("seed", cellstate::defaulted(&config.seed), "random seed")

@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
@@ -206,7 +207,7 @@ int bench(int argc, char** argv) {
   }
   const double rate = cs::median(rates), latency = cs::median(latencies);
   if (json) {
-    std::cout << nlohmann::json{{"impl", m.impl},         {"threads", threads},          {"sentences", sentences.size()},
+    std::cout << nlohmann::json{{"impl", m.impl},         {"threads", threads}, {"precision", cs::to_string(cs::matmul_precision())},          {"sentences", sentences.size()},
                                 {"tokens", tokens},       {"tokens_per_s", rate},        {"batch_size", batch_size},
                                 {"latency_ms_median", latency}}
                      .dump()
@@ -229,5 +230,9 @@ int main(int argc, char** argv) {
                               {"predict", "tag raw text, CoNLL columns or tokenised lines", predict},
                               {"bench", "time tagging: tokens/s and single-sentence latency", bench},
                               cs::models_subcommand(kProgram, "ner"),
-                              cs::seal_subcommand(kProgram, "ner", [](const std::string& dir) { cs::NerModel::load(dir, std::nullopt, false); })});
+                              cs::seal_subcommand(kProgram, "ner", [](const std::string& dir) { cs::NerModel::load(dir, std::nullopt, false); }),
+                              cs::quantize_subcommand(kProgram, kShippedModel, [](const std::string& dir, const auto& use) {
+                                auto m = cs::NerModel::load(dir);
+                                use({{"weights.pt", m.tagger().get()}});
+                              })});
 }

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
 #include "cellstate/cli/training.h"
@@ -179,7 +180,7 @@ int bench(int argc, char** argv) {
   const auto r = cs::benchmark_sentiment(model, texts, batch_size, repeat);
   if (json) {
     std::cout << nlohmann::json{{"impl", m.impl},
-                                {"threads", threads},
+                                {"threads", threads}, {"precision", cs::to_string(cs::matmul_precision())},
                                 {"sentences", r.sentences},
                                 {"batch_size", batch_size},
                                 {"sentences_per_s", r.sentences_per_s},
@@ -205,5 +206,12 @@ int main(int argc, char** argv) {
                               {"predict", "label each line (or file) of text files", predict},
                               {"bench", "time predict: sentences/s and single-sentence latency", bench},
                               cs::models_subcommand(kProgram, "sentiment"),
-                              cs::seal_subcommand(kProgram, "sentiment", [](const std::string& dir) { cs::SentimentModel::load(dir, std::nullopt, false); })});
+                              cs::seal_subcommand(kProgram, "sentiment", [](const std::string& dir) { cs::SentimentModel::load(dir, std::nullopt, false); }),
+                              cs::quantize_subcommand(kProgram, kShippedModel, [](const std::string& dir, const auto& use) {
+                                auto m = cs::SentimentModel::load(dir);
+                                cs::WeightModules weights;
+                                for (size_t k = 0; k < m.members().size(); ++k)
+                                  weights.emplace_back(cs::sentiment_weights_name(static_cast<int64_t>(k)), m.members()[k].get());
+                                use(weights);
+                              })});
 }

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
@@ -305,7 +306,7 @@ int bench(int argc, char** argv) {
     per_token.push_back((g.total_ms - g.first_token_ms) / static_cast<double>(std::max<size_t>(1, g.ids.size() - 1)));
   }
   const double ttft = cs::median(first), ms = cs::median(per_token);
-  nlohmann::json result = {{"impl", m.impl},          {"threads", threads},        {"tokens", tokens},
+  nlohmann::json result = {{"impl", m.impl},          {"threads", threads}, {"precision", cs::to_string(cs::matmul_precision())},        {"tokens", tokens},
                            {"first_token_ms", ttft}, {"ms_per_token", ms}, {"generated_tokens_per_s", 1000.0 / ms}};
   if (!train_data.empty()) {
     std::string text = cs::read_text_file(train_data);
@@ -346,5 +347,9 @@ int main(int argc, char** argv) {
                               {"generate", "continue prompts, streaming the text", generate},
                               {"bench", "time generation: first token and ms per token", bench},
                               cs::models_subcommand(kProgram, "textgen"),
-                              cs::seal_subcommand(kProgram, "textgen", [](const std::string& dir) { cs::TextgenModel::load(dir, std::nullopt, false); })});
+                              cs::seal_subcommand(kProgram, "textgen", [](const std::string& dir) { cs::TextgenModel::load(dir, std::nullopt, false); }),
+                              cs::quantize_subcommand(kProgram, kShippedModel, [](const std::string& dir, const auto& use) {
+                                auto m = cs::TextgenModel::load(dir);
+                                use({{"weights.pt", m.model().get()}});
+                              })});
 }

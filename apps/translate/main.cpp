@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/util/timing.h"
 #include "cellstate/cli/cli.h"
 #include "cellstate/cli/options.h"
@@ -193,7 +194,7 @@ int bench(int argc, char** argv) {
   std::vector<std::string> lines;
   for (auto& [n, line] : cs::read_lines(src)) lines.push_back(line);
   if (lines.empty()) throw cs::InputError(src, 0, "no sentences (empty input)");
-  nlohmann::json result = {{"impl", u.model.impl}, {"threads", threads}, {"sentences", lines.size()},
+  nlohmann::json result = {{"impl", u.model.impl}, {"threads", threads}, {"precision", cs::to_string(cs::matmul_precision())}, {"sentences", lines.size()},
                            {"batch_size", batch_size}};
   for (int64_t beam : {1, 5}) {
     cs::DecodingOptions o;
@@ -231,5 +232,9 @@ int main(int argc, char** argv) {
                               {"translate", "translate each line of text files", translate},
                               {"bench", "time translation: sentences/s at beam 1 and 5, latency", bench},
                               cs::models_subcommand(kProgram, "translate"),
-                              cs::seal_subcommand(kProgram, "translate", [](const std::string& dir) { cs::TranslationModel::load(dir, std::nullopt, false); })});
+                              cs::seal_subcommand(kProgram, "translate", [](const std::string& dir) { cs::TranslationModel::load(dir, std::nullopt, false); }),
+                              cs::quantize_subcommand(kProgram, kShippedModel, [](const std::string& dir, const auto& use) {
+                                auto m = cs::TranslationModel::load(dir);
+                                use({{"weights.pt", m.model().get()}});
+                              })});
 }

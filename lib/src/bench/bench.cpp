@@ -81,9 +81,11 @@ void validate(const BenchConfig& c) {
   if (c.threads < 0) throw std::invalid_argument("--threads must be at least 0 (0: every core)");
   if (c.step && c.bidirectional)
     throw std::invalid_argument("--step times generation-style stepping, which is unidirectional");
-  if (c.precision == MatmulPrecision::kBFloat16 && !cpu_supports_bf16())
-    throw std::invalid_argument(
-        "--precision bf16: this CPU has no AVX512_BF16 (nor AMX); bfloat16 would only be emulated");
+  try {
+    check_cpu_supports(c.precision);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--precision " + to_string(c.precision) + ": " + e.what());
+  }
 }
 
 BenchResult run_benchmark(const BenchConfig& c) {
@@ -170,9 +172,12 @@ BenchResult run_benchmark(const BenchConfig& c) {
   } catch (const std::exception& e) {
     r.onednn_note = e.what();
   }
+  // int8 products are inference only: no training pass to time.
+  const bool train_too = c.precision != MatmulPrecision::kInt8;
   std::vector<double> fc, fb, fo, tc, tb;
   for (int i = 0; i < c.warmup; ++i) {
-    forward(*custom), forward(*builtin), train(*custom), train(*builtin);
+    forward(*custom), forward(*builtin);
+    if (train_too) train(*custom), train(*builtin);
     if (onednn) onednn->forward();
   }
   // Interleaved, so that drifts of a noisy machine hit all alike.
@@ -180,6 +185,7 @@ BenchResult run_benchmark(const BenchConfig& c) {
     fc.push_back(time_ms([&] { forward(*custom); }));
     fb.push_back(time_ms([&] { forward(*builtin); }));
     if (onednn) fo.push_back(time_ms([&] { onednn->forward(); }));
+    if (!train_too) continue;
     tc.push_back(time_ms([&] { train(*custom); }));
     tb.push_back(time_ms([&] { train(*builtin); }));
   }
@@ -189,10 +195,12 @@ BenchResult run_benchmark(const BenchConfig& c) {
   }
   r.custom_forward = timing(median(fc), fwd_flops);
   r.builtin_forward = timing(median(fb), fwd_flops);
-  r.custom_train = timing(median(tc), 3 * fwd_flops);
-  r.builtin_train = timing(median(tb), 3 * fwd_flops);
   r.forward_ratio = r.custom_forward.ms / r.builtin_forward.ms;
-  r.train_ratio = r.custom_train.ms / r.builtin_train.ms;
+  if (train_too) {
+    r.custom_train = timing(median(tc), 3 * fwd_flops);
+    r.builtin_train = timing(median(tb), 3 * fwd_flops);
+    r.train_ratio = r.custom_train.ms / r.builtin_train.ms;
+  }
   if (onednn) r.forward_vs_onednn = r.custom_forward.ms / r.onednn_forward.ms;
   return r;
 }
@@ -222,12 +230,18 @@ void print_table(std::ostream& out, const BenchResult& r, const std::string& tit
     out << std::setprecision(3) << "step_ratio (custom/builtin time): " << r.step_ratio << "\n";
     return;
   }
-  out << "impl     forward ms   GFLOP/s  of GEMM    train ms   GFLOP/s  of GEMM\n";
-  row("custom", r.custom_forward, &r.custom_train);
-  row("builtin", r.builtin_forward, &r.builtin_train);
+  const bool trained = c.precision != MatmulPrecision::kInt8;
+  out << "impl     forward ms   GFLOP/s  of GEMM" << (trained ? "    train ms   GFLOP/s  of GEMM" : "") << "\n";
+  row("custom", r.custom_forward, trained ? &r.custom_train : nullptr);
+  row("builtin", r.builtin_forward, trained ? &r.builtin_train : nullptr);
   if (r.onednn_note.empty()) row("onednn", r.onednn_forward, nullptr);
-  out << std::setprecision(3) << "forward_ratio (custom/builtin time): " << r.forward_ratio
-      << "\ntrain_ratio (custom/builtin time):   " << r.train_ratio << "\n";
+  out << std::setprecision(3) << "forward_ratio (custom/builtin time): " << r.forward_ratio << "\n";
+  if (trained)
+    out << "train_ratio (custom/builtin time):   " << r.train_ratio << "\n";
+  else
+    out << "training: not timed (int8 products are inference only); the built-in module runs the custom kernels "
+           "under int8, oneDNN's LSTM primitive runs in "
+        << (cpu_supports_bf16() ? "bf16" : "fp32") << "\n";
   if (r.onednn_note.empty())
     out << "forward_vs_onednn (custom/oneDNN LSTM primitive time): " << r.forward_vs_onednn
         << (c.variable_lengths ? " (the primitive runs every sequence at full length)" : "") << "\n";
@@ -261,11 +275,13 @@ nlohmann::json to_json(const BenchResult& r) {
   } else {
     j["custom_forward"] = t(r.custom_forward);
     j["builtin_forward"] = t(r.builtin_forward);
-    j["custom_train"] = t(r.custom_train);
-    j["builtin_train"] = t(r.builtin_train);
     j["forward_ratio"] = r.forward_ratio;
-    j["train_ratio"] = r.train_ratio;
-    j["custom_train_fraction_of_gemm"] = r.custom_train.gflops / r.gemm_gflops;
+    if (c.precision != MatmulPrecision::kInt8) {  // int8: inference only
+      j["custom_train"] = t(r.custom_train);
+      j["builtin_train"] = t(r.builtin_train);
+      j["train_ratio"] = r.train_ratio;
+      j["custom_train_fraction_of_gemm"] = r.custom_train.gflops / r.gemm_gflops;
+    }
     if (r.onednn_note.empty()) {
       j["onednn_forward"] = t(r.onednn_forward);
       j["forward_vs_onednn"] = r.forward_vs_onednn;

@@ -25,8 +25,10 @@ OneDnnLstm::OneDnnLstm(const BenchConfig& c) : state_(std::make_unique<State>())
   using dnnl::memory;
   using tag = memory::format_tag;
   const auto f32 = memory::data_type::f32;
-  // bf16: data and weights in bfloat16, bias (and the cell state) float32.
-  const bool bf16 = c.precision == MatmulPrecision::kBFloat16;
+  // bf16: data and weights in bfloat16, bias (and the cell state) float32;
+  // the peer of int8 products too (its fastest LSTM on a CPU with AVX512_BF16).
+  const bool bf16 = c.precision == MatmulPrecision::kBFloat16 ||
+                    (c.precision == MatmulPrecision::kInt8 && cpu_supports_bf16());
   const auto data = bf16 ? memory::data_type::bf16 : f32;
   auto& s = *state_;
   const int64_t L = c.layers, D = c.bidirectional ? 2 : 1, T = c.seq, N = c.batch, C = c.input, O = c.hidden;

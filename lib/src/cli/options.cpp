@@ -109,8 +109,9 @@ void add_runtime_options(po::options_description& options, RuntimeOptions& r) {
   options.add_options()("threads", defaulted(&r.threads), "intra-op threads (0: OMP_NUM_THREADS if set, else the cores idle at start, so a busy machine gets fewer)")(
       "device", defaulted(&r.device), "cpu or cuda")(
       "precision", defaulted(&r.precision),
-      "arithmetic of the matrix products: fp32, or bf16 (bfloat16 operands, float32 sums; needs AVX512_BF16, "
-      "else fp32 with a warning)");
+      "arithmetic of the matrix products: fp32; bf16 (bfloat16 operands, float32 sums; needs AVX512_BF16, "
+      "else fp32 with a warning); int8 (use commands: dynamic quantization, int8 weights per output channel and "
+      "activations per call); auto: int8 for a quantized model (quantize), else fp32");
   add_flag(options, "quiet,q", &r.quiet, "no progress output on stderr");
 }
 
@@ -128,6 +129,7 @@ void UseOptions::validate() {
   runtime.validate();
   parse_implementation(model.impl);
   model.dir = resolve_model_dir(task_, model.dir);
+  runtime.resolve_precision(model.dir);
 }
 
 Subcommand models_subcommand(const std::string& program, const std::string& task) {
@@ -215,6 +217,40 @@ Subcommand seal_subcommand(const std::string& program, const std::string& task,
     return 0;
   };
   return {"seal", "write a model directory's manifest after checking it loads", run};
+}
+
+Subcommand quantize_subcommand(
+    const std::string& program, const std::string& shipped_model,
+    std::function<void(const std::string& dir, const std::function<void(const WeightModules&)>& use)> with_loaded) {
+  const std::string task = shipped_model.substr(0, shipped_model.find('-'));
+  auto run = [program, task, shipped_model, with_loaded](int argc, char** argv) {
+    std::string dir = shipped_model_dir(shipped_model), output, config;
+    bool overwrite = false;
+    po::options_description d(
+        "Usage: " + program + " quantize [--model DIR] --output DIR\n\n"
+        "Writes a copy of the " + task + " model DIR with int8 weights (each weight matrix and embedding\n"
+        "table as int8 rows with a float32 scale per row: about a quarter of the size). Every use\n"
+        "command loads it and runs it with int8 products (dynamic quantization) unless --precision\n"
+        "says otherwise.\n\nOptions");
+    add_help_and_config(d, config);
+    d.add_options()("model", defaulted(&dir), "the model to quantize: a directory, or a shipped model's name")(
+        "output", po::value(&output)->required(), "the directory to write");
+    add_flag(d, "overwrite", &overwrite, "replace a model already in OUTPUT");
+    if (auto s = parse_command_line(argc, argv, d, program + " quantize", [&] {
+          dir = resolve_model_dir(task, dir);
+          if (output.empty()) throw std::invalid_argument("--output must not be empty");
+        }))
+      return *s;
+    QuantizeResult result;
+    with_loaded(dir, [&](const WeightModules& weights) {
+      result = quantize_model_dir(dir, output, task, weights, overwrite);
+    });
+    std::cerr << program << " quantize: wrote " << output << " (weights " << std::fixed << std::setprecision(1)
+              << static_cast<double>(result.bytes_before) / 1e6 << " MB -> "
+              << static_cast<double>(result.bytes_after) / 1e6 << " MB, int8)\n";
+    return 0;
+  };
+  return {"quantize", "write a copy of a model with int8 weights (a quarter of the size, int8 products)", run};
 }
 
 }  // namespace cellstate

@@ -44,6 +44,9 @@ std::string& terminate_prefix() {
 
 int run_training(const std::string& program, TrainingOptions& training, RuntimeOptions& runtime,
                  const std::function<TrainResult(const ProcessGroup&)>& train) {
+  if (runtime.precision == "int8")
+    throw std::invalid_argument("--precision int8 is for use commands (int8 products are inference only; "
+                                "`quantize` writes an int8 copy of a trained model): train with fp32 or bf16");
   const bool in_environment = std::getenv("WORLD_SIZE") != nullptr;
   if (training.nproc > 1 && !launched_by_cellstate()) {
     if (in_environment)

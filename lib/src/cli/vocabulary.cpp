@@ -54,7 +54,7 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"dist-bucket-mb", kValue, "data-parallel gradient buckets overlapping the backward pass", Range{0, 1024}},
       // Runtime (add_runtime_options).
       {"threads", kValue, "intra-op threads", Range{0, 4096}},
-      {"precision", kValue, "arithmetic of the matrix products (fp32, bf16)"},
+      {"precision", kValue, "arithmetic of the matrix products (auto, fp32, bf16, int8)"},
       {"device", kValue, "cpu or cuda"},
       {"quiet", kFlag, "no progress output on stderr"},
       // Serving (cellstate-serve).

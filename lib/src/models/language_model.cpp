@@ -111,16 +111,24 @@ torch::Tensor InputProjectionCache::lookup(const torch::Tensor& ids, const torch
               " and ", w_ih.sizes());
   const int64_t V = embedding.size(0), G = w_ih.size(0);
   if (V * G * static_cast<int64_t>(embedding.element_size()) > kMaxBytes) return {};
-  std::vector<Source> sources;
-  for (const auto* t : {&embedding, &w_ih, &b_ih}) {
-    sources.push_back(t->defined() ? Source{t->storage(), t->data_ptr(), t->_version()} : Source{});
-  }
-  const auto precision = matmul_precision();
+  std::vector<TensorStamp> sources;
+  for (const auto* t : {&embedding, &w_ih, &b_ih}) sources.push_back(TensorStamp::of(*t));
+  const auto precision = product_precision(embedding);
   if (sources != sources_ || precision != precision_ || !table_.defined() || table_.dtype() != embedding.dtype()) {
     table_ = torch::empty({V, G}, embedding.options());
     filled_.assign(static_cast<size_t>(V), 0);
     sources_ = std::move(sources);
+    held_.clear();
+    for (const auto* t : {&embedding, &w_ih, &b_ih})
+      if (t->defined() && t->has_storage()) held_.push_back(t->storage());
     precision_ = precision;
+    // int8 products quantize their left operand with one scale per call:
+    // all rows in one product, so that a row never depends on which
+    // others were missing with it.
+    if (precision == MatmulPrecision::kInt8) {
+      gemm_out(table_, embedding, w_ih.t(), 0, b_ih);
+      filled_.assign(static_cast<size_t>(V), 1);
+    }
   }
   const auto cpu_ids = ids.to(torch::kCPU, torch::kLong).contiguous();
   const auto* id = cpu_ids.data_ptr<int64_t>();

@@ -4,8 +4,12 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -31,33 +35,77 @@ bool plain_2d(const torch::Tensor& t) {
 /// One product's shape, layouts, operand type and epilogue: the key of a primitive.
 struct GemmKey {
   int64_t m, n, k, a0, a1, b0, b1, c0, c1;
-  bool bias, accumulate, bf16;
+  bool bias, accumulate;
+  MatmulPrecision operands;
   bool operator==(const GemmKey& o) const {
     return m == o.m && n == o.n && k == o.k && a0 == o.a0 && a1 == o.a1 && b0 == o.b0 && b1 == o.b1 &&
-           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate && bf16 == o.bf16;
+           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate && operands == o.operands;
   }
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const {
     const int64_t v[] = {key.m, key.n, key.k, key.a0, key.a1, key.b0, key.b1, key.c0, key.c1};
-    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u) | (key.bf16 ? 4u : 0u);
+    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u) | (static_cast<size_t>(key.operands) << 2);
     for (int64_t x : v) h = h * 1000003u ^ std::hash<int64_t>()(x);
     return h;
   }
 };
 
-dnnl::memory::data_type operand_type(bool bf16) {
-  return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+dnnl::memory::data_type operand_type(MatmulPrecision operands) {
+  switch (operands) {
+    case MatmulPrecision::kBFloat16:
+      return dnnl::memory::data_type::bf16;
+    case MatmulPrecision::kInt8:
+      return dnnl::memory::data_type::s8;
+    default:
+      return dnnl::memory::data_type::f32;
+  }
 }
 
-dnnl::memory::desc desc_of(const torch::Tensor& t, bool bf16 = false) {
-  return dnnl::memory::desc({t.size(0), t.size(1)}, operand_type(bf16), {t.stride(0), t.stride(1)});
+dnnl::memory::desc desc_of(const torch::Tensor& t, MatmulPrecision operands = MatmulPrecision::kFloat32) {
+  return dnnl::memory::desc({t.size(0), t.size(1)}, operand_type(operands), {t.stride(0), t.stride(1)});
 }
 
 /// The operands of a bfloat16 product, float32 values rounded to nearest
 /// even. Strides are kept (b.t() stays a transposed view of a dense copy).
 torch::Tensor to_bf16(const torch::Tensor& t) { return t.to(torch::kBFloat16); }
+
+/// A left operand a [M, K] rounded to int8 with one scale (nn/gemm.h kInt8):
+/// q [M, K] contiguous.
+struct QuantizedRows {
+  torch::Tensor q;
+  float scale = 1;
+};
+
+QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
+  const auto a = a_in.contiguous();
+  const float* x = a.data_ptr<float>();
+  const int64_t n = a.numel();
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  QuantizedRows r;
+  r.scale = amax > 0 && std::isfinite(amax) ? amax / 127 : 1;
+  r.q = torch::empty(a.sizes(), a.options().dtype(torch::kChar));
+  auto* q = r.q.data_ptr<int8_t>();
+  const float inverse = 1 / r.scale;
+  for (int64_t i = 0; i < n; ++i)
+    q[i] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inverse))));
+  return r;
+}
+
+/// A right operand b [K, N] rounded to int8 per column (nn/gemm.h kInt8):
+/// q in b's layout, scale [N] float32.
+struct QuantizedColumns {
+  torch::Tensor q, scale;
+};
+
+QuantizedColumns quantize_columns(const torch::Tensor& b) {
+  torch::NoGradGuard no_grad;
+  const auto amax = b.abs().amax(0);
+  const auto scale = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
+  return {(b * scale.reciprocal()).round_().clamp_(-127, 127).to(torch::kChar), scale};
+}
 
 /// The engine, a stream and the primitives this thread has built. A
 /// primitive is built once per shape (oneDNN's own cache would still cost a
@@ -66,28 +114,36 @@ class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  /// out = (accumulate ? out : 0) + a · b (+ bias), where b is `b_desc` at
-  /// `b_data`; `b_key` names b's layout in the cache: its two strides, or
-  /// {-1, rows} for the blocked layout packed_layout(rows, ...) gave. With
-  /// `bf16`, b is bfloat16 and a float32 a is rounded to bfloat16 here. False
-  /// (nothing written) when no oneDNN kernel takes this product.
-  bool run(const torch::Tensor& out, const torch::Tensor& a_in, const dnnl::memory::desc& b_desc, void* b_data,
-           std::pair<int64_t, int64_t> b_key, bool accumulate, const torch::Tensor& bias, bool bf16) {
-    const torch::Tensor a = bf16 ? to_bf16(a_in) : a_in;
-    const GemmKey key{a.size(0),    out.size(1),     a.size(1),      a.stride(0),    a.stride(1),
-                      b_key.first,  b_key.second,    out.stride(0),  out.stride(1),  bias.defined(),
-                      accumulate,   bf16};
+  /// out = (accumulate ? out : 0) + a · b (+ bias), where a is already of
+  /// the operand type `operands` (float32, bfloat16 or int8) and b is
+  /// `b_desc` at `b_data`; `b_key` names b's layout in the cache: its two
+  /// strides, or {-1, rows} for the blocked layout packed_layout(rows, ...)
+  /// gave. int8 products take `scales` [N] (the result is scales[n] times the
+  /// integer sum) and no bias. False (nothing written) when no oneDNN kernel
+  /// takes this product.
+  bool run(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
+           const dnnl::memory::desc& b_desc, void* b_data, std::pair<int64_t, int64_t> b_key, bool accumulate,
+           const torch::Tensor& bias, const torch::Tensor& scales = {}) {
+    const GemmKey key{a.size(0),   out.size(1),    a.size(1),     a.stride(0),    a.stride(1),
+                      b_key.first, b_key.second,   out.stride(0), out.stride(1),  bias.defined(),
+                      accumulate,  operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
-      it = primitives_.emplace(key, build(desc_of(a, bf16), b_desc, desc_of(out), bias.defined(), accumulate)).first;
+      it = primitives_.emplace(key, build(desc_of(a, operands), b_desc, desc_of(out), bias.defined(), accumulate,
+                                          scales.defined()))
+               .first;
     }
     if (!it->second) return false;
     using dnnl::memory;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, bf16), engine_, a.data_ptr())},
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, operands), engine_, a.data_ptr())},
                                          {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
                                          {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
+    if (scales.defined())
+      args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
+                   memory({{scales.size(0)}, memory::data_type::f32, memory::format_tag::a}, engine_,
+                          scales.data_ptr()));
     it->second.execute(stream_, args);
     stream_.wait();
     return true;
@@ -96,18 +152,20 @@ class OneDnnGemm {
   /// The blocked layout oneDNN picks for k x n when a has `rows` rows
   /// (asked once per shape: a descriptor costs milliseconds, and a
   /// recurrence packs its weight on every call).
-  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, bool bf16) {
+  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, MatmulPrecision operands) {
     using dnnl::memory;
-    const auto f32 = memory::data_type::f32, operand = operand_type(bf16);
-    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, bf16};
+    const auto f32 = memory::data_type::f32, operand = operand_type(operands);
+    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, operands};
     auto it = layouts_.find(key);
     if (it == layouts_.end()) {
       if (layouts_.size() >= 256) layouts_.clear();
+      dnnl::primitive_attr attr;
+      if (operands == MatmulPrecision::kInt8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
       const dnnl::matmul::primitive_desc probe(
           dnnl::matmul::desc(memory::desc({rows, k}, operand, memory::format_tag::ab),
                              memory::desc({k, n}, operand, memory::format_tag::any),
                              memory::desc({rows, n}, f32, memory::format_tag::ab)),
-          engine_);
+          attr, engine_);
       it = layouts_.emplace(key, probe.weights_desc()).first;
     }
     return it->second;
@@ -121,10 +179,12 @@ class OneDnnGemm {
     return dnnl::memory::desc({1, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
   }
 
-  /// Empty where no kernel reads these layouts.
+  /// Empty where no kernel reads these layouts. `scaled`: per-column output
+  /// scales given at run time (int8 products).
   dnnl::matmul build(const dnnl::memory::desc& a, const dnnl::memory::desc& b, const dnnl::memory::desc& c,
-                     bool bias, bool accumulate) {
+                     bool bias, bool accumulate, bool scaled) {
     dnnl::primitive_attr attr;
+    if (scaled) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
     if (accumulate) {
       dnnl::post_ops ops;
       ops.append_sum(1.0f);
@@ -167,35 +227,70 @@ std::atomic<int>& default_precision() {
 /// This thread's innermost guard's precision; -1: none.
 thread_local int t_precision = -1;
 
+}  // namespace
+
+void check_cpu_supports(MatmulPrecision precision) {
+  if (precision == MatmulPrecision::kBFloat16 && !cpu_supports_bf16())
+    throw std::invalid_argument(
+        "bf16 precision needs a CPU with AVX512_BF16 (or AMX); this one has neither, and emulated bfloat16 "
+        "products would be slower than fp32");
+  if (precision == MatmulPrecision::kInt8 && !cpu_supports_int8())
+    throw std::invalid_argument(
+        "int8 precision needs a CPU with AVX2 or AVX-512 (oneDNN's int8 kernels); this one has neither");
+}
+
+namespace {
+
 void check_supported(MatmulPrecision precision) {
-  TORCH_CHECK(precision != MatmulPrecision::kBFloat16 || cpu_supports_bf16(),
-              "bf16 precision needs a CPU with AVX512_BF16 (or AMX); this one has neither "
-              "(oneDNN's effective ISA: ", static_cast<int>(dnnl::get_effective_cpu_isa()), ")");
+  try {
+    check_cpu_supports(precision);
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, e.what(), " (oneDNN's effective ISA: ", static_cast<int>(dnnl::get_effective_cpu_isa()),
+                ")");
+  }
 }
 
 }  // namespace
 
 std::string to_string(MatmulPrecision precision) {
-  return precision == MatmulPrecision::kBFloat16 ? "bf16" : "fp32";
+  switch (precision) {
+    case MatmulPrecision::kBFloat16:
+      return "bf16";
+    case MatmulPrecision::kInt8:
+      return "int8";
+    default:
+      return "fp32";
+  }
 }
 
 MatmulPrecision parse_matmul_precision(const std::string& name) {
   if (name == "fp32") return MatmulPrecision::kFloat32;
   if (name == "bf16") return MatmulPrecision::kBFloat16;
-  throw std::invalid_argument("precision must be fp32 or bf16, got '" + name + "'");
+  if (name == "int8") return MatmulPrecision::kInt8;
+  throw std::invalid_argument("precision must be fp32, bf16 or int8, got '" + name + "'");
 }
 
+namespace {
+
+/// Whether oneDNN's effective ISA (this CPU's, or lower by DNNL_MAX_CPU_ISA) is one of `isas`.
+bool effective_isa_in(std::initializer_list<dnnl::cpu_isa> isas) {
+  const auto isa = dnnl::get_effective_cpu_isa();
+  return std::find(isas.begin(), isas.end(), isa) != isas.end();
+}
+
+}  // namespace
+
 bool cpu_supports_bf16() {
-  static const bool supported = [] {
-    using dnnl::cpu_isa;
-    switch (dnnl::get_effective_cpu_isa()) {
-      case cpu_isa::avx512_core_bf16:
-      case cpu_isa::avx512_core_amx:
-        return true;
-      default:
-        return false;
-    }
-  }();
+  using dnnl::cpu_isa;
+  static const bool supported = effective_isa_in({cpu_isa::avx512_core_bf16, cpu_isa::avx512_core_amx});
+  return supported;
+}
+
+bool cpu_supports_int8() {
+  using dnnl::cpu_isa;
+  static const bool supported =
+      effective_isa_in({cpu_isa::avx2, cpu_isa::avx2_vnni, cpu_isa::avx512_core, cpu_isa::avx512_core_vnni,
+                        cpu_isa::avx512_core_bf16, cpu_isa::avx512_core_amx});
   return supported;
 }
 
@@ -262,10 +357,18 @@ void torch_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torc
   }
 }
 
-/// Whether this float32 product is computed in bfloat16.
-bool bf16_product(const torch::Tensor& a) {
-  return a.scalar_type() == torch::kFloat && matmul_precision() == MatmulPrecision::kBFloat16;
+}  // namespace
+
+MatmulPrecision product_precision(const torch::Tensor& a) {
+  return a.scalar_type() == torch::kFloat ? matmul_precision() : MatmulPrecision::kFloat32;
 }
+
+TensorStamp TensorStamp::of(const torch::Tensor& t) {
+  if (!t.defined() || !t.has_storage()) return {};
+  return {t.storage().unsafeGetStorageImpl(), t.data_ptr(), t._version()};
+}
+
+namespace {
 
 /// float32 values rounded to bfloat16 and back: a bfloat16 product with
 /// float32 sums, computed by a float32 kernel (the products of two 8-bit
@@ -273,66 +376,112 @@ bool bf16_product(const torch::Tensor& a) {
 /// tested against, and the path of products they do not take.
 torch::Tensor rounded_to_bf16(const torch::Tensor& t) { return to_bf16(t).to(torch::kFloat); }
 
-/// This thread's bfloat16 copies of the right operands of products run
+/// A right operand converted for reduced-precision products: a bfloat16
+/// copy, or int8 values and their per-column scales.
+struct ConvertedOperand {
+  torch::Tensor values;  // [K, N]: bfloat16 or int8, the source's strides
+  torch::Tensor scale;   // [N] float32, int8 only
+};
+
+ConvertedOperand convert(const torch::Tensor& b, MatmulPrecision operands) {
+  if (operands == MatmulPrecision::kInt8) {
+    auto q = quantize_columns(b);
+    return {q.q, q.scale};
+  }
+  return {to_bf16(b), {}};
+}
+
+/// This thread's converted copies of the right operands of products run
 /// without autograd (inference: the same weights, product after product).
-/// An entry is used while its source is the same storage, at the same
-/// version, shape and strides; it holds the source's storage weakly, so the
-/// address cannot be reused meanwhile but the memory is freed with the
-/// tensor. Everything is dropped past kMaxBytes (the weights of a finished job).
-class Bf16Operands {
+/// An entry is used while its source has the same stamp (TensorStamp),
+/// shape and strides; it holds the source's storage weakly, so the address
+/// cannot be reused meanwhile but the memory is freed with the tensor.
+/// Everything is dropped past kMaxBytes (the weights of a finished job).
+class ConvertedOperands {
  public:
   static constexpr int64_t kMaxBytes = int64_t{256} << 20;
 
-  torch::Tensor get(const torch::Tensor& b) {
-    if (torch::GradMode::is_enabled() || !b.has_storage()) return to_bf16(b);
-    const Key key{b.storage().unsafeGetStorageImpl(), b.data_ptr(), b.size(0), b.size(1), b.stride(0), b.stride(1)};
+  ConvertedOperand get(const torch::Tensor& b, MatmulPrecision operands) {
+    if (torch::GradMode::is_enabled() || !b.has_storage()) return convert(b, operands);
+    const auto stamp = TensorStamp::of(b);
+    const Key key{stamp.storage, stamp.data, b.size(0), b.size(1), b.stride(0), b.stride(1), operands};
     auto it = entries_.find(key);
-    if (it != entries_.end() && !it->second.source.expired() && it->second.version == b._version())
-      return it->second.copy;
+    if (it != entries_.end() && !it->second.source.expired() && it->second.stamp == stamp) return it->second.copy;
     if (it != entries_.end()) {
-      bytes_ -= it->second.copy.numel() * 2;
+      bytes_ -= bytes_of(it->second.copy);
       entries_.erase(it);
     }
-    auto copy = to_bf16(b);
-    if (bytes_ + copy.numel() * 2 > kMaxBytes) {
+    auto copy = convert(b, operands);
+    if (bytes_ + bytes_of(copy) > kMaxBytes) {
       entries_.clear();
       bytes_ = 0;
     }
-    bytes_ += copy.numel() * 2;
+    bytes_ += bytes_of(copy);
     entries_.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(b.storage().getWeakStorageImpl()),
-                                b._version(), copy});
+                                stamp, copy});
     return copy;
   }
 
  private:
+  static int64_t bytes_of(const ConvertedOperand& c) {
+    return c.values.nbytes() + (c.scale.defined() ? c.scale.nbytes() : 0);
+  }
   struct Key {
     const void* storage;
     const void* data;
     int64_t rows, cols, stride0, stride1;
+    MatmulPrecision operands;
     bool operator==(const Key& o) const {
       return storage == o.storage && data == o.data && rows == o.rows && cols == o.cols && stride0 == o.stride0 &&
-             stride1 == o.stride1;
+             stride1 == o.stride1 && operands == o.operands;
     }
   };
   struct KeyHash {
     size_t operator()(const Key& k) const {
       size_t h = std::hash<const void*>()(k.storage) ^ (std::hash<const void*>()(k.data) << 1);
-      for (int64_t x : {k.rows, k.cols, k.stride0, k.stride1}) h = h * 1000003u ^ std::hash<int64_t>()(x);
+      for (int64_t x : {k.rows, k.cols, k.stride0, k.stride1, static_cast<int64_t>(k.operands)})
+        h = h * 1000003u ^ std::hash<int64_t>()(x);
       return h;
     }
   };
   struct Entry {
     c10::weak_intrusive_ptr<c10::StorageImpl> source;
-    int64_t version;
-    torch::Tensor copy;
+    TensorStamp stamp;
+    ConvertedOperand copy;
   };
   std::unordered_map<Key, Entry, KeyHash> entries_;
   int64_t bytes_ = 0;
 };
 
-Bf16Operands& this_thread_bf16_operands() {
-  thread_local Bf16Operands operands;
+ConvertedOperands& this_thread_converted_operands() {
+  thread_local ConvertedOperands operands;
   return operands;
+}
+
+/// The int8 product out = beta·out + a·b (+ bias) (kInt8 in nn/gemm.h),
+/// where b is `qb` (int8 values, scales) laid out as `b_desc` at `b_data`
+/// under the cache name `b_key` (see OneDnnGemm::run); without a oneDNN
+/// kernel, through LibTorch from the same integers.
+void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const ConvertedOperand& qb,
+                   const dnnl::memory::desc& b_desc, void* b_data, std::pair<int64_t, int64_t> b_key, double beta,
+                   const torch::Tensor& bias) {
+  TORCH_CHECK(!torch::GradMode::is_enabled() || !a.requires_grad(),
+              "int8 products are for inference: a product that records gradients needs fp32 or bf16");
+  const auto qa = quantize_tensor(a);
+  const auto scales = (qb.scale * qa.scale).contiguous();
+  const bool ran = use_onednn() && plain_2d(out) && out.numel() > 0 && a.size(1) > 0 &&
+                   this_thread_gemm().run(out, qa.q, MatmulPrecision::kInt8, b_desc, b_data, b_key, beta == 1,
+                                          torch::Tensor(), scales);
+  if (!ran) {
+    // Integer sums in float32: exact while every partial sum stays below 2^24.
+    const auto product = torch::mm(qa.q.to(torch::kFloat), qb.values.to(torch::kFloat)).mul_(scales);
+    if (beta == 1) {
+      out.add_(product);
+    } else {
+      out.copy_(product);
+    }
+  }
+  if (bias.defined()) out.add_(bias);
 }
 
 }  // namespace
@@ -340,11 +489,18 @@ Bf16Operands& this_thread_bf16_operands() {
 void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
               const torch::Tensor& bias) {
   check_gemm(out, a, b, beta, bias);
-  const bool bf16 = bf16_product(a);
+  const auto precision = product_precision(a);
+  if (precision == MatmulPrecision::kInt8) {
+    const auto qb = this_thread_converted_operands().get(b, precision);
+    int8_gemm_out(out, a, qb, desc_of(qb.values, precision), qb.values.data_ptr(),
+                  {qb.values.stride(0), qb.values.stride(1)}, beta, bias);
+    return;
+  }
+  const bool bf16 = precision == MatmulPrecision::kBFloat16;
   if (onednn_takes(out, a, b, bias)) {
-    const torch::Tensor operand = bf16 ? this_thread_bf16_operands().get(b) : b;
-    if (this_thread_gemm().run(out, a, desc_of(operand, bf16), operand.data_ptr(),
-                               {operand.stride(0), operand.stride(1)}, beta == 1, bias, bf16))
+    const torch::Tensor operand = bf16 ? this_thread_converted_operands().get(b, precision).values : b;
+    if (this_thread_gemm().run(out, bf16 ? to_bf16(a) : a, precision, desc_of(operand, precision),
+                               operand.data_ptr(), {operand.stride(0), operand.stride(1)}, beta == 1, bias))
       return;
   }
   if (bf16) {
@@ -403,24 +559,29 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   const bool record = torch::GradMode::is_enabled() &&
                       (x.requires_grad() || w.requires_grad() || (bias.defined() && bias.requires_grad()));
   if (!record) return gemm(x2, w.t(), bias).view(sizes);
+  const auto precision = product_precision(x);
+  TORCH_CHECK(precision != MatmulPrecision::kInt8,
+              "int8 products are for inference: a product that records gradients needs fp32 or bf16");
   // float32 training keeps LibTorch's linear (its results, bit for bit, as
   // before there was a bf16 path); bf16 training needs the products here.
-  if (!bf16_product(x)) return torch::nn::functional::linear(x, w, bias);
+  if (precision == MatmulPrecision::kFloat32) return torch::nn::functional::linear(x, w, bias);
   const auto no_bias = torch::empty({0}, w.options());
   return LinearFunction::apply(x2, w, bias.defined() ? bias : no_bias).view(sizes);
 }
 
 torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
-  if (!bf16_product(x)) return torch::nn::functional::linear(x, w, bias);
+  if (product_precision(x) == MatmulPrecision::kFloat32) return torch::nn::functional::linear(x, w, bias);
   return linear(x, w, bias);
 }
 
 /// b copied into oneDNN's blocked layout for `rows`-row products, as
-/// bfloat16 values when it was packed for bfloat16 products.
+/// bfloat16 or int8 values when it was packed for those products (int8:
+/// with its per-column scales).
 struct PackedMatrix::Packed {
   int64_t rows = 0;
-  bool bf16 = false;
+  MatmulPrecision operands = MatmulPrecision::kFloat32;
   dnnl::memory b;
+  ConvertedOperand int8;  // kInt8: the values packed and their scales
 };
 
 PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
@@ -432,9 +593,18 @@ PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) :
   auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
   packed->rows = rows;
-  packed->bf16 = bf16_product(b);
-  packed->b = dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1), packed->bf16), onednn.engine());
-  dnnl::memory source(desc_of(b), onednn.engine(), b.data_ptr());
+  packed->operands = product_precision(b);
+  // bf16: oneDNN's reorder rounds to nearest even, as to_bf16 does.
+  torch::Tensor source_values = b;
+  if (packed->operands == MatmulPrecision::kInt8) {
+    packed->int8 = this_thread_converted_operands().get(b, packed->operands);
+    source_values = packed->int8.values;
+  }
+  packed->b =
+      dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1), packed->operands), onednn.engine());
+  const auto source_type = packed->operands == MatmulPrecision::kInt8 ? MatmulPrecision::kInt8
+                                                                       : MatmulPrecision::kFloat32;
+  dnnl::memory source(desc_of(source_values, source_type), onednn.engine(), source_values.data_ptr());
   dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
   onednn.stream().wait();
   packed_ = std::move(packed);
@@ -448,10 +618,19 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // Kept per thread across PackedMatrix objects (a recurrence packs per
   // call, and each active batch size needs its own primitive): the layout is
   // a function of (k, n, rows), so rows stands in for b's strides in the key.
-  if (packed_ != nullptr && packed_->bf16 == bf16_product(a) && onednn_takes(out, a, b_, bias) &&
-      this_thread_gemm().run(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), {-1, packed_->rows},
-                             beta == 1, bias, packed_->bf16))
-    return;
+  const auto precision = product_precision(a);
+  if (packed_ != nullptr && packed_->operands == precision) {
+    const std::pair<int64_t, int64_t> key{-1, packed_->rows};
+    if (precision == MatmulPrecision::kInt8) {
+      int8_gemm_out(out, a, packed_->int8, packed_->b.get_desc(), packed_->b.get_data_handle(), key, beta, bias);
+      return;
+    }
+    const bool bf16 = precision == MatmulPrecision::kBFloat16;
+    if (onednn_takes(out, a, b_, bias) &&
+        this_thread_gemm().run(out, bf16 ? to_bf16(a) : a, precision, packed_->b.get_desc(),
+                               packed_->b.get_data_handle(), key, beta == 1, bias))
+      return;
+  }
   cellstate::gemm_out(out, a, b_, beta, bias);
 }
 

@@ -557,6 +557,8 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const T
                       const Tensor& c0, const LayerParams& params,
                       const std::vector<int64_t>& batch_sizes) {
   if (torch::GradMode::is_enabled() && any_requires_grad(x, h0, c0, params)) {
+    TORCH_CHECK(product_precision(x) != MatmulPrecision::kInt8,
+                "int8 products are for inference: a recurrence that records gradients needs fp32 or bf16");
     auto out = RecurrentLayerFunction::apply(
         x, h0, empty_if_absent(c0, x), params.w_ih, params.w_hh, empty_if_absent(params.b_ih, x),
         empty_if_absent(params.b_hh, x), static_cast<int64_t>(kind), reverse, batch_sizes);

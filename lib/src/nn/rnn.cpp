@@ -101,6 +101,25 @@ void RecurrentModuleImpl::register_layer_parameters() {
   }
 }
 
+void RecurrentModuleImpl::check_state_args(int64_t B, torch::ScalarType dtype, const RecurrentState& state) const {
+  const auto& o = options;
+  const std::vector<int64_t> state_shape{o.num_layers() * num_directions(), B, o.hidden_size()};
+  auto check_state = [&](const Tensor& s, const char* name) {
+    if (!s.defined()) return;
+    TORCH_CHECK(s.sizes() == at::IntArrayRef(state_shape), "recurrent module: expected initial ",
+                name, " of shape ", at::IntArrayRef(state_shape), ", got ", s.sizes());
+    TORCH_CHECK(s.scalar_type() == dtype, "recurrent module: expected initial ",
+                name, " of type ", dtype, ", got ", s.scalar_type());
+  };
+  check_state(state.h, "h");
+  if (o.kind() == RecurrentKind::kLSTM) {
+    check_state(state.c, "c");
+  } else {
+    TORCH_CHECK(!state.c.defined(), "recurrent module: a ", to_string(o.kind()),
+                " has no cell state, but an initial c was given");
+  }
+}
+
 std::pair<int64_t, int64_t> RecurrentModuleImpl::check_forward_args(
     const Tensor& input, const Tensor& lengths, const RecurrentState& state) const {
   const auto& o = options;
@@ -132,21 +151,7 @@ std::pair<int64_t, int64_t> RecurrentModuleImpl::check_forward_args(
                   "], got lengths[", b, "] = ", p[b]);
     }
   }
-  const std::vector<int64_t> state_shape{o.num_layers() * num_directions(), B, o.hidden_size()};
-  auto check_state = [&](const Tensor& s, const char* name) {
-    if (!s.defined()) return;
-    TORCH_CHECK(s.sizes() == at::IntArrayRef(state_shape), "recurrent module: expected initial ",
-                name, " of shape ", at::IntArrayRef(state_shape), ", got ", s.sizes());
-    TORCH_CHECK(s.scalar_type() == input.scalar_type(), "recurrent module: expected initial ",
-                name, " of type ", input.scalar_type(), ", got ", s.scalar_type());
-  };
-  check_state(state.h, "h");
-  if (o.kind() == RecurrentKind::kLSTM) {
-    check_state(state.c, "c");
-  } else {
-    TORCH_CHECK(!state.c.defined(), "recurrent module: a ", to_string(o.kind()),
-                " has no cell state, but an initial c was given");
-  }
+  check_state_args(B, input.scalar_type(), state);
   return {T, B};
 }
 
@@ -224,6 +229,11 @@ void CustomRecurrentImpl::pretty_print(std::ostream& stream) const {
 
 RecurrentOutput CustomRecurrentImpl::forward(const Tensor& input, const Tensor& lengths,
                                              const RecurrentState& state) {
+  return forward_with_kernels(input, lengths, state);
+}
+
+RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, const Tensor& lengths,
+                                                          const RecurrentState& state) {
   const auto [T, B] = check_forward_args(input, lengths, state);
   const auto& o = options;
   const int64_t H = o.hidden_size();
@@ -324,10 +334,9 @@ void CustomRecurrentImpl::step_projected_(const Tensor& input_gates, RecurrentSt
               gate_count(o.kind()) * o.hidden_size(), "], got ", input_gates.sizes());
   const int64_t B = input_gates.size(0);
   check_step_state(B, state);
-  // The state's shape and type as a forward call would check them.
-  const auto one_step = o.batch_first() ? std::vector<int64_t>{B, 1, o.input_size()}
-                                         : std::vector<int64_t>{1, B, o.input_size()};
-  check_forward_args(torch::empty(one_step, input_gates.options()), Tensor(), state);
+  TORCH_CHECK(at::isFloatingType(input_gates.scalar_type()), "step: expected floating-point input gates, got ",
+              input_gates.scalar_type());
+  check_state_args(B, input_gates.scalar_type(), state);
   const bool lstm = o.kind() == RecurrentKind::kLSTM;
   const auto params = named_parameters(/*recurse=*/false);
   Tensor x;
@@ -439,6 +448,7 @@ void BuiltinRecurrentImpl::pretty_print(std::ostream& stream) const {
 
 RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor& lengths,
                                               const RecurrentState& state) {
+  if (product_precision(input) == MatmulPrecision::kInt8) return forward_with_kernels(input, lengths, state);
   const auto [T, B] = check_forward_args(input, lengths, state);
   const auto& o = options;
   const int64_t D = num_directions();
@@ -463,8 +473,7 @@ RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor&
   const auto params = named_parameters(/*recurse=*/false);
   std::vector<Tensor> h_n, c_n;
   // bf16 products (nn/gemm.h): results come back in the input's type below.
-  const Bf16Autocast autocast(input.scalar_type() == torch::kFloat &&
-                              matmul_precision() == MatmulPrecision::kBFloat16);
+  const Bf16Autocast autocast(product_precision(input) == MatmulPrecision::kBFloat16);
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     // PyTorch's order: w_ih, w_hh, b_ih, b_hh of the forward, then the reverse direction.
     std::vector<Tensor> weights;

@@ -150,6 +150,55 @@ std::set<std::string> listed_tensor_names(const std::string& code) {
   return names;
 }
 
+/// Whether save_weights stores this tensor as int8 under WeightStorage::kInt8:
+/// the 2-D floating parameters (weight matrices and embedding tables) of at
+/// least kMinInt8Values values.
+constexpr int64_t kMinInt8Values = 1024;
+bool stored_as_int8(const torch::Tensor& t, bool is_buffer) {
+  return !is_buffer && t.is_floating_point() && t.dim() == 2 && t.numel() >= kMinInt8Values;
+}
+
+/// The name of the per-row scales of an int8 tensor NAME in a weights archive.
+std::string int8_scale_name(const std::string& name) { return name + ".int8_scale"; }
+
+/// Writes the tensors of `module` into `archive` as save_weights stores them
+/// under `storage`; with `placeholders`, uninitialised tensors of the same
+/// shapes and types instead of the values (the layout check_archive_layout
+/// compares a file with).
+void write_weights(torch::serialize::OutputArchive& archive, const torch::nn::Module& module, WeightStorage storage,
+                   bool placeholders) {
+  torch::NoGradGuard no_grad;
+  auto store = [&](const std::string& name, const torch::Tensor& t, bool is_buffer) {
+    auto value = t.detach();
+    if (storage == WeightStorage::kInt8 && stored_as_int8(value, is_buffer)) {
+      // Per row (output channel, or token of an embedding table),
+      // symmetric: w[r, :] ≈ scale[r] · q[r, :], scale[r] = max |w[r, :]| / 127.
+      const auto rows = value.to(torch::kFloat);
+      const auto amax = rows.abs().amax(1);
+      const auto scale = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
+      const auto q = (rows * scale.reciprocal().unsqueeze(1)).round_().clamp_(-127, 127).to(torch::kChar);
+      archive.write(name, placeholders ? torch::empty(q.sizes(), q.options()) : q.contiguous(), is_buffer);
+      archive.write(int8_scale_name(name), placeholders ? torch::empty(scale.sizes(), scale.options()) : scale,
+                    /*is_buffer=*/true);
+      return;
+    }
+    if (storage == WeightStorage::kFloat16 && value.is_floating_point()) value = value.to(torch::kHalf);
+    archive.write(name, placeholders ? torch::empty(value.sizes(), value.options()) : value.contiguous(), is_buffer);
+  };
+  for (const auto& p : module.named_parameters(true)) store(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(true)) store(b.key(), b.value(), true);
+}
+
+/// How the archive `records` stores its tensors: float16 and int8 tensors
+/// show in its pickle by their storage types.
+WeightStorage archive_storage(const std::map<std::string, std::string>& records) {
+  const auto pickle = records.find("data.pkl");
+  if (pickle == records.end()) return WeightStorage::kFloat32;
+  if (pickle->second.find("CharStorage") != std::string::npos) return WeightStorage::kInt8;
+  if (pickle->second.find("HalfStorage") != std::string::npos) return WeightStorage::kFloat16;
+  return WeightStorage::kFloat32;
+}
+
 /// Checks that the archive `bytes` holds nothing but what save_weights writes
 /// for the tensors of `module`: the same records; the same TorchScript class
 /// definition, constants, version and pickle (names, shapes, types),
@@ -161,19 +210,13 @@ std::set<std::string> listed_tensor_names(const std::string& code) {
 void check_archive_layout(const torch::nn::Module& module, const std::string& bytes, const std::string& path) {
   check_archive_directory(bytes, path);
   const auto found = archive_records(bytes);
-  const auto pickle = found.find("data.pkl");
-  // save_weights stores floating tensors as float16 or float32, the whole
-  // archive alike.
-  const bool half = pickle != found.end() && pickle->second.find("HalfStorage") != std::string::npos;
+  // save_weights stores a whole archive one way (float32, float16, or int8
+  // matrices with float32 scales).
   torch::serialize::OutputArchive expected_archive;
+  write_weights(expected_archive, module, archive_storage(found), /*placeholders=*/true);
   std::set<std::string> names;
-  auto add = [&](const std::string& name, const torch::Tensor& t, bool is_buffer) {
-    const auto dtype = half && t.is_floating_point() ? torch::kHalf : t.scalar_type();
-    expected_archive.write(name, torch::empty(t.sizes(), torch::TensorOptions().dtype(dtype)), is_buffer);
-    names.insert(name);
-  };
-  for (const auto& p : module.named_parameters(true)) add(p.key(), p.value(), false);
-  for (const auto& b : module.named_buffers(true)) add(b.key(), b.value(), true);
+  for (const auto& p : module.named_parameters(true)) names.insert(p.key());
+  for (const auto& b : module.named_buffers(true)) names.insert(b.key());
   const auto expected = archive_records(archive_bytes(expected_archive));
   auto not_ours = [&](const std::string& why) {
     return InputError(path, 0, "not a cellstate weights file (" + why + ")");
@@ -186,7 +229,8 @@ void check_archive_layout(const torch::nn::Module& module, const std::string& by
       if (!listed.empty() && !listed.count(name))
         throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
     for (const auto& name : listed)
-      if (!names.count(name))
+      if (!names.count(name) && !(name.size() > 11 && names.count(name.substr(0, name.size() - 11)) &&
+                                  name.compare(name.size() - 11, 11, ".int8_scale") == 0))
         throw InputError(path, 0, "unexpected tensor '" + name.substr(0, 80) + "' (the weights do not fit the config)");
   }
   for (const auto& [name, _] : found)
@@ -225,17 +269,14 @@ void write_model_config(const std::string& dir, const nlohmann::json& config) {
 }
 
 
-void save_weights(const torch::nn::Module& module, const std::string& path, bool half) {
+void save_weights(const torch::nn::Module& module, const std::string& path, WeightStorage storage) {
   torch::serialize::OutputArchive archive;
-  torch::NoGradGuard no_grad;
-  auto store = [&](const std::string& name, const torch::Tensor& t, bool is_buffer) {
-    auto value = t.detach();
-    if (half && value.is_floating_point()) value = value.to(torch::kHalf);
-    archive.write(name, value.contiguous(), is_buffer);
-  };
-  for (const auto& p : module.named_parameters(true)) store(p.key(), p.value(), false);
-  for (const auto& b : module.named_buffers(true)) store(b.key(), b.value(), true);
+  write_weights(archive, module, storage, /*placeholders=*/false);
   atomic_write(path, archive_bytes(archive));
+}
+
+void save_weights(const torch::nn::Module& module, const std::string& path, bool half) {
+  save_weights(module, path, half ? WeightStorage::kFloat16 : WeightStorage::kFloat32);
 }
 
 void load_weights(torch::nn::Module& module, const std::string& path, bool verified) {
@@ -260,7 +301,7 @@ void load_weights(torch::nn::Module& module, const std::string& path, bool verif
   }
   std::set<std::string> expected;
   torch::NoGradGuard no_grad;
-  auto fill = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
+  auto read = [&](const std::string& name, bool is_buffer) {
     expected.insert(name);
     torch::Tensor value;
     bool found = false;
@@ -272,6 +313,24 @@ void load_weights(torch::nn::Module& module, const std::string& path, bool verif
       throw unreadable(e.what());
     }
     if (!found) throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
+    return value;
+  };
+  auto fill = [&](const std::string& name, torch::Tensor& target, bool is_buffer) {
+    torch::Tensor value = read(name, is_buffer);
+    if (value.scalar_type() == torch::kChar && stored_as_int8(target, is_buffer) && value.dim() == 2 &&
+        value.sizes() == target.sizes()) {
+      // int8 rows and their scales (WeightStorage::kInt8): widened here.
+      const auto scale = read(int8_scale_name(name), /*is_buffer=*/true);
+      if (scale.scalar_type() != torch::kFloat || scale.dim() != 1 || scale.size(0) != value.size(0))
+        throw InputError(path, 0, "tensor '" + int8_scale_name(name) + "' has shape " +
+                                      shape_string(scale.sizes()) + ", expected [" +
+                                      std::to_string(value.size(0)) + "] float32 scales");
+      if (!torch::isfinite(scale).all().item<bool>() || !(scale > 0).all().item<bool>())
+        throw InputError(path, 0, "tensor '" + int8_scale_name(name) +
+                                      "' holds scales that are not positive and finite (damaged weights)");
+      target.copy_(value.to(torch::kFloat).mul_(scale.unsqueeze(1)).to(target.dtype()));
+      return;
+    }
     if (value.sizes() != target.sizes())
       throw InputError(path, 0, "tensor '" + name + "' has shape " + shape_string(value.sizes()) +
                                     ", the config expects " + shape_string(target.sizes()));
@@ -639,6 +698,46 @@ void ModelTransaction::release() noexcept {
   }
   ::close(lock_fd_);
   lock_fd_ = -1;
+}
+
+}  // namespace cellstate
+
+namespace cellstate {
+
+QuantizeResult quantize_model_dir(const std::string& from, const std::string& to, const std::string& task,
+                                  const std::vector<std::pair<std::string, const torch::nn::Module*>>& weights,
+                                  bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code same_error;
+  if (fs::exists(to) && fs::equivalent(from, to, same_error))
+    throw std::invalid_argument("--output must be another directory than --model (" + to + ")");
+  auto config = read_model_config(from, task, /*verify=*/false);  // the caller loaded and verified it
+  ModelTransaction transaction(to, task, ModelWriteOptions{false, overwrite});
+  QuantizeResult result;
+  std::set<std::string> weight_files;
+  for (const auto& [file, module] : weights) {
+    const std::string source = from + "/" + file;
+    result.bytes_before += static_cast<int64_t>(fs::file_size(source));
+    save_weights(*module, transaction.path() + "/" + file, WeightStorage::kInt8);
+    result.bytes_after += static_cast<int64_t>(fs::file_size(transaction.path() + "/" + file));
+    weight_files.insert(file);
+  }
+  for (const auto& file : manifest_files(from)) {
+    if (weight_files.count(file) || file == "config.json") continue;
+    atomic_write(transaction.path() + "/" + file, read_file(from + "/" + file));
+  }
+  auto entry = config.contains("weights") && config["weights"].is_object() ? config["weights"]
+                                                                          : nlohmann::json{{"file", "weights.pt"}};
+  entry["dtype"] = "int8";
+  entry["quantization"] = "2-D parameters of >= 1024 values as int8 rows with a float32 scale each, symmetric "
+                          "(scale = max |row| / 127); the rest float32";
+  entry["quantized_from"] = {{"model", fs::absolute(from).lexically_normal().string()},
+                             {"created", config.value("created", std::string())},
+                             {"bytes", result.bytes_before}};
+  config["weights"] = entry;
+  write_model_config(transaction.path(), config);
+  transaction.commit();
+  return result;
 }
 
 }  // namespace cellstate

@@ -9,6 +9,7 @@
 
 #include "cellstate/nn/gemm.h"
 #include "cellstate/tasks/model_dir.h"
+#include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
 
 namespace cellstate {
@@ -68,18 +69,33 @@ void RuntimeOptions::validate() const {
     throw std::invalid_argument("--device must be cpu or cuda, got '" + device + "'");
   if (device == "cuda" && !torch::cuda::is_available())
     throw std::invalid_argument("--device cuda: no CUDA device available to this LibTorch build");
+  if (precision == "auto") return;
   try {
     parse_matmul_precision(precision);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--") + e.what());
+    throw std::invalid_argument(std::string("--") + e.what() + " (or auto)");
+  }
+}
+
+void RuntimeOptions::resolve_precision(const std::string& model_dir) {
+  if (precision != "auto") return;
+  precision = "fp32";
+  // An unreadable config is reported by the model's load, which follows.
+  try {
+    const auto config = nlohmann::json::parse(read_file(model_dir + "/config.json"));
+    const auto weights = config.value("weights", nlohmann::json());
+    if (weights.is_object() && weights.value("dtype", std::string()) == "int8") precision = "int8";
+  } catch (const std::exception&) {
   }
 }
 
 int RuntimeOptions::apply() const {
-  auto p = parse_matmul_precision(precision);
-  if (p == MatmulPrecision::kBFloat16 && !cpu_supports_bf16()) {
-    std::cerr << "warning: --precision bf16: this CPU has no AVX512_BF16 (nor AMX), so bfloat16 products "
-                 "would be emulated, slower than fp32; computing in fp32\n";
+  auto p = precision == "auto" ? MatmulPrecision::kFloat32 : parse_matmul_precision(precision);
+  try {
+    check_cpu_supports(p);
+  } catch (const std::invalid_argument& e) {
+    if (p != MatmulPrecision::kBFloat16) throw std::invalid_argument("--precision " + precision + ": " + e.what());
+    std::cerr << "warning: --precision bf16: " << e.what() << "; computing in fp32\n";
     p = MatmulPrecision::kFloat32;
   }
   set_default_matmul_precision(p);

@@ -3,6 +3,8 @@
 // bf16 is refused where the CPU would only emulate it.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <stdexcept>
 
 #include "cellstate/bench/bench.h"
@@ -42,6 +44,23 @@ TEST(Bench, TimesEveryImplementationAtThePrecisionAskedFor) {
     // The thread's precision is as it was.
     EXPECT_EQ(matmul_precision(), MatmulPrecision::kFloat32);
   }
+}
+
+TEST(Bench, Int8TimesForwardPassesOnly) {
+  if (!cpu_supports_int8()) GTEST_SKIP() << "this CPU has no int8 kernels";
+  auto c = tiny();
+  c.precision = MatmulPrecision::kInt8;
+  const auto r = run_benchmark(c);
+  EXPECT_GT(r.custom_forward.ms, 0.0);
+  EXPECT_GT(r.builtin_forward.ms, 0.0);
+  EXPECT_EQ(r.custom_train.ms, 0.0) << "int8 is inference only";
+  const auto j = to_json(r);
+  EXPECT_EQ(j.at("precision"), "int8");
+  EXPECT_FALSE(j.contains("train_ratio"));
+  std::ostringstream table;
+  print_table(table, r, "bench");
+  EXPECT_NE(table.str().find("training: not timed"), std::string::npos) << table.str();
+  EXPECT_EQ(matmul_precision(), MatmulPrecision::kFloat32);
 }
 
 TEST(Bench, RefusesBf16WhereTheCpuLacksIt) {

@@ -33,12 +33,14 @@ double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
 TEST(Precision, NamesParseAndTheDefaultIsFloat32) {
   EXPECT_EQ(parse_matmul_precision("fp32"), MatmulPrecision::kFloat32);
   EXPECT_EQ(parse_matmul_precision("bf16"), MatmulPrecision::kBFloat16);
+  EXPECT_EQ(parse_matmul_precision("int8"), MatmulPrecision::kInt8);
   EXPECT_EQ(to_string(MatmulPrecision::kBFloat16), "bf16");
+  EXPECT_EQ(to_string(MatmulPrecision::kInt8), "int8");
   try {
     parse_matmul_precision("fp8");
     FAIL() << "expected an error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("fp32 or bf16, got 'fp8'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fp32, bf16 or int8, got 'fp8'"), std::string::npos) << e.what();
   }
   EXPECT_EQ(matmul_precision(), MatmulPrecision::kFloat32);
 }
@@ -60,10 +62,24 @@ TEST(Precision, Bf16IsRefusedWhereTheCpuLacksIt) {
   EXPECT_EQ(matmul_precision(), MatmulPrecision::kFloat32) << "the guard restores the precision";
 }
 
-TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
-  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
-  torch::manual_seed(11);
-  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+/// One product of every layout gemm_out takes: three shapes (a row vector,
+/// a batch, a narrow output), a and b as they lie or transposed, beta 0 and
+/// 1, with a bias. `check` gets the result and what it should be compared
+/// with: the operands, the bias, `out` before the call, beta, and the inner size.
+struct ProductCase {
+  torch::Tensor out, a, b, bias, before;
+  double beta;
+  int64_t k;
+  std::string name;
+  /// a · b + bias (+ before) in float64 from the float32 operands.
+  torch::Tensor exact() const {
+    auto e = torch::mm(a.to(torch::kDouble), b.to(torch::kDouble)) + bias.to(torch::kDouble);
+    return beta == 1 ? e + before.to(torch::kDouble) : e;
+  }
+};
+
+template <typename Check>
+void for_each_product(const Check& check) {
   struct Shape {
     int64_t m, k, n;
   };
@@ -71,24 +87,36 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         for (double beta : {0.0, 1.0}) {
-          const auto a = ta ? torch::randn({sh.k, sh.m}).t() : torch::randn({sh.m, sh.k});
-          const auto b = tb ? torch::randn({sh.n, sh.k}).t() : torch::randn({sh.k, sh.n});
-          const auto bias = torch::randn({sh.n});
-          auto out = torch::randn({sh.m, sh.n});
-          const auto before = out.clone();
-          gemm_out(out, a, b, beta, bias);
-          auto want = torch::mm(rounded(a), rounded(b)) + bias.to(torch::kDouble);
-          if (beta == 1) want += before.to(torch::kDouble);
-          // float32 sums of k exact products: a few ulps of sqrt(k)-sized sums.
-          EXPECT_LT(max_diff(out, want), 2e-5 * sh.k) << sh.m << "x" << sh.k << "x" << sh.n << " ta " << ta << " tb " << tb;
-          // ...and not the float32 product: bfloat16 rounding shows.
-          auto exact = torch::mm(a.to(torch::kDouble), b.to(torch::kDouble)) + bias.to(torch::kDouble);
-          if (beta == 1) exact += before.to(torch::kDouble);
-          EXPECT_GT(max_diff(out, exact), 1e-3) << "computed in float32";
+          ProductCase c;
+          c.a = ta ? torch::randn({sh.k, sh.m}).t() : torch::randn({sh.m, sh.k});
+          c.b = tb ? torch::randn({sh.n, sh.k}).t() : torch::randn({sh.k, sh.n});
+          c.bias = torch::randn({sh.n});
+          c.out = torch::randn({sh.m, sh.n});
+          c.before = c.out.clone();
+          c.beta = beta;
+          c.k = sh.k;
+          c.name = std::to_string(sh.m) + "x" + std::to_string(sh.k) + "x" + std::to_string(sh.n) + " ta " +
+                   std::to_string(ta) + " tb " + std::to_string(tb) + " beta " + std::to_string(beta);
+          gemm_out(c.out, c.a, c.b, beta, c.bias);
+          check(c);
         }
       }
     }
   }
+}
+
+TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
+  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  torch::manual_seed(11);
+  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+  for_each_product([](const ProductCase& c) {
+    auto want = torch::mm(rounded(c.a), rounded(c.b)) + c.bias.to(torch::kDouble);
+    if (c.beta == 1) want += c.before.to(torch::kDouble);
+    // float32 sums of k exact products: a few ulps of sqrt(k)-sized sums.
+    EXPECT_LT(max_diff(c.out, want), 2e-5 * c.k) << c.name;
+    // ...and not the float32 product: bfloat16 rounding shows.
+    EXPECT_GT(max_diff(c.out, c.exact()), 1e-3) << c.name << ": computed in float32";
+  });
   // A matrix packed for bf16 products, and float64 (never reduced).
   const auto w = torch::randn({260, 65});
   const PackedMatrix packed(w.t(), 32, 8);
@@ -260,6 +288,97 @@ TEST(Precision, BuiltinRecurrencesTakeAutocastsBf16Products) {
     EXPECT_FALSE(at::autocast::is_cpu_enabled());
     EXPECT_TRUE(torch::equal(forward_backward(rnn, x, lengths, MatmulPrecision::kFloat32).output, f32.output));
   });
+}
+
+// ---------------------------------------------------------------------------
+// int8: dynamic quantization (inference only)
+
+/// The int8 product nn/gemm.h documents, from the formula: a per tensor,
+/// b per column, integer sums (exact in float64), scaled.
+torch::Tensor int8_reference(const torch::Tensor& a, const torch::Tensor& b) {
+  const float sa = std::max(a.abs().max().item<float>() / 127, 0.0f);
+  const float scale_a = sa > 0 ? sa : 1.0f;
+  const auto qa = (a * (1 / scale_a)).round().clamp(-127, 127);
+  const auto amax = b.abs().amax(0);
+  const auto sb = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
+  const auto qb = (b * sb.reciprocal()).round().clamp(-127, 127);
+  const auto sums = torch::mm(qa.to(torch::kDouble), qb.to(torch::kDouble));
+  return sums * (sb * scale_a).to(torch::kDouble);
+}
+
+TEST(Precision, Int8ProductsEqualScaledIntegerSums) {
+  if (!cpu_supports_int8()) GTEST_SKIP() << "this CPU has no int8 kernels";
+  torch::manual_seed(21);
+  MatmulPrecisionGuard int8(MatmulPrecision::kInt8);
+  torch::NoGradGuard no_grad;
+  for_each_product([](const ProductCase& c) {
+    auto want = int8_reference(c.a, c.b) + c.bias.to(torch::kDouble);
+    if (c.beta == 1) want += c.before.to(torch::kDouble);
+    // One float32 rounding of the scaled sum, one of the additions.
+    EXPECT_LT(max_diff(c.out, want), 1e-5 * want.abs().max().item<double>()) << c.name;
+    // ...and not the float32 product: int8 rounding shows, about 1%.
+    EXPECT_GT(max_diff(c.out, c.exact()), 1e-4) << c.name << ": computed in float32";
+    EXPECT_LT(relative_error(c.out, c.exact()), 2e-2) << c.name;
+  });
+  // A matrix packed for int8 products (oneDNN's blocked layout), reused.
+  const auto w = torch::randn({260, 65});
+  const PackedMatrix packed(w.t(), 32, 8);
+  for (int round = 0; round < 2; ++round) {
+    const auto x = torch::randn({32, 65});
+    auto out = torch::empty({32, 260});
+    packed.gemm_out(out, x);
+    EXPECT_LT(max_diff(out, int8_reference(x, w.t())), 1e-5 * out.abs().max().item<double>());
+  }
+  // Zeros quantize to zeros (a zero scale would divide by zero).
+  auto zero_out = torch::ones({3, 4});
+  gemm_out(zero_out, torch::zeros({3, 5}), torch::zeros({5, 4}));
+  EXPECT_TRUE(torch::equal(zero_out, torch::zeros({3, 4})));
+  // float64 products are never reduced.
+  const auto ad = torch::randn({4, 9}, torch::kDouble), bd = torch::randn({9, 3}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(gemm(ad, bd), torch::mm(ad, bd), 1e-12, 1e-12));
+}
+
+TEST(Precision, Int8RefusesProductsThatRecordGradients) {
+  if (!cpu_supports_int8()) GTEST_SKIP() << "this CPU has no int8 kernels";
+  MatmulPrecisionGuard int8(MatmulPrecision::kInt8);
+  const auto w = torch::randn({7, 12}, torch::requires_grad());
+  const auto message = testing::error_of([&] { cellstate::linear(torch::randn({3, 12}), w); });
+  EXPECT_NE(message.find("int8 products are for inference"), std::string::npos) << message;
+  auto rnn = make_recurrent(RecurrentOptions(6, 8));
+  const auto rnn_message = testing::error_of([&] { rnn->forward(torch::randn({4, 2, 6})); });
+  EXPECT_NE(rnn_message.find("int8 products are for inference"), std::string::npos) << rnn_message;
+  torch::NoGradGuard no_grad;  // inference is fine
+  EXPECT_EQ(cellstate::linear(torch::randn({3, 12}), w).sizes(), (std::vector<int64_t>{3, 7}));
+}
+
+TEST(Precision, RecurrentModulesUnderInt8AgreeWithFloat32) {
+  if (!cpu_supports_int8()) GTEST_SKIP() << "this CPU has no int8 kernels";
+  torch::NoGradGuard no_grad;
+  for (auto impl : {Implementation::kCustom, Implementation::kBuiltin}) {
+    for (auto kind : {RecurrentKind::kLSTM, RecurrentKind::kGRU, RecurrentKind::kRNN}) {
+      for (bool bidirectional : {false, true}) {
+        SCOPED_TRACE(to_string(impl) + " " + to_string(kind) + (bidirectional ? " bi" : " uni"));
+        torch::manual_seed(23);
+        auto rnn = make_recurrent(
+            RecurrentOptions(24, 32).kind(kind).num_layers(2).bidirectional(bidirectional).impl(impl));
+        rnn->eval();
+        const auto x = torch::randn({12, 5, 24});
+        const auto lengths = torch::tensor({12, 7, 12, 3, 9}, torch::kLong);
+        const auto f32 = rnn->forward(x, lengths);
+        RecurrentOutput q;
+        {
+          MatmulPrecisionGuard int8(MatmulPrecision::kInt8);
+          q = rnn->forward(x, lengths);
+        }
+        EXPECT_LT(max_diff(q.output, f32.output), 5e-2);
+        EXPECT_LT(relative_error(q.output, f32.output), 2e-2);
+        EXPECT_LT(relative_error(q.state.h, f32.state.h), 2e-2);
+        EXPECT_GT(max_diff(q.output, f32.output), 0.0) << "int8 products were not used";
+        // Padding stays zero: the variable lengths are honoured.
+        EXPECT_EQ(q.output.narrow(0, 3, 9).select(1, 3).abs().max().item<float>(), 0.0f);
+      }
+    }
+  }
 }
 
 }  // namespace

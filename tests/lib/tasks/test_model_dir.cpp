@@ -94,6 +94,67 @@ TEST(ModelDir, WeightsRoundTripHalfAndMismatch) {
             std::string::npos);
 }
 
+TEST(ModelDir, Int8WeightsRoundTripAsTheirQuantizedValues) {
+  cs::TempDir dir;
+  torch::manual_seed(5);
+  auto rnn = cs::make_recurrent(cs::RecurrentOptions(48, 64).num_layers(2));
+  torch::nn::Module a;
+  a.register_module("rnn", rnn);
+  a.register_parameter("tiny", torch::randn({4, 5}));  // < 1024 values: float32
+  a.register_buffer("counts", torch::arange(6));
+  cs::save_weights(a, dir.file("f.pt"));
+  cs::save_weights(a, dir.file("q.pt"), cs::WeightStorage::kInt8);
+  // int8 matrices, float32 scales and small tensors: well under a third.
+  EXPECT_LT(std::filesystem::file_size(dir.file("q.pt")) * 3, std::filesystem::file_size(dir.file("f.pt")));
+
+  auto rnn_b = cs::make_recurrent(cs::RecurrentOptions(48, 64).num_layers(2));
+  torch::nn::Module b;
+  b.register_module("rnn", rnn_b);
+  b.register_parameter("tiny", torch::zeros({4, 5}));
+  b.register_buffer("counts", torch::zeros({6}, torch::kLong));
+  cs::load_weights(b, dir.file("q.pt"));  // unverified: the layout check knows int8 archives
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (const auto& p : pa) {
+    const auto& w = p.value();
+    const auto& got = pb[p.key()];
+    EXPECT_EQ(got.scalar_type(), torch::kFloat) << p.key();
+    if (w.dim() == 2 && w.numel() >= 1024) {
+      // Per row: scale = max |row| / 127, values round(w / scale) * scale.
+      const auto scale = w.abs().amax(1, true) / 127;
+      const auto want = (w * scale.reciprocal()).round() * scale;
+      EXPECT_LT((got - want).abs().max().item<double>(), 1e-6) << p.key();
+      EXPECT_GT((got - w).abs().max().item<double>(), 0.0) << p.key() << " was not quantized";
+      EXPECT_LE((got - w).abs().max().item<double>(), (scale / 2).max().item<double>() * 1.0001) << p.key();
+    } else {
+      EXPECT_TRUE(torch::equal(got, w)) << p.key() << " stays float32";
+    }
+  }
+  EXPECT_TRUE(torch::equal(b.named_buffers()["counts"], torch::arange(6)));
+  // Saved again from the widened values, the file is the same bytes: the
+  // quantized values are a fixed point.
+  cs::save_weights(b, dir.file("q2.pt"), cs::WeightStorage::kInt8);
+  EXPECT_EQ(cs::read_file(dir.file("q2.pt")), cs::read_file(dir.file("q.pt")));
+
+  // A damaged scale is refused, naming the tensor.
+  torch::serialize::OutputArchive bad;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : a.named_parameters()) {
+    const auto& w = p.value();
+    if (w.dim() == 2 && w.numel() >= 1024) {
+      const auto scale = w.abs().amax(1) / 127;
+      bad.write(p.key(), (w / scale.unsqueeze(1)).round().to(torch::kChar), false);
+      bad.write(p.key() + ".int8_scale", p.key() == "rnn.weight_hh_l1" ? -scale : scale, true);
+    } else {
+      bad.write(p.key(), w, false);
+    }
+  }
+  for (const auto& buffer : a.named_buffers()) bad.write(buffer.key(), buffer.value(), true);
+  bad.save_to(dir.file("bad.pt"));
+  EXPECT_NE(exception_of([&] { cs::load_weights(b, dir.file("bad.pt"), /*verified=*/true); })
+                .find("tensor 'rnn.weight_hh_l1.int8_scale' holds scales that are not positive and finite"),
+            std::string::npos);
+}
+
 // LibTorch's reader compiles the class definition stored in a weights
 // archive, and a damaged one ("__paunmeters__ = [...]", found by
 // cellstate_mutate_models) crashed its compiler: the records other than the

@@ -7,8 +7,12 @@
 
 #include <boost/program_options.hpp>
 
+#include <torch/nn/module.h>
+
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cellstate/cli/cli.h"
 #include "cellstate/decode/sampling.h"
@@ -75,5 +79,18 @@ Subcommand models_subcommand(const std::string& program, const std::string& task
 /// edited on purpose, or one written before manifests existed.
 Subcommand seal_subcommand(const std::string& program, const std::string& task,
                            std::function<void(const std::string& dir)> load_unverified);
+
+/// The weights files of a loaded model and the modules loaded from them.
+using WeightModules = std::vector<std::pair<std::string, const torch::nn::Module*>>;
+
+/// `PROGRAM quantize [--model DIR] --output DIR [--overwrite]`: loads DIR
+/// (by default the shipped model `shipped_model`, TASK-DATASET…) as a model
+/// of its task (`with_loaded(dir, use)` loads it, verified, and calls `use`
+/// with its weights files and modules while it lives), then writes OUTPUT:
+/// the same model with int8 weights (quantize_model_dir), which use
+/// commands run with int8 products by default.
+Subcommand quantize_subcommand(
+    const std::string& program, const std::string& shipped_model,
+    std::function<void(const std::string& dir, const std::function<void(const WeightModules&)>& use)> with_loaded);
 
 }  // namespace cellstate

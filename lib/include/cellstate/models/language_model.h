@@ -100,18 +100,10 @@ class InputProjectionCache {
                        const torch::Tensor& b_ih);
 
  private:
-  /// What a row depends on, per tensor (E, W_ih, b_ih). The storage is
-  /// held, so its address cannot be reused by another tensor meanwhile.
-  struct Source {
-    c10::Storage storage;
-    const void* data = nullptr;
-    int64_t version = 0;
-    bool operator==(const Source& other) const {
-      return storage.unsafeGetStorageImpl() == other.storage.unsafeGetStorageImpl() && data == other.data &&
-             version == other.version;
-    }
-  };
-  std::vector<Source> sources_;
+  /// What a row depends on: the stamps of E, W_ih and b_ih, whose storages
+  /// are held so that their addresses cannot be reused by other tensors meanwhile.
+  std::vector<TensorStamp> sources_;
+  std::vector<c10::Storage> held_;
   MatmulPrecision precision_ = MatmulPrecision::kFloat32;  // the rows' (nn/gemm.h)
   torch::Tensor table_;          // [V, G*H]
   std::vector<uint8_t> filled_;  // per row of table_

@@ -18,14 +18,27 @@
 
 namespace cellstate {
 
-/// Arithmetic of float32 products. kBFloat16: both operands rounded to
-/// bfloat16 (to nearest even), their products summed in float32, the result
-/// float32 — oneDNN's AVX512_BF16 kernels, about twice the float32 rate.
+/// Arithmetic of float32 products.
+///
+/// kBFloat16: both operands rounded to bfloat16 (to nearest even), their
+/// products summed in float32, the result float32 — oneDNN's AVX512_BF16
+/// kernels, about twice the float32 rate.
+///
+/// kInt8: dynamic quantization, for inference only. The right operand b
+/// [K, N] (the weights) is rounded to int8 per column, symmetrically:
+///   s_b[n] = max_k |b[k, n]| / 127 (1 for a zero column),
+///   q_b[k, n] = round(b[k, n] / s_b[n]);
+/// the left operand a [M, K] (the activations) likewise per call, one
+/// scale for the whole tensor: s_a = max |a| / 127, q_a = round(a / s_a);
+/// then out[m, n] = s_a · s_b[n] · Σ_k q_a[m, k] q_b[k, n], the sums exact in
+/// int32 (oneDNN's VNNI kernels). A product that records gradients is
+/// refused: train in fp32 or bf16.
+///
 /// Everything around the products (gate nonlinearities, states, losses,
 /// optimisers, the weights themselves) stays float32.
-enum class MatmulPrecision { kFloat32, kBFloat16 };
+enum class MatmulPrecision { kFloat32, kBFloat16, kInt8 };
 
-/// "fp32" / "bf16", and back (std::invalid_argument naming the accepted values).
+/// "fp32" / "bf16" / "int8", and back (std::invalid_argument naming the accepted values).
 std::string to_string(MatmulPrecision precision);
 MatmulPrecision parse_matmul_precision(const std::string& name);
 
@@ -34,16 +47,26 @@ MatmulPrecision parse_matmul_precision(const std::string& name);
 /// would emulate them, slower than float32, so kBFloat16 is refused.
 bool cpu_supports_bf16();
 
+/// Whether oneDNN has int8 kernels for this CPU (x86-64 with AVX2 or
+/// AVX-512; VNNI makes them about twice as fast). Without them kInt8 is
+/// refused: LibTorch would compute the integer products in float32, slower
+/// than float32 products.
+bool cpu_supports_int8();
+
+/// Throws std::invalid_argument when this CPU cannot run `precision` (the
+/// message names the missing instructions); the one wording of that check.
+void check_cpu_supports(MatmulPrecision precision);
+
 /// The precision of the float32 products this thread computes: its
 /// innermost MatmulPrecisionGuard's, else the process default.
 MatmulPrecision matmul_precision();
 
-/// The precision of threads without a guard (kFloat32 at start). Refuses
-/// kBFloat16 where the CPU lacks it (TORCH_CHECK).
+/// The precision of threads without a guard (kFloat32 at start). Refuses a
+/// precision the CPU lacks (check_cpu_supports).
 void set_default_matmul_precision(MatmulPrecision precision);
 
 /// Sets this thread's product precision for the guard's lifetime, then
-/// restores the previous one. Refuses kBFloat16 where the CPU lacks it.
+/// restores the previous one. Refuses a precision the CPU lacks.
 class MatmulPrecisionGuard {
  public:
   explicit MatmulPrecisionGuard(MatmulPrecision precision);
@@ -53,6 +76,27 @@ class MatmulPrecisionGuard {
 
  private:
   int previous_;  // the thread's setting before: -1 for none (the default applies)
+};
+
+/// The precision of the product a · b on this thread: matmul_precision()
+/// when a is float32, else kFloat32 (float64 products are always exact
+/// LibTorch ones).
+MatmulPrecision product_precision(const torch::Tensor& a);
+
+/// What identifies a tensor's values without reading them: its storage,
+/// where its data begins, and its version counter (every in-place change
+/// bumps it). Two stamps of tensors alive at once are equal only when they
+/// hold the same values; caches of values derived from weights compare them.
+struct TensorStamp {
+  const void* storage = nullptr;
+  const void* data = nullptr;
+  int64_t version = 0;
+  /// All null for an undefined tensor.
+  static TensorStamp of(const torch::Tensor& t);
+  bool operator==(const TensorStamp& other) const {
+    return storage == other.storage && data == other.data && version == other.version;
+  }
+  bool operator!=(const TensorStamp& other) const { return !(*this == other); }
 };
 
 /// out = beta * out + a · b (+ bias). `beta` is 0 (out is only written) or
@@ -68,6 +112,7 @@ torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::
 /// products go through torch::nn::functional::linear; bf16 products through
 /// an autograd function whose backward's products (dx = dy · w,
 /// dw = dyᵀ · x) are gemm calls at the precision of the thread running it.
+/// Under kInt8 a product that records gradients is an error.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
 /// x · wᵀ + bias for the apps' small and mid-sized layers (classifier and
@@ -100,7 +145,8 @@ class PackedMatrix {
 
   /// out = beta * out + a · b (+ bias), as gemm_out. b is packed at the
   /// precision current when the matrix was built (bfloat16 copies for
-  /// kBFloat16); a product at another precision reads b as it lies.
+  /// kBFloat16, int8 ones and their scales for kInt8); a product at another
+  /// precision reads b as it lies.
   void gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta = 0,
                 const torch::Tensor& bias = {}) const;
 

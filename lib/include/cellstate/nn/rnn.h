@@ -141,8 +141,16 @@ class RecurrentModuleImpl : public torch::nn::Module {
   std::pair<int64_t, int64_t> check_forward_args(const torch::Tensor& input,
                                                  const torch::Tensor& lengths,
                                                  const RecurrentState& state) const;
+  /// Checks an initial state for B sequences of type `dtype` (the part of
+  /// check_forward_args about the state).
+  void check_state_args(int64_t B, torch::ScalarType dtype, const RecurrentState& state) const;
   /// Registers weight_ih_l{k}{_reverse}, … for the layers, in PyTorch's order.
   void register_layer_parameters();
+  /// The forward pass through the library's fused kernels (the custom
+  /// implementation's; the built-in one's under int8 products, which
+  /// LibTorch's recurrences do not have).
+  RecurrentOutput forward_with_kernels(const torch::Tensor& input, const torch::Tensor& lengths,
+                                       const RecurrentState& state);
 
  public:
   /// What the module computes (as LibTorch's modules, a public member).
@@ -199,7 +207,8 @@ TORCH_MODULE(CustomRecurrent);
 /// ATen's functional recurrences (torch::lstm, torch::gru, torch::rnn_tanh,
 /// the kernels torch::nn's modules call) one layer at a time with the
 /// module's weights, so that weight_dropout passes them masked and
-/// locked_dropout acts between the layers.
+/// locked_dropout acts between the layers. Under int8 products (nn/gemm.h,
+/// inference only) it runs the custom kernels with its parameters.
 class BuiltinRecurrentImpl : public CloneableFrom<BuiltinRecurrentImpl, RecurrentModuleImpl> {
  public:
   explicit BuiltinRecurrentImpl(RecurrentOptions options);

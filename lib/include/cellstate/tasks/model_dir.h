@@ -24,6 +24,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cellstate/dist/process_group.h"
 #include "cellstate/nn/rnn.h"
@@ -105,9 +107,22 @@ class ModelTransaction {
   bool committed_ = false;
 };
 
-/// Saves every parameter and buffer of `module` under its dotted name;
-/// `half` stores floating tensors as float16 (halves the size; widened on
-/// load). Atomic.
+/// How save_weights stores the floating tensors of a model.
+enum class WeightStorage {
+  kFloat32,
+  kFloat16,  // every floating tensor as float16 (half the size; widened on load)
+  kInt8,     // 2-D parameters of >= 1024 values (weight matrices, embedding
+             // tables) as int8 rows with a float32 scale per row, symmetric:
+             // w[r, :] ≈ scale[r] · q[r, :], scale[r] = max |w[r, :]| / 127
+             // (about a quarter of the size; `quantize` writes them); the
+             // rest float32. Loading widens them to float32, the values int8
+             // products quantize back to the same integers.
+};
+
+/// Saves every parameter and buffer of `module` under its dotted name, the
+/// floating ones as `storage` says. Atomic.
+void save_weights(const torch::nn::Module& module, const std::string& path, WeightStorage storage);
+/// `half`: WeightStorage::kFloat16, else kFloat32.
 void save_weights(const torch::nn::Module& module, const std::string& path, bool half = false);
 
 /// Loads weights saved by save_weights into `module`, which must have been
@@ -119,6 +134,22 @@ void save_weights(const torch::nn::Module& module, const std::string& path, bool
 /// `module` (damaged archives can crash LibTorch's reader or make it allocate
 /// gigabytes).
 void load_weights(torch::nn::Module& module, const std::string& path, bool verified = false);
+
+/// What quantize_model_dir did: the weights files' bytes before and after.
+struct QuantizeResult {
+  int64_t bytes_before = 0, bytes_after = 0;
+};
+
+/// `PROGRAM quantize`: writes model directory `to` (a transaction, as
+/// training writes one; an existing model is replaced only with
+/// `overwrite`) holding the model in `from` with its weights files stored
+/// as WeightStorage::kInt8: each (file name, module loaded from it) of
+/// `weights`; every other file of `from` copied; config.json's "weights"
+/// entry says "dtype": "int8" and where the model came from (use commands
+/// then default to --precision int8).
+QuantizeResult quantize_model_dir(const std::string& from, const std::string& to, const std::string& task,
+                                  const std::vector<std::pair<std::string, const torch::nn::Module*>>& weights,
+                                  bool overwrite);
 
 /// The implementation to run a loaded model with: `chosen` if given, else the
 /// one it was trained with (config "model"."trained_impl", default custom).

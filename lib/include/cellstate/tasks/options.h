@@ -40,13 +40,19 @@ struct ModelOptions {
 struct RuntimeOptions {
   int threads = 0;               // 0: every core
   std::string device = "cpu";    // cpu | cuda
-  std::string precision = "fp32";  // fp32 | bf16: the products' arithmetic (nn/gemm.h)
+  // auto | fp32 | bf16 | int8: the products' arithmetic (nn/gemm.h); auto:
+  // int8 for a quantized model (use commands, resolve_precision), else fp32
+  std::string precision = "auto";
   bool quiet = false;            // no progress output
 
   void validate() const;
+  /// Turns "auto" into the precision of the model in `model_dir`: int8 when
+  /// its config.json says its weights are int8 (`quantize`), else fp32.
+  void resolve_precision(const std::string& model_dir);
   /// Sets the thread count and the products' precision (bf16 on a CPU
-  /// without AVX512_BF16: a warning on stderr, and fp32); returns the number
-  /// of threads used.
+  /// without AVX512_BF16: a warning on stderr, and fp32; int8 on a CPU
+  /// without int8 kernels: std::invalid_argument); returns the number of
+  /// threads used.
   int apply() const;
 };
 
