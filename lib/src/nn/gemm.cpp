@@ -94,12 +94,14 @@ QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
   r.q = buffer.narrow(0, 0, n).view(a.sizes());
   auto* q = r.q.data_ptr<int8_t>();
   const float inverse = 1 / r.scale;
-  // Round to nearest even by adding and subtracting 1.5 * 2^23 (exact for
-  // |v| <= 127; unlike nearbyint, it vectorises).
+  // Clamped with comparisons and rounded to nearest even by adding and
+  // subtracting 1.5 * 2^23 (exact for |v| <= 127): unlike std::min/max and
+  // nearbyint, GCC vectorises this form (checked with -fopt-info-vec).
   constexpr float kRound = 12582912.0f;
-#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float v = std::min(127.0f, std::max(-127.0f, x[i] * inverse));
+    float v = x[i] * inverse;
+    v = v < -127.0f ? -127.0f : v;
+    v = v > 127.0f ? 127.0f : v;
     q[i] = static_cast<int8_t>(static_cast<int>((v + kRound) - kRound));
   }
   return r;
