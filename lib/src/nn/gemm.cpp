@@ -1,5 +1,7 @@
 #include "cellstate/nn/gemm.h"
 
+#include "cellstate/nn/quantize.h"
+
 #include <torch/torch.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -105,19 +107,6 @@ QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
     q[i] = static_cast<int8_t>(static_cast<int>((v + kRound) - kRound));
   }
   return r;
-}
-
-/// A right operand b [K, N] rounded to int8 per column (nn/gemm.h kInt8):
-/// q in b's layout, scale [N] float32.
-struct QuantizedColumns {
-  torch::Tensor q, scale;
-};
-
-QuantizedColumns quantize_columns(const torch::Tensor& b) {
-  torch::NoGradGuard no_grad;
-  const auto amax = b.abs().amax(0);
-  const auto scale = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
-  return {(b * scale.reciprocal()).round_().clamp_(-127, 127).to(torch::kChar), scale};
 }
 
 /// The engine, a stream and the primitives this thread has built. A
@@ -398,7 +387,7 @@ struct ConvertedOperand {
 
 ConvertedOperand convert(const torch::Tensor& b, MatmulPrecision operands) {
   if (operands == MatmulPrecision::kInt8) {
-    auto q = quantize_columns(b);
+    auto q = quantize_symmetric_int8(b, /*dim=*/0);  // one scale per column
     return {q.q, q.scale};
   }
   return {to_bf16(b), {}};

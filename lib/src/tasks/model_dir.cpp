@@ -1,5 +1,7 @@
 #include "cellstate/tasks/model_dir.h"
 
+#include "cellstate/nn/quantize.h"
+
 #include "cellstate/util/io.h"
 #include "cellstate/util/runtime.h"
 #include "cellstate/util/sha256.h"
@@ -15,6 +17,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include <cerrno>
 #include <climits>
@@ -159,7 +162,15 @@ bool stored_as_int8(const torch::Tensor& t, bool is_buffer) {
 }
 
 /// The name of the per-row scales of an int8 tensor NAME in a weights archive.
-std::string int8_scale_name(const std::string& name) { return name + ".int8_scale"; }
+constexpr std::string_view kInt8ScaleSuffix = ".int8_scale";
+std::string int8_scale_name(const std::string& name) { return name + std::string(kInt8ScaleSuffix); }
+
+/// Whether `name` is the scales' name of a tensor among `names`.
+bool is_int8_scale_name(const std::string& name, const std::set<std::string>& names) {
+  const auto n = kInt8ScaleSuffix.size();
+  return name.size() > n && name.compare(name.size() - n, n, kInt8ScaleSuffix) == 0 &&
+         names.count(name.substr(0, name.size() - n));
+}
 
 /// Writes the tensors of `module` into `archive` as save_weights stores them
 /// under `storage`; with `placeholders`, uninitialised tensors of the same
@@ -171,12 +182,10 @@ void write_weights(torch::serialize::OutputArchive& archive, const torch::nn::Mo
   auto store = [&](const std::string& name, const torch::Tensor& t, bool is_buffer) {
     auto value = t.detach();
     if (storage == WeightStorage::kInt8 && stored_as_int8(value, is_buffer)) {
-      // Per row (output channel, or token of an embedding table),
-      // symmetric: w[r, :] ≈ scale[r] · q[r, :], scale[r] = max |w[r, :]| / 127.
-      const auto rows = value.to(torch::kFloat);
-      const auto amax = rows.abs().amax(1);
-      const auto scale = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
-      const auto q = (rows * scale.reciprocal().unsqueeze(1)).round_().clamp_(-127, 127).to(torch::kChar);
+      // Per row (output channel, or token of an embedding table): the
+      // rounding the int8 products use (nn/quantize.h), so a loaded weight
+      // rounds to the integers stored here.
+      const auto [q, scale] = quantize_symmetric_int8(value, /*dim=*/1);  // one scale per row
       archive.write(name, placeholders ? torch::empty(q.sizes(), q.options()) : q.contiguous(), is_buffer);
       archive.write(int8_scale_name(name), placeholders ? torch::empty(scale.sizes(), scale.options()) : scale,
                     /*is_buffer=*/true);
@@ -229,8 +238,7 @@ void check_archive_layout(const torch::nn::Module& module, const std::string& by
       if (!listed.empty() && !listed.count(name))
         throw InputError(path, 0, "no tensor '" + name + "' (the weights do not fit the config)");
     for (const auto& name : listed)
-      if (!names.count(name) && !(name.size() > 11 && names.count(name.substr(0, name.size() - 11)) &&
-                                  name.compare(name.size() - 11, 11, ".int8_scale") == 0))
+      if (!names.count(name) && !is_int8_scale_name(name, names))
         throw InputError(path, 0, "unexpected tensor '" + name.substr(0, 80) + "' (the weights do not fit the config)");
   }
   for (const auto& [name, _] : found)

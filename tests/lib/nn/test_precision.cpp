@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "cellstate/nn/gemm.h"
+#include "cellstate/nn/quantize.h"
 #include "cellstate/nn/rnn.h"
 #include "test_util.h"
 
@@ -336,6 +337,40 @@ TEST(Precision, Int8ProductsEqualScaledIntegerSums) {
   // float64 products are never reduced.
   const auto ad = torch::randn({4, 9}, torch::kDouble), bd = torch::randn({9, 3}, torch::kDouble);
   EXPECT_TRUE(torch::allclose(gemm(ad, bd), torch::mm(ad, bd), 1e-12, 1e-12));
+}
+
+TEST(Precision, SymmetricInt8RoundingIsOneDefinitionForRowsAndColumns) {
+  torch::manual_seed(23);
+  auto t = torch::randn({6, 9});
+  t[2].zero_();                 // an all-zero row: scale 1, zeros
+  t[4].zero_();                 // a row of max 127/16, so of scale 1/16 exactly,
+  t[4][0] = 127.0f / 16;
+  t[4][1] = 2.5f / 16;          // where 2.5 rounds half to even, to 2,
+  t[4][2] = -3.5f / 16;         // and -3.5 to -4
+  const auto rows = quantize_symmetric_int8(t, 1);
+  ASSERT_EQ(rows.q.scalar_type(), torch::kChar);
+  ASSERT_EQ(rows.q.sizes(), t.sizes());
+  ASSERT_EQ(rows.scale.sizes(), torch::IntArrayRef({6}));
+  EXPECT_EQ(rows.scale[2].item<float>(), 1.0f);
+  EXPECT_TRUE(torch::equal(rows.q[2], torch::zeros({9}, torch::kChar)));
+  EXPECT_EQ(rows.scale[4].item<float>(), 1.0f / 16);
+  EXPECT_EQ(rows.q[4][1].item<int8_t>(), 2);
+  EXPECT_EQ(rows.q[4][2].item<int8_t>(), -4);
+  EXPECT_EQ(rows.q.abs().amax(1)[0].item<int8_t>(), 127);  // the largest of a row is +-127
+  // Within half a step of the value, everywhere.
+  const auto back = rows.q.to(torch::kFloat) * rows.scale.unsqueeze(1);
+  EXPECT_TRUE(((back - t).abs() <= rows.scale.unsqueeze(1) / 2 + 1e-7).all().item<bool>());
+  // Per column of the transpose is the same rounding, in the transpose's layout.
+  const auto columns = quantize_symmetric_int8(t.t(), 0);
+  EXPECT_TRUE(torch::equal(columns.q, rows.q.t()));
+  EXPECT_TRUE(torch::equal(columns.scale, rows.scale));
+  EXPECT_EQ(columns.q.strides(), t.t().strides());
+  // A loaded int8 weight (float32 scale · q) rounds to the same integers.
+  EXPECT_TRUE(torch::equal(quantize_symmetric_int8(back, 1).q, rows.q));
+  // float16 is widened first; anything else is refused.
+  EXPECT_EQ(quantize_symmetric_int8(t.to(torch::kHalf), 1).scale.scalar_type(), torch::kFloat);
+  EXPECT_THROW(quantize_symmetric_int8(torch::randn({2, 3, 4}), 1), c10::Error);
+  EXPECT_THROW(quantize_symmetric_int8(t, 2), c10::Error);
 }
 
 TEST(Precision, Int8RefusesProductsThatRecordGradients) {
