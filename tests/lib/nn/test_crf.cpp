@@ -118,6 +118,63 @@ TEST(CRF, MarginalsAndSegmentProbabilities) {
   EXPECT_NEAR(many[0], seg, 1e-10);
 }
 
+TEST(CRF, InferenceLoopsAgreeWithTheTensorRecurrences) {
+  // Viterbi and span probabilities run as plain loops; log_partition and
+  // marginals as LibTorch operations. Realistic sizes, constraints (whose
+  // -10,000 scores the loops' exponentials turn into zeros), float32
+  // emissions, large ones too (the loops' shifted exponentials).
+  const std::vector<std::string> tags = {"O",     "B-PER", "I-PER", "E-PER", "S-PER",
+                                         "B-LOC", "I-LOC", "E-LOC", "S-LOC"};
+  const auto K = static_cast<int64_t>(tags.size());
+  cs::CRF crf{cs::CRFOptions(K)};
+  crf->set_constraints(cs::tag_constraints(tags, cs::TagScheme::kIOBES));
+  torch::manual_seed(5);
+  {
+    torch::NoGradGuard g;
+    crf->transitions.normal_();
+  }
+  for (const double scale : {1.0, 40.0}) {
+    const auto e = torch::randn({12, 30, K}) * scale;
+    const auto lengths = torch::randint(1, 31, {12});
+    const auto mask = torch::arange(30).unsqueeze(0) < lengths.unsqueeze(1);
+    const auto marg = crf->marginals(e.to(torch::kDouble), mask);
+    std::vector<cs::CRFImpl::SpanQuery> queries;
+    for (int64_t b = 0; b < 12; ++b)
+      for (int64_t t = 0; t < lengths[b].item<int64_t>(); t += 3)
+        for (int64_t k = 0; k < K; ++k) queries.push_back({b, t, {k}, {}});
+    std::reverse(queries.begin(), queries.end());  // any order
+    const auto p = crf->span_probabilities(e, mask, queries);
+    for (size_t i = 0; i < queries.size(); ++i) {
+      const auto& q = queries[i];
+      EXPECT_NEAR(p[i], marg[q.batch][q.start][q.tags[0]].item<double>(), 1e-9)
+          << "scale " << scale << " sentence " << q.batch << " position " << q.start << " tag " << q.tags[0];
+    }
+    std::vector<double> best;
+    const auto paths = crf->viterbi(e, mask, &best);
+    const auto log_z = crf->log_partition(e.to(torch::kDouble), mask);
+    for (int64_t b = 0; b < 12; ++b) {
+      auto y = torch::zeros({12, 30}, torch::kInt64);
+      const auto& path = paths[static_cast<size_t>(b)];
+      ASSERT_EQ(static_cast<int64_t>(path.size()), lengths[b].item<int64_t>());
+      y[b].slice(0, 0, static_cast<int64_t>(path.size())) = torch::tensor(path);
+      const double s = crf->score(e.to(torch::kDouble), y, mask)[b].item<double>();
+      EXPECT_NEAR(best[static_cast<size_t>(b)], s, 1e-9 * std::max(1.0, std::abs(s)));
+      EXPECT_LE(s, log_z[b].item<double>() + 1e-9);  // a path's probability is at most 1
+      // No single tag changed scores higher (the best path is locally best too).
+      for (size_t t = 0; t < path.size(); ++t)
+        for (int64_t k = 0; k < K; ++k) {
+          auto z = y.clone();
+          z[b][static_cast<int64_t>(t)] = k;
+          EXPECT_LE(crf->score(e.to(torch::kDouble), z, mask)[b].item<double>(), s + 1e-9);
+        }
+    }
+  }
+  EXPECT_THROW(crf->span_probabilities(torch::zeros({1, 2, K}), torch::ones({1, 2}, torch::kBool), {{0, 0, {K}, {}}}),
+               c10::Error);
+  EXPECT_THROW(crf->span_probabilities(torch::zeros({1, 2, K}), torch::ones({1, 2}, torch::kBool), {{0, 1, {1, 2}, {}}}),
+               c10::Error);
+}
+
 TEST(CRF, GradientsMatchFiniteDifferences) {
   Case c;
   auto e = c.e.clone().requires_grad_(true);
