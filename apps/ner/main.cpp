@@ -165,7 +165,7 @@ int bench(int argc, char** argv) {
   cs::UseOptions u(kShippedModel);
   auto& m = u.model;
   cs::ConllOptions conll;
-  std::string data;
+  std::string data, dump;
   int64_t batch_size = 32;
   int repeat = 3;
   bool json = false;
@@ -174,7 +174,8 @@ int bench(int argc, char** argv) {
                             "entity confidences predict computes) and the latency of one sentence.\n\nOptions");
   d.add_options()("data", po::value(&data)->required(), "sentences to tag (CoNLL columns; tags ignored)")(
       "batch-size", cellstate::defaulted(&batch_size), "sentences per forward pass")(
-      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)");
+      "repeat", cellstate::defaulted(&repeat), "timed passes (the median is reported)")(
+      "dump-ids", po::value(&dump), "also write the tagger's inputs as JSON (for bench/ner_python.py)");
   cs::add_flag(d, "json", &json, "print the result as JSON");
   add_columns(d, conll);
   u.add_to(d);
@@ -193,6 +194,15 @@ int bench(int argc, char** argv) {
     sentences.push_back(std::move(s.tokens));
   }
   if (sentences.empty()) throw cs::InputError(data, 0, "no sentences (empty input)");
+  if (!dump.empty()) {
+    nlohmann::json j = {{"config", model.config()}, {"batch_size", batch_size}};
+    auto& inputs = j["sentences"] = nlohmann::json::array();
+    for (const auto& s : sentences) {
+      const auto in = model.encode(s);
+      inputs.push_back({{"words", in.words}, {"casing", in.casing}, {"chars", in.chars}, {"pieces", in.pieces}});
+    }
+    cs::atomic_write(dump, j.dump());
+  }
   std::vector<double> rates, latencies;
   for (int r = 0; r < repeat; ++r) {
     const cs::Stopwatch watch;

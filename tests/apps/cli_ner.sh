@@ -74,6 +74,16 @@ check "--x and --no-x" 2 "$bin" eval --model "$m" --data "$data/ner_tiny.conll" 
 contains "--x and --no-x message" "$tmp/err" "--json and --no-json contradict each other"
 check "bench" 0 "$bin" bench --model "$m" --data "$data/ner_tiny.conll" --repeat 1
 contains "bench output" "$tmp/out" "tokens/s"
+# --dump-ids: the tagger's inputs for the Python peer, which runs on them
+# where Debian's Python has PyTorch (scripts/setup.sh --python).
+check "bench --dump-ids" 0 "$bin" bench --model "$m" --data "$data/ner_tiny.conll" --repeat 1 --dump-ids "$tmp/ids.json"
+contains "dump has the sentences' ids" "$tmp/ids.json" '"sentences":[{"casing":'
+contains "dump has the config" "$tmp/ids.json" '"tagger":{'
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  check "python peer tags and trains" 0 /usr/bin/python3 "$src/bench/ner_python.py" "$tmp/ids.json" \
+    --train-ids "$tmp/ids.json" --threads 1 --repeat 1 --train-steps 2
+  contains "python peer reports" "$tmp/out" '"train_tokens_per_s"'
+fi
 
 # SIGINT during training writes a checkpoint and exits; --resume finishes.
 r="$tmp/resume"

@@ -86,6 +86,10 @@ class NerModel {
   const std::vector<std::string>& tags() const { return tags_; }
   SequenceTagger& tagger() { return tagger_; }
 
+  /// The tagger's input for one sentence (word, casing, character and piece
+  /// ids), as tag() builds it.
+  TaggerInput encode(const std::vector<std::string>& tokens) const;
+
   /// Tags tokenised sentences (each at least one token), batched by length;
   /// `confidences` computes each entity's probability.
   std::vector<TaggedSentence> tag(const std::vector<std::vector<std::string>>& sentences, bool confidences = true,
@@ -94,7 +98,6 @@ class NerModel {
  private:
   NerModel(nlohmann::json config, SequenceTagger tagger, std::vector<std::string> tags, TagScheme scheme,
            std::vector<std::string> words, std::vector<std::string> chars, std::optional<Tokenizer> pieces);
-  TaggerInput encode(const std::vector<std::string>& tokens) const;
 
   nlohmann::json config_;
   SequenceTagger tagger_;
