@@ -121,9 +121,9 @@ class ForwardBackward {
     }
     const double* end = &alpha_[(n - 1) * K];
     for (int64_t j = 0; j < K; ++j) p_[j] = end[j] + c_.f[j];
-    const double m = *std::max_element(p_.begin(), p_.end());
+    const double m = shifted_exp(p_.data());  // in place: log Z = m + log sum p_
     double sum = 0;
-    for (int64_t j = 0; j < K; ++j) sum += std::exp(p_[j] - m);
+    for (int64_t j = 0; j < K; ++j) sum += p_[j];
     return m + std::log(sum);
   }
 
@@ -132,7 +132,8 @@ class ForwardBackward {
   const double* beta(int64_t t) const { return &beta_[static_cast<size_t>(t * c_.K)]; }
 
  private:
-  /// p_ = exp(x - max x); returns max x (the exponentials of an all -inf x are 0).
+  /// p_ = exp(x - max x); returns max x (the exponentials of an all -inf x are
+  /// 0). x may be p_ itself.
   double shifted_exp(const double* x) {
     const double m = *std::max_element(x, x + c_.K);
     const double shift = std::isfinite(m) ? m : 0;
