@@ -17,6 +17,7 @@
 #include "cellstate/util/runtime.h"
 #include "cellstate/data/readers.h"
 #include "cellstate/tasks/translate.h"
+#include "cellstate/data/tokenizer.h"
 
 namespace po = boost::program_options;
 namespace cs = cellstate;
@@ -171,9 +172,27 @@ int translate(int argc, char** argv) {
   return cs::translate_files(model, inputs, t, std::cout, std::cerr);
 }
 
+/// bench --dump-ids: the config, the batch size and each sentence's ids
+/// (source; with a target file, target), and the best beam-5 hypothesis the
+/// timed run found, so that a peer (bench/translate_python.py) runs on the
+/// same inputs and can check it searched the same way.
+void write_bench_inputs(const cs::TranslationModel& model, const std::vector<std::string>& sources,
+                        const std::vector<std::string>& targets, const std::vector<cs::Translation>& beam5,
+                        int64_t batch_size, const std::string& path) {
+  nlohmann::json j = {{"config", model.config()}, {"batch_size", batch_size}, {"bos", cs::Tokenizer::kBosId},
+                      {"eos", cs::Tokenizer::kEosId}};
+  auto& out = j["sentences"] = nlohmann::json::array();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    nlohmann::json s = {{"source", model.encode_source(sources[i])}, {"beam5", beam5[i].hypotheses.front().tokens}};
+    if (!targets.empty()) s["target"] = model.encode_target(targets[i]);
+    out.push_back(std::move(s));
+  }
+  cs::atomic_write(path, j.dump());
+}
+
 int bench(int argc, char** argv) {
   cs::UseOptions u(kShippedModel);
-  std::string src;
+  std::string src, tgt, dump;
   int64_t batch_size = 32, singles = 100;
   bool json = false;
   po::options_description d("Usage: cellstate-translate bench --src FILE [--model DIR] [options]\n\n"
@@ -181,12 +200,17 @@ int bench(int argc, char** argv) {
                             "(sentences/s), and one sentence at a time (median latency).\n\nOptions");
   d.add_options()("src", po::value(&src)->required(), "source sentences (plain or .gz)")(
       "batch-size", cellstate::defaulted(&batch_size), "sentences per batch")(
-      "singles", cellstate::defaulted(&singles), "sentences timed one at a time");
+      "singles", cellstate::defaulted(&singles), "sentences timed one at a time")(
+      "dump-ids", po::value(&dump),
+      "also write the model's inputs as JSON (for bench/translate_python.py): the config and each "
+      "sentence's source ids, and with --tgt its target ids")(
+      "tgt", po::value(&tgt), "--dump-ids: the target sentences, line by line with --src (plain or .gz)");
   cs::add_flag(d, "json", &json, "print the result as JSON");
   u.add_to(d);
   if (auto s = cs::parse_command_line(argc, argv, d, std::string(kProgram) + " bench", [&] {
         u.validate();
         if (batch_size < 1 || singles < 1) throw std::invalid_argument("--batch-size and --singles must be >= 1");
+        if (!tgt.empty() && dump.empty()) throw std::invalid_argument("--tgt is read only with --dump-ids");
       }))
     return *s;
   const int threads = u.runtime.apply();
@@ -194,13 +218,22 @@ int bench(int argc, char** argv) {
   std::vector<std::string> lines;
   for (auto& [n, line] : cs::read_lines(src)) lines.push_back(line);
   if (lines.empty()) throw cs::InputError(src, 0, "no sentences (empty input)");
+  std::vector<std::string> targets;  // --dump-ids --tgt: checked before the timing
+  if (!tgt.empty()) {
+    for (auto& [n, line] : cs::read_lines(tgt)) targets.push_back(line);
+    if (targets.size() != lines.size())
+      throw cs::InputError(tgt, static_cast<int64_t>(std::min(targets.size(), lines.size())) + 1,
+                           "expected as many lines as " + src + " (" + std::to_string(lines.size()) + "), got " +
+                               std::to_string(targets.size()));
+  }
   nlohmann::json result = {{"impl", u.model.impl}, {"threads", threads}, {"precision", cs::to_string(cs::matmul_precision())}, {"sentences", lines.size()},
                            {"batch_size", batch_size}};
+  std::vector<cs::Translation> beam5;
   for (int64_t beam : {1, 5}) {
     cs::DecodingOptions o;
     o.beam = beam;
     const cs::Stopwatch watch;
-    model.translate(lines, o, batch_size);
+    auto translations = model.translate(lines, o, batch_size);
     result["sentences_per_s_beam" + std::to_string(beam)] = static_cast<double>(lines.size()) / watch.seconds();
     std::vector<double> latency;
     for (int64_t i = 0; i < std::min<int64_t>(singles, static_cast<int64_t>(lines.size())); ++i) {
@@ -209,7 +242,9 @@ int bench(int argc, char** argv) {
       latency.push_back(one.ms());
     }
     result["latency_ms_beam" + std::to_string(beam)] = cs::median(latency);
+    if (beam == 5) beam5 = std::move(translations);
   }
+  if (!dump.empty()) write_bench_inputs(model, lines, targets, beam5, batch_size, dump);
   if (json) {
     std::cout << result.dump() << "\n";
   } else {

@@ -90,6 +90,25 @@ check "over-long input" 0 bash -c "printf '%s\nend\n' '$long' | '$bin' translate
 contains "over-long input warning" "$tmp/err" "pieces; only the first 256 (the model's limit) are translated"
 check "bench" 0 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --singles 2
 contains "bench output" "$tmp/out" "sentences/s"
+# --dump-ids: the model's inputs (and with --tgt the targets) for the Python
+# peer, which loads the same weights, searches the same way (it must find the
+# same best beam-5 hypotheses) and trains, where Debian's Python has PyTorch.
+check "bench --dump-ids --tgt" 0 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --singles 1 \
+  --tgt "$data/translate_tiny.de" --dump-ids "$tmp/ids.json"
+contains "dump has source, beam-5 and target ids" "$tmp/ids.json" '"sentences":[{"beam5":['
+contains "dump has targets" "$tmp/ids.json" '"target":[2,'
+contains "dump has the config" "$tmp/ids.json" '"seq2seq":{'
+check "bench --tgt without --dump-ids" 2 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --tgt "$data/translate_tiny.de"
+contains "tgt without dump message" "$tmp/err" "--tgt is read only with --dump-ids"
+check "bench --tgt line count" 2 "$bin" bench --model "$m" --src "$data/translate_tiny.en" --tgt "$data/parallel_short.en" \
+  --dump-ids "$tmp/bad.json"
+contains "tgt line count message" "$tmp/err" "parallel_short.en:3: expected as many lines as"
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  check "python peer translates and trains" 0 /usr/bin/python3 "$src/bench/translate_python.py" "$tmp/ids.json" \
+    --weights "$m/weights.pt" --train-ids "$tmp/ids.json" --threads 1 --singles 2 --train-steps 2 --train-batch 4
+  contains "python peer reports" "$tmp/out" '"train_tokens_per_s"'
+  contains "python peer searched as cellstate did" "$tmp/out" '"beam5_same_as_cellstate": 1.0'
+fi
 check "invalid utf-8" 2 "$bin" translate --model "$m" "$data/invalid_utf8.txt"
 contains "invalid utf-8 message" "$tmp/err" "invalid_utf8.txt:2: invalid UTF-8"
 

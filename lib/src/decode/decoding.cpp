@@ -54,22 +54,27 @@ std::vector<float> row_of(const torch::Tensor& attention, int64_t r) {
   return std::vector<float>(a.data_ptr<float>(), a.data_ptr<float>() + a.numel());
 }
 
-/// What one step of a search sees of input b, and what it may do: continue
-/// a row with a token (at most K per step) or finish it.
+/// What one step of a search sees of one input, and what it may do:
+/// continue a row with a token (at most K per step) or finish it. The input's
+/// rows are slot*K .. slot*K+K-1 of this step's batch (inputs that are done
+/// leave the batch).
 struct Expansion {
-  int64_t b = 0;
+  int64_t input = 0;                // which input (its index in the call)
+  int64_t slot = 0;                 // its place among this step's inputs
   int64_t K = 1;
-  const torch::Tensor& logp;        // [B*K, V] double
-  const std::vector<Row>& alive;    // [B*K]
+  const torch::Tensor& logp;        // [n*K, V] float: log-probabilities of the next token
+  const std::vector<Row>& alive;    // [n*K]
   std::function<void(int64_t parent, int64_t token, double log_prob)> keep;
   std::function<void(int64_t parent, int64_t token, double log_prob)> end;  // token is eos
-  const int64_t& kept;              // rows kept so far for b
+  const int64_t& kept;              // rows kept so far for the input
 };
 
 /// The search loop shared by beam search and sampling: K rows per input,
-/// `expand` chooses the continuations of input b at each step.
+/// `prepare` sees each step's log-probabilities once, `expand` chooses the
+/// continuations of one input.
 std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vector<int64_t>& source_lengths,
                                                 const DecodingOptions& options, int64_t K, int64_t bos, int64_t eos,
+                                                const std::function<void(const torch::Tensor&)>& prepare,
                                                 const std::function<void(Expansion&)>& expand) {
   options.validate();
   torch::NoGradGuard no_grad;
@@ -78,17 +83,19 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
   for (auto s : source_lengths)
     max_len.push_back(static_cast<int64_t>(std::ceil(options.max_length_ratio * static_cast<double>(s))) + 10);
 
-  // Rows b*K .. b*K+K-1 belong to input b; only row b*K is alive at first.
+  // Rows s*K .. s*K+K-1 belong to the input active[s]; only row s*K is alive at first.
+  std::vector<int64_t> active(static_cast<size_t>(B));
   {
     std::vector<int64_t> rows;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = 0; b < B; ++b) {
+      active[static_cast<size_t>(b)] = b;
       for (int64_t k = 0; k < K; ++k) rows.push_back(b);
+    }
     model.select(torch::tensor(rows, torch::kInt64));
   }
   std::vector<Row> alive(static_cast<size_t>(B * K));
   for (int64_t b = 0; b < B; ++b) alive[static_cast<size_t>(b * K)].log_prob = 0;
   std::vector<std::vector<Hypothesis>> finished(static_cast<size_t>(B));
-  std::vector<char> done(static_cast<size_t>(B), 0);
   auto previous = torch::full({B * K}, bos, torch::kInt64);
   auto finish = [&](int64_t b, const Row& row, double log_prob, bool ended) {
     Hypothesis h;
@@ -102,24 +109,30 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
 
   for (int64_t t = 0;; ++t) {
     torch::Tensor attention;
-    auto logp = torch::log_softmax(model.logits(previous, &attention), 1).to(torch::kDouble).contiguous();
-    if (t < options.min_length) logp.select(1, eos).fill_(kNegInf);
-    std::vector<Row> next(static_cast<size_t>(B * K));
-    std::vector<int64_t> parents(static_cast<size_t>(B * K)), tokens(static_cast<size_t>(B * K), eos);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t k = 0; k < K; ++k) parents[static_cast<size_t>(b * K + k)] = b * K;
-      if (done[static_cast<size_t>(b)]) continue;
+    auto logp = torch::log_softmax(model.logits(previous, &attention).to(torch::kFloat), 1).contiguous();
+    if (t < options.min_length) logp.select(1, eos).fill_(-std::numeric_limits<float>::infinity());
+    if (prepare) prepare(logp);
+    const auto n = static_cast<int64_t>(active.size());
+    std::vector<Row> next;
+    std::vector<int64_t> parents, tokens, still;
+    for (int64_t slot = 0; slot < n; ++slot) {
+      const int64_t b = active[static_cast<size_t>(slot)];
+      // This input's continuations go to rows of the next step's batch from `base` on.
+      const auto base = static_cast<int64_t>(next.size());
+      next.resize(static_cast<size_t>(base + K));
+      parents.resize(static_cast<size_t>(base + K), slot * K);
+      tokens.resize(static_cast<size_t>(base + K), eos);
       int64_t kept = 0;
-      Expansion e{b, K, logp, alive, {}, {}, kept};
+      Expansion e{b, slot, K, logp, alive, {}, {}, kept};
       e.keep = [&](int64_t parent, int64_t token, double log_prob) {
         Row r = alive[static_cast<size_t>(parent)];
         r.tokens.push_back(token);
         if (attention.defined()) r.attention.push_back(row_of(attention, parent));
         r.log_prob = log_prob;
-        const auto slot = static_cast<size_t>(b * K + kept);
-        next[slot] = std::move(r);
-        parents[slot] = parent;
-        tokens[slot] = token;
+        const auto row = static_cast<size_t>(base + kept);
+        next[row] = std::move(r);
+        parents[row] = parent;
+        tokens[row] = token;
         ++kept;
       };
       e.end = [&](int64_t parent, int64_t /*eos*/, double log_prob) {
@@ -128,22 +141,28 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
         finish(b, ended, log_prob, true);
       };
       expand(e);
-      const bool enough = static_cast<int64_t>(finished[static_cast<size_t>(b)].size()) >= K;
-      if (enough || kept == 0) {
-        done[static_cast<size_t>(b)] = 1;
-      } else if (t + 1 >= max_len[static_cast<size_t>(b)]) {
+      bool done = static_cast<int64_t>(finished[static_cast<size_t>(b)].size()) >= K || kept == 0;
+      if (!done && t + 1 >= max_len[static_cast<size_t>(b)]) {
         // The length limit: what is alive ends here.
         for (int64_t k = 0; k < kept; ++k) {
-          const auto& r = next[static_cast<size_t>(b * K + k)];
+          const auto& r = next[static_cast<size_t>(base + k)];
           finish(b, r, r.log_prob, false);
         }
-        done[static_cast<size_t>(b)] = 1;
+        done = true;
+      }
+      if (done) {  // the input leaves the batch
+        next.resize(static_cast<size_t>(base));
+        parents.resize(static_cast<size_t>(base));
+        tokens.resize(static_cast<size_t>(base));
+      } else {
+        still.push_back(b);
       }
     }
-    if (std::all_of(done.begin(), done.end(), [](char d) { return d != 0; })) break;
+    if (still.empty()) break;
     model.select(torch::tensor(parents, torch::kInt64));
     previous = torch::tensor(tokens, torch::kInt64);
     alive = std::move(next);
+    active = std::move(still);
   }
   for (auto& f : finished) {
     std::stable_sort(f.begin(), f.end(), [](const Hypothesis& a, const Hypothesis& b) { return a.score > b.score; });
@@ -157,22 +176,43 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
 std::vector<std::vector<Hypothesis>> beam_search(StepModel& model, const std::vector<int64_t>& source_lengths,
                                                  const DecodingOptions& options, int64_t bos, int64_t eos) {
   const int64_t K = options.beam;
-  return run_search(model, source_lengths, options, K, bos, eos, [&](Expansion& e) {
-    // The 2K best continuations of the input's K beams.
-    const int64_t V = e.logp.size(1);
-    auto total = e.logp.slice(0, e.b * K, (e.b + 1) * K);
-    std::vector<double> base;
-    for (int64_t k = 0; k < K; ++k) base.push_back(e.alive[static_cast<size_t>(e.b * K + k)].log_prob);
-    total = total + torch::tensor(base, torch::kDouble).unsqueeze(1);
-    const auto top = total.reshape(-1).topk(std::min<int64_t>(2 * K, K * V));
-    const auto values = std::get<0>(top).contiguous(), indices = std::get<1>(top).contiguous();
-    for (int64_t i = 0; i < values.size(0) && e.kept < K; ++i) {
-      const double v = values[i].item<double>();
-      if (v == kNegInf) break;
-      const int64_t index = indices[i].item<int64_t>();
-      const int64_t parent = e.b * K + index / V, token = index % V;
-      if (token == eos) e.end(parent, token, v);
-      else e.keep(parent, token, v);
+  // Each row's 2K best tokens, once per step: an input's 2K best continuations
+  // over its K rows are among them.
+  torch::Tensor top_values, top_tokens;
+  auto prepare = [&](const torch::Tensor& logp) {
+    auto top = logp.topk(std::min<int64_t>(2 * K, logp.size(1)), 1);
+    top_values = std::get<0>(top).to(torch::kDouble).contiguous();
+    top_tokens = std::get<1>(top).contiguous();
+  };
+  struct Candidate {
+    double value;
+    int64_t parent, token;
+  };
+  std::vector<Candidate> candidates;
+  return run_search(model, source_lengths, options, K, bos, eos, prepare, [&](Expansion& e) {
+    // The 2K best continuations of the input's K rows, best first (ties: lower
+    // row, then lower token).
+    const int64_t per_row = top_values.size(1);
+    const double* values = top_values.data_ptr<double>();
+    const int64_t* tokens = top_tokens.data_ptr<int64_t>();
+    candidates.clear();
+    for (int64_t row = e.slot * K; row < (e.slot + 1) * K; ++row) {
+      const double base = e.alive[static_cast<size_t>(row)].log_prob;
+      if (base == kNegInf) continue;
+      for (int64_t i = 0; i < per_row; ++i)
+        candidates.push_back({base + values[row * per_row + i], row, tokens[row * per_row + i]});
+    }
+    const auto count = std::min<size_t>(candidates.size(), static_cast<size_t>(2 * K));
+    std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(count), candidates.end(),
+                      [](const Candidate& a, const Candidate& b) {
+                        if (a.value != b.value) return a.value > b.value;
+                        return a.parent != b.parent ? a.parent < b.parent : a.token < b.token;
+                      });
+    for (size_t i = 0; i < count && e.kept < K; ++i) {
+      const auto& c = candidates[i];
+      if (c.value == kNegInf) break;
+      if (c.token == eos) e.end(c.parent, c.token, c.value);
+      else e.keep(c.parent, c.token, c.value);
     }
   });
 }
@@ -185,10 +225,11 @@ std::vector<std::vector<Hypothesis>> sample_search(StepModel& model, const std::
   std::vector<Sampler> samplers;
   for (size_t b = 0; b < source_lengths.size(); ++b)
     samplers.emplace_back(options.sampling, derive_seed(options.seed, static_cast<uint64_t>(b)));
-  return run_search(model, source_lengths, one, 1, bos, eos, [&](Expansion& e) {
-    const int64_t parent = e.b;
-    const int64_t token = samplers[static_cast<size_t>(e.b)].next(e.logp[parent]);
-    const double lp = e.alive[static_cast<size_t>(parent)].log_prob + e.logp[parent][token].item<double>();
+  return run_search(model, source_lengths, one, 1, bos, eos, {}, [&](Expansion& e) {
+    const int64_t parent = e.slot;
+    const auto logp = e.logp[parent].to(torch::kDouble);
+    const int64_t token = samplers[static_cast<size_t>(e.input)].next(logp);
+    const double lp = e.alive[static_cast<size_t>(parent)].log_prob + logp[token].item<double>();
     if (token == eos) e.end(parent, token, lp);
     else e.keep(parent, token, lp);
   });

@@ -15,10 +15,18 @@ Attention parse_attention(const std::string& name) {
 }
 
 Encoded Encoded::select(const torch::Tensor& rows) const {
-  Encoded e;
+  Encoded e = select_state(rows);
   e.memory = memory.index_select(0, rows);
   e.keys = keys.index_select(0, rows);
   e.mask = mask.index_select(0, rows);
+  return e;
+}
+
+Encoded Encoded::select_state(const torch::Tensor& rows) const {
+  Encoded e;
+  e.memory = memory;
+  e.keys = keys;
+  e.mask = mask;
   for (const auto& t : h) e.h.push_back(t.index_select(0, rows));
   for (const auto& t : c) e.c.push_back(t.index_select(0, rows));
   e.feed = feed.index_select(0, rows);
@@ -91,7 +99,7 @@ Encoded Seq2SeqImpl::encode(const torch::Tensor& source, const torch::Tensor& le
   Encoded e;
   e.memory = out.output;  // [B, S, 2H]
   e.mask = torch::arange(S).unsqueeze(0) < lengths.unsqueeze(1);
-  e.keys = linear_layer(e.memory, attention_key->weight, attention_key->bias);
+  e.keys = cellstate::linear(e.memory, attention_key->weight, attention_key->bias);
   // Final states [layers * 2, B, H] -> per layer [B, 2H] (forward; backward).
   auto h = out.state.h.view({options.layers(), 2, B, H});
   auto c = out.state.c.view({options.layers(), 2, B, H});
@@ -125,14 +133,14 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
   if (options.attention() == Attention::kGeneral) {
     scores = torch::bmm(s.keys, query.unsqueeze(2)).squeeze(2);  // [B, S]
   } else {
-    const auto q = linear_layer(query, attention_query->weight);
+    const auto q = cellstate::linear(query, attention_query->weight);
     scores = linear_layer(torch::tanh(s.keys + q.unsqueeze(1)), attention_score->weight).squeeze(2);
   }
   scores = scores.masked_fill(s.mask.logical_not(), -std::numeric_limits<float>::infinity());
   auto a = torch::softmax(scores, 1);
   if (attention) *attention = a;
   auto context = torch::bmm(a.unsqueeze(1), s.memory).squeeze(1);  // [B, 2H]
-  auto attended = torch::tanh(linear_layer(torch::cat({context, query}, 1), combine->weight));
+  auto attended = torch::tanh(cellstate::linear(torch::cat({context, query}, 1), combine->weight));
   s.feed = attended;
   return attended;
 }
@@ -140,10 +148,10 @@ torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, tor
 torch::Tensor Seq2SeqImpl::logits(const torch::Tensor& attended) {
   auto y = drop(attended);
   if (options.tie()) {
-    if (projection) y = linear_layer(y, projection->weight, projection->bias);
-    return linear_layer(y, target_embedding->weight, output_bias);
+    if (projection) y = cellstate::linear(y, projection->weight, projection->bias);
+    return cellstate::linear(y, target_embedding->weight, output_bias);
   }
-  return linear_layer(y, output->weight, output->bias);
+  return cellstate::linear(y, output->weight, output->bias);
 }
 
 torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torch::Tensor& lengths,
@@ -165,6 +173,7 @@ Seq2SeqStepper::Seq2SeqStepper(Seq2Seq model, const torch::Tensor& source, const
     : model_(std::move(model)) {
   torch::NoGradGuard no_grad;
   state_ = model_->encode(source, lengths);
+  sources_ = torch::arange(source.size(0), torch::kInt64);
 }
 
 torch::Tensor Seq2SeqStepper::logits(const torch::Tensor& previous, torch::Tensor* attention) {
@@ -172,6 +181,10 @@ torch::Tensor Seq2SeqStepper::logits(const torch::Tensor& previous, torch::Tenso
   return model_->step(previous, state_, attention);
 }
 
-void Seq2SeqStepper::select(const torch::Tensor& rows) { state_ = state_.select(rows); }
+void Seq2SeqStepper::select(const torch::Tensor& rows) {
+  auto sources = sources_.index_select(0, rows);
+  state_ = torch::equal(sources, sources_) ? state_.select_state(rows) : state_.select(rows);
+  sources_ = std::move(sources);
+}
 
 }  // namespace cellstate

@@ -2,6 +2,7 @@
 
 #include "cellstate/nn/gemm.h"
 #include "init.h"
+#include "recurrent_kernels.h"
 
 namespace cellstate {
 
@@ -62,12 +63,47 @@ std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::T
   return {linear_layer(x, weight_ih, bias_ih), linear_layer(h, weight_hh, bias_hh)};
 }
 
+namespace {
+
+/// Whether a step of `cell` on these inputs records gradients (grad mode on
+/// and a parameter or input that requires them).
+bool records_gradients(const CellBaseImpl& cell, std::initializer_list<const torch::Tensor*> inputs) {
+  if (!torch::GradMode::is_enabled()) return false;
+  for (const auto* t : {&cell.weight_ih, &cell.weight_hh, &cell.bias_ih, &cell.bias_hh})
+    if (t->defined() && t->requires_grad()) return true;
+  for (const auto* t : inputs)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+/// A step without autograd: (h', c') for x [B, I], h and c [B, H] (c
+/// undefined for GRU and RNN).
+std::pair<torch::Tensor, torch::Tensor> fused_step(const CellBaseImpl& cell, RecurrentKind kind,
+                                                   const torch::Tensor& x, const torch::Tensor& h,
+                                                   const torch::Tensor& c) {
+  // The step of the custom recurrences (nn/recurrent_kernels.h): both
+  // products into one gates buffer through nn/gemm.h, then one pass of the
+  // nonlinearities and state updates; on copies of the state.
+  auto h_next = h.clone(torch::MemoryFormat::Contiguous);
+  auto c_next = c.defined() ? c.clone(torch::MemoryFormat::Contiguous) : torch::Tensor();
+  torch::Tensor gates, gh;
+  detail::step_layer(kind, x.contiguous(), h_next, c_next,
+                     {cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh}, gates, gh);
+  return {h_next, c_next};
+}
+
+}  // namespace
+
 LSTMCellImpl::LSTMCellImpl(CellOptions options) : CloneableFrom(std::move(options), 4, "LSTMCell") {}
 
 std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
     const torch::Tensor& x, const std::tuple<torch::Tensor, torch::Tensor>& hx) {
   const auto h = checked_state(x, std::get<0>(hx), "h");
   const auto c = checked_state(x, std::get<1>(hx), "c");
+  if (!records_gradients(*this, {&x, &h, &c})) {
+    auto [h_next, c_next] = fused_step(*this, RecurrentKind::kLSTM, x, h, c);
+    return {h_next, c_next};
+  }
   const auto [xi, hh] = projections(x, h);
   const auto gates = (xi + hh).chunk(4, 1);
   const auto i = torch::sigmoid(gates[0]);
@@ -83,6 +119,7 @@ GRUCellImpl::GRUCellImpl(CellOptions options) : CloneableFrom(std::move(options)
 
 torch::Tensor GRUCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
   const auto h = checked_state(x, h_in, "h");
+  if (!records_gradients(*this, {&x, &h})) return fused_step(*this, RecurrentKind::kGRU, x, h, {}).first;
   const auto [xi, hh] = projections(x, h);
   const auto xg = xi.chunk(3, 1);
   const auto hg = hh.chunk(3, 1);
@@ -96,6 +133,7 @@ RNNCellImpl::RNNCellImpl(CellOptions options) : CloneableFrom(std::move(options)
 
 torch::Tensor RNNCellImpl::forward(const torch::Tensor& x, const torch::Tensor& h_in) {
   const auto h = checked_state(x, h_in, "h");
+  if (!records_gradients(*this, {&x, &h})) return fused_step(*this, RecurrentKind::kRNN, x, h, {}).first;
   const auto [xi, hh] = projections(x, h);
   return torch::tanh(xi + hh);
 }

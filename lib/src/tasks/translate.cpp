@@ -357,6 +357,14 @@ TranslationModel TranslationModel::load(const std::string& dir, std::optional<Im
                           max_source_tokens);
 }
 
+std::vector<int64_t> TranslationModel::encode_source(const std::string& text) const {
+  return source_ids(*source_, text, max_source_tokens_);
+}
+
+std::vector<int64_t> TranslationModel::encode_target(const std::string& text) const {
+  return target_ids(target_tokenizer(), text);
+}
+
 std::vector<Translation> TranslationModel::translate(const std::vector<std::string>& sentences,
                                                      const DecodingOptions& options, int64_t batch_size,
                                                      const std::function<void(int64_t)>& progress) {

@@ -100,6 +100,41 @@ TEST(Seq2Seq, PaddingIsMaskedAndVariantsBuild) {
   EXPECT_THROW(cs::parse_attention("dot"), std::invalid_argument);
 }
 
+// The stepper copies the encoder's memory only when a row's source changes;
+// after any reordering (within a sentence's beams, across sentences, dropping
+// rows) each row must step exactly as its own history does alone.
+TEST(Seq2Seq, StepperReorderingKeepsEachRowsSourceAndState) {
+  torch::manual_seed(5);
+  cs::Seq2Seq m(cs::Seq2SeqOptions(kVocab, kVocab).embed(8).hidden(6).tie(true));
+  m->eval();
+  torch::NoGradGuard g;
+  const auto source = torch::tensor({{4, 5, 6, 7, 8}, {5, 6, 7, 0, 0}}, torch::kInt64);
+  const auto lengths = torch::tensor({5, 3}, torch::kInt64);
+  // Row histories: (sentence, tokens fed so far); each select maps new rows to old ones.
+  struct Row { int64_t sentence; std::vector<int64_t> fed; };
+  std::vector<Row> rows = {{0, {}}, {1, {}}};
+  cs::Seq2SeqStepper stepper(m, source, lengths);
+  const std::vector<std::vector<int64_t>> selections = {{0, 0, 1, 1}, {1, 0, 3, 2}, {2, 3, 0, 1}, {0, 0, 2, 2}, {1, 3}, {1, 1, 0}};
+  for (size_t step = 0; step <= selections.size(); ++step) {
+    std::vector<int64_t> tokens;
+    for (size_t r = 0; r < rows.size(); ++r) tokens.push_back(4 + static_cast<int64_t>((r + step) % 5));
+    const auto logits = stepper.logits(torch::tensor(tokens, torch::kInt64), nullptr);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      rows[r].fed.push_back(tokens[r]);
+      cs::Seq2SeqStepper alone(m, source[rows[r].sentence].unsqueeze(0).narrow(1, 0, lengths[rows[r].sentence].item<int64_t>()),
+                               lengths[rows[r].sentence].unsqueeze(0));
+      torch::Tensor expected;
+      for (auto t : rows[r].fed) expected = alone.logits(torch::tensor({t}, torch::kInt64), nullptr);
+      EXPECT_LT(max_abs_diff(logits[static_cast<int64_t>(r)], expected[0]), 1e-5) << "step " << step << " row " << r;
+    }
+    if (step == selections.size()) break;
+    std::vector<Row> next;
+    for (auto i : selections[step]) next.push_back(rows[static_cast<size_t>(i)]);
+    rows = next;
+    stepper.select(torch::tensor(selections[step], torch::kInt64));
+  }
+}
+
 TEST(Seq2Seq, LearnsToReverseAndDecodesExactly) {
   auto& m = reverser();
   const auto tests = random_sequences(20, 999);

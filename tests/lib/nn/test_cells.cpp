@@ -136,6 +136,42 @@ TEST(Cells, MatchLibTorchCells) {
   }
 }
 
+// A step that records no gradients takes the custom recurrences' fused step
+// (both products through nn/gemm.h, one pass of the nonlinearities); it must
+// give what the autograd ops give, leave the given state alone, and take
+// undefined states and non-contiguous inputs.
+TEST(Cells, StepsWithoutAutogradMatchTheAutogradOps) {
+  torch::manual_seed(3);
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    const double tol = dtype == torch::kDouble ? 1e-12 : 2e-6;
+    for (int64_t batch : {1, 7}) {
+      const auto x = torch::randn({5, batch}, dtype).t();  // [batch, 5], not contiguous
+      const auto h = torch::randn({batch, 4}, dtype);
+      const auto c = torch::randn({batch, 4}, dtype);
+      const auto h_before = h.clone(), c_before = c.clone();
+      LSTMCell lstm(5, 4);
+      GRUCell gru(5, 4);
+      RNNCell rnn(5, 4);
+      lstm->to(dtype);
+      gru->to(dtype);
+      rnn->to(dtype);
+      for (bool with_state : {true, false}) {
+        const auto hs = with_state ? h : Tensor(), cs = with_state ? c : Tensor();
+        auto [h_ref, c_ref] = lstm->forward(x, {hs, cs});  // parameters require grad: the autograd ops
+        const auto gru_ref = gru(x, hs), rnn_ref = rnn(x, hs);
+        ASSERT_TRUE(h_ref.requires_grad() && gru_ref.requires_grad() && rnn_ref.requires_grad());
+        torch::NoGradGuard no_grad;
+        auto [h1, c1] = lstm->forward(x, {hs, cs});
+        EXPECT_LT(max_abs_diff(h1, h_ref), tol) << dtype << " batch " << batch;
+        EXPECT_LT(max_abs_diff(c1, c_ref), tol) << dtype << " batch " << batch;
+        EXPECT_LT(max_abs_diff(gru(x, hs), gru_ref), tol) << dtype << " batch " << batch;
+        EXPECT_LT(max_abs_diff(rnn(x, hs), rnn_ref), tol) << dtype << " batch " << batch;
+      }
+      EXPECT_TRUE(torch::equal(h, h_before) && torch::equal(c, c_before)) << "the given state was changed";
+    }
+  }
+}
+
 TEST(Cells, RejectBadShapes) {
   LSTMCell cell(5, 4);
   auto msg = testing::error_of([&] { cell(torch::randn({3, 6})); });

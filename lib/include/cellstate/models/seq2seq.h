@@ -73,6 +73,9 @@ struct Encoded {
 
   /// The rows `rows` [N] int64 of everything (beam expansion and reordering).
   Encoded select(const torch::Tensor& rows) const;
+  /// The rows `rows` of the decoder state (h, c, feed) only; memory, keys and
+  /// mask stay (for rows that read the same source as before).
+  Encoded select_state(const torch::Tensor& rows) const;
 };
 
 class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
@@ -115,7 +118,11 @@ class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
 };
 TORCH_MODULE(Seq2Seq);
 
-/// A Seq2Seq as a StepModel (decode/step_model.h): encodes a batch once, then steps.
+/// A Seq2Seq as a StepModel (decode/step_model.h): encodes a batch once, then
+/// steps. A search's reordering moves rows among the beams of one sentence,
+/// which read the same source: select() copies the encoder's memory, keys and
+/// mask only when a row's source changes (expanding to beams, dropping
+/// sentences), the decoder state every time.
 class Seq2SeqStepper : public StepModel {
  public:
   /// source [B, S], lengths [B]; the model should be in eval mode.
@@ -126,6 +133,7 @@ class Seq2SeqStepper : public StepModel {
  private:
   Seq2Seq model_;
   Encoded state_;
+  torch::Tensor sources_;  // [N] int64: the source sentence (row of the batch) each row reads
 };
 
 }  // namespace cellstate

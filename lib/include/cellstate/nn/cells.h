@@ -3,6 +3,12 @@
 // autograd ops. Parameter names and shapes are those of torch::nn::LSTMCell,
 // GRUCell and RNNCell (weight_ih [G*H, I], weight_hh [G*H, H], bias_ih and
 // bias_hh [G*H]), so weights interchange with LibTorch's cells.
+//
+// A step that records no gradients (decoding, evaluation) takes the custom
+// recurrences' fused step instead: both products into one gates buffer
+// through nn/gemm.h (oneDNN, at the thread's precision), then one pass of
+// the nonlinearities and the state update -- the same equations, rounded
+// differently than the autograd ops (within float32 rounding).
 
 #include <torch/torch.h>
 

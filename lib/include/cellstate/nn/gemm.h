@@ -116,7 +116,8 @@ torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
 /// x · wᵀ + bias for the apps' small and mid-sized layers (classifier and
-/// tagger heads, attention, bridges, the seq2seq decoder's cells): in
+/// tagger heads and attention, the seq2seq bridges, the cells' autograd
+/// steps; the seq2seq attention, combination and output layers use linear()): in
 /// float32 exactly LibTorch's linear, training and inference alike (the
 /// results these layers always had, bit for bit); in bfloat16 the products
 /// of linear() above.

@@ -64,6 +64,11 @@ class TranslationModel {
   const Tokenizer& target_tokenizer() const { return target_ ? *target_ : *source_; }
   /// Longer inputs are translated up to this many source pieces.
   int64_t max_source_tokens() const { return max_source_tokens_; }
+  /// A source sentence's ids as translation reads it (at most
+  /// max_source_tokens() pieces; an empty one is a single unk).
+  std::vector<int64_t> encode_source(const std::string& text) const;
+  /// A target sentence's ids as training reads it: bos, its pieces, eos.
+  std::vector<int64_t> encode_target(const std::string& text) const;
 
   /// Translates sentences in batches (sorted by length; results in input order).
   std::vector<Translation> translate(const std::vector<std::string>& sentences, const DecodingOptions& options,
