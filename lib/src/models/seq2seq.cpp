@@ -120,7 +120,14 @@ torch::Tensor Seq2SeqImpl::step(const torch::Tensor& previous, Encoded& s, torch
 torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, torch::Tensor* attention) {
   TORCH_CHECK(previous.dim() == 1 && previous.size(0) == s.memory.size(0),
               "Seq2Seq::step: expected previous tokens [", s.memory.size(0), "], got ", previous.sizes());
-  auto x = drop(target_embedding(previous));
+  return attend_embedded(drop(target_embedding(previous)), s, attention);
+}
+
+torch::Tensor Seq2SeqImpl::attend_embedded(const torch::Tensor& embedded, Encoded& s, torch::Tensor* attention) {
+  TORCH_CHECK(embedded.dim() == 2 && embedded.size(0) == s.memory.size(0) && embedded.size(1) == options.embed(),
+              "Seq2Seq::step: expected embeddings [", s.memory.size(0), ", ", options.embed(), "], got ",
+              embedded.sizes());
+  auto x = embedded;
   if (options.input_feeding()) x = torch::cat({x, s.feed}, 1);
   for (size_t l = 0; l < decoder.size(); ++l) {
     auto [h, c] = decoder[l](x, std::make_tuple(s.h[l], s.c[l]));
@@ -159,8 +166,9 @@ torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torc
   TORCH_CHECK(target_in.dim() == 2 && target_in.size(0) == source.size(0),
               "Seq2Seq: expected target [", source.size(0), ", T], got ", target_in.sizes());
   auto state = encode(source, lengths);
+  const auto embedded = drop(target_embedding(target_in));  // [B, T, E]
   std::vector<torch::Tensor> states;
-  for (int64_t t = 0; t < target_in.size(1); ++t) states.push_back(attend(target_in.select(1, t), state));
+  for (int64_t t = 0; t < target_in.size(1); ++t) states.push_back(attend_embedded(embedded.select(1, t), state));
   return torch::stack(states, 1);
 }
 

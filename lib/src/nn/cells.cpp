@@ -104,6 +104,12 @@ std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
     auto [h_next, c_next] = fused_step(*this, RecurrentKind::kLSTM, x, h, c);
     return {h_next, c_next};
   }
+  if (x.scalar_type() == torch::kFloat) {
+    // Training: a one-step custom recurrence, its backward hand-written.
+    auto out = detail::run_layer(RecurrentKind::kLSTM, false, x.unsqueeze(0).contiguous(), h.contiguous(),
+                                 c.contiguous(), {weight_ih, weight_hh, bias_ih, bias_hh}, {});
+    return {out.h_n, out.c_n};
+  }
   const auto [xi, hh] = projections(x, h);
   const auto gates = (xi + hh).chunk(4, 1);
   const auto i = torch::sigmoid(gates[0]);

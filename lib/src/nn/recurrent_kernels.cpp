@@ -16,6 +16,7 @@
 // directions.
 
 #include "recurrent_kernels.h"
+#include "fast_math.h"
 
 #include "cellstate/nn/gemm.h"
 
@@ -38,27 +39,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // ---------------------------------------------------------------------------
-// Elementwise math. float uses a branch-free exp (Cephes polynomial, about
-// 2 ulp) that the compiler vectorises; double uses libm for exactness.
-
-inline float fast_exp(float x) {
-  x = std::min(88.3762626647949f, std::max(-87.3365447504f, x));
-  // Round to nearest by the 1.5·2²³ trick (vectorises without -ffast-math).
-  float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-  float r2 = r * r;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r2 + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
-}
+// Elementwise math. float uses a branch-free exp (fast_math.h) that the
+// compiler vectorises; double uses libm for exactness.
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 inline float tanh_(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * x)) - 1.0f; }

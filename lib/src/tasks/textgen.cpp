@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cellstate/decode/stop_strings.h"
+#include "cellstate/nn/loss.h"
 #include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
@@ -107,7 +108,7 @@ BpttStep bptt_step(LanguageModel& model, const torch::Tensor& streams, int64_t t
   auto x = streams.slice(0, t0, t0 + len);
   auto y = streams.slice(0, t0 + 1, t0 + len + 1);
   auto out = model->forward_outputs(x, state);
-  auto loss = torch::nn::functional::cross_entropy(out.logits.reshape({-1, out.logits.size(2)}), y.reshape(-1));
+  auto loss = smoothed_cross_entropy(out.logits.reshape({-1, out.logits.size(2)}), y.reshape(-1));
   auto objective = loss;
   if (r.ar > 0) objective = objective + r.ar * out.dropped.pow(2).mean();
   if (r.tar > 0 && len > 1) objective = objective + r.tar * (out.hidden.slice(0, 1) - out.hidden.slice(0, 0, -1)).pow(2).mean();

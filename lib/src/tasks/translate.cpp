@@ -1,3 +1,4 @@
+#include "cellstate/nn/loss.h"
 #include "cellstate/tasks/translate.h"
 
 #include <torch/torch.h>
@@ -139,8 +140,7 @@ class TranslateTask : public TrainTask {
     if (s.empty() || part_tokens == 0) return {};  // nothing of this batch on this rank
     const double share = static_cast<double>(part_tokens) / static_cast<double>(batch_tokens);
     const auto [logits, gold] = target_logits(s, t);
-    namespace F = torch::nn::functional;
-    auto loss = F::cross_entropy(logits, gold, F::CrossEntropyFuncOptions().label_smoothing(config_.label_smoothing));
+    auto loss = smoothed_cross_entropy(logits, gold, config_.label_smoothing);
     return {loss.item<double>() * share, gold.size(0), share == 1.0 ? loss : loss * share};
   }
 

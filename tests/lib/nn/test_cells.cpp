@@ -172,6 +172,36 @@ TEST(Cells, StepsWithoutAutogradMatchTheAutogradOps) {
   }
 }
 
+// In float32 training the LSTM cell is a one-step custom recurrence with the
+// hand-written backward: outputs and every gradient (input, state, weights,
+// biases) as LibTorch's cell gives them, also through several steps.
+TEST(Cells, LstmCellTrainsAsLibTorchsCell) {
+  torch::manual_seed(4);
+  LSTMCell ours(6, 5);
+  torch::nn::LSTMCell ref(6, 5);
+  testing::copy_parameters(*ours, *ref);
+  const auto x0 = torch::randn({3, 4, 6}), h0 = torch::randn({4, 5}), c0 = torch::randn({4, 5});
+  const auto g = torch::randn({3, 4, 5});
+  std::vector<Tensor> inputs[2];
+  for (int mine : {0, 1}) {
+    auto x = x0.clone().requires_grad_(), h = h0.clone().requires_grad_(), c = c0.clone().requires_grad_();
+    auto hs = h, cs = c;
+    Tensor loss = torch::zeros({});
+    for (int64_t t = 0; t < 3; ++t) {
+      std::tie(hs, cs) = mine ? ours->forward(x[t], {hs, cs}) : ref(x[t], std::make_tuple(hs, cs));
+      loss = loss + (hs * g[t]).sum() + cs.sum() * 0.5;
+    }
+    loss.backward();
+    inputs[mine] = {hs.detach(), cs.detach(), x.grad(), h.grad(), c.grad()};
+  }
+  for (size_t i = 0; i < inputs[0].size(); ++i) EXPECT_LT(max_abs_diff(inputs[1][i], inputs[0][i]), 2e-5) << i;
+  const auto mine = ours->named_parameters(), theirs = ref->named_parameters();
+  for (const auto& p : mine) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_LT(max_abs_diff(p.value().grad(), theirs[p.key()].grad()), 2e-5) << p.key();
+  }
+}
+
 TEST(Cells, RejectBadShapes) {
   LSTMCell cell(5, 4);
   auto msg = testing::error_of([&] { cell(torch::randn({3, 6})); });

@@ -91,6 +91,10 @@ class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
   /// The recurrent part of a step: previous tokens [B] -> attentional
   /// hidden state h~ = tanh(W_c [context; h]) [B, D]; updates `state`.
   torch::Tensor attend(const torch::Tensor& previous, Encoded& state, torch::Tensor* attention = nullptr);
+  /// The same step from the previous tokens' embeddings [B, E] (dropout
+  /// applied): teacher forcing embeds all target positions at once, so the
+  /// embedding's gradient is formed once per batch, not once per step.
+  torch::Tensor attend_embedded(const torch::Tensor& embedded, Encoded& state, torch::Tensor* attention = nullptr);
   /// Output layer: h~ [..., D] -> logits [..., V] (dropout, then W_o or the tied embeddings).
   torch::Tensor logits(const torch::Tensor& attended);
   /// Teacher forcing: target_in [B, T] (bos y_1 .. y_{T-1}) -> h~ [B, T, D],
