@@ -78,6 +78,7 @@ std::vector<VocabularyEntry> make_vocabulary() {
       {"data", kValue, "data file to evaluate or time on"},
       {"train-data", kValue, "text to time training on"},
       {"src", kValue, "source sentences file"},
+      {"tgt", kValue, "target sentences file, line by line with --src"},
       {"ref", kValue, "reference translations file"},
       {"src-train", kValue, "training source sentences"},
       {"tgt-train", kValue, "training target sentences"},
