@@ -163,11 +163,10 @@ def beam_search(model, sources, K, bos, eos, alpha=0.6, ratio=2.0):
             tokens = prefix[b, parent[b, i]].tolist()
             finished[active[b]].append((values[b, i].item() / ((5 + len(tokens) + 1) / 6) ** alpha, tokens))
         kept = seen & going
-        slot = torch.where(kept, before, torch.full_like(before, K))  # K: dropped
-        new_score = torch.full((n, K + 1), float("-inf")).scatter(1, slot, torch.where(kept, values, new_inf(values)))
+        slot = torch.where(kept, before, torch.full_like(before, K))  # column K collects the rest, then goes
+        new_score = torch.full((n, K + 1), float("-inf")).scatter(1, slot, values)[:, :K]
         new_parent = torch.zeros(n, K + 1, dtype=torch.long).scatter(1, slot, parent)[:, :K]
         new_token = torch.full((n, K + 1), eos, dtype=torch.long).scatter(1, slot, token)[:, :K]
-        new_score = new_score[:, :K]
         kept_count = kept.sum(1).tolist()
         prefix = torch.cat([prefix.gather(1, new_parent.unsqueeze(2).expand(-1, -1, prefix.size(2))),
                             new_token.unsqueeze(2)], 2)
@@ -190,10 +189,6 @@ def beam_search(model, sources, K, bos, eos, alpha=0.6, ratio=2.0):
         previous = new_token[keep_t].view(-1)
         active = [active[b] for b in keep]
     return [max(f, key=lambda x: x[0])[1] for f in finished]
-
-
-def new_inf(values):
-    return torch.full_like(values, float("-inf"))
 
 
 def translate_all(model, sentences, order, batch_size, beam, bos, eos):
