@@ -180,12 +180,17 @@ BenchResult run_benchmark(const BenchConfig& c) {
     if (train_too) train(*custom), train(*builtin);
     if (onednn) onednn->forward();
   }
-  // Interleaved, so that drifts of a noisy machine hit all alike.
+  // Interleaved, so that drifts of a noisy machine hit all alike; forward
+  // passes and training passes in loops of their own, so that no forward
+  // pass follows a training pass (on 2 threads a forward pass timed right
+  // after the built-in module's training pass took ~1.5x its time, whichever
+  // implementation it was).
   for (int i = 0; i < c.repeat; ++i) {
     fc.push_back(time_ms([&] { forward(*custom); }));
     fb.push_back(time_ms([&] { forward(*builtin); }));
     if (onednn) fo.push_back(time_ms([&] { onednn->forward(); }));
-    if (!train_too) continue;
+  }
+  for (int i = 0; train_too && i < c.repeat; ++i) {
     tc.push_back(time_ms([&] { train(*custom); }));
     tb.push_back(time_ms([&] { train(*builtin); }));
   }

@@ -35,20 +35,26 @@ bool plain_2d(const torch::Tensor& t) {
 }
 
 /// One product's shape, layouts, operand type and epilogue: the key of a primitive.
+/// A product's shape, layouts and arithmetic, and the thread count its
+/// primitive was built for: oneDNN splits the work when it builds one, so a
+/// thread that runs products alone (detail::run_concurrently) needs its own.
 struct GemmKey {
   int64_t m, n, k, a0, a1, b0, b1, c0, c1;
   bool bias, accumulate;
   MatmulPrecision operands;
+  int threads = at::get_num_threads();
   bool operator==(const GemmKey& o) const {
     return m == o.m && n == o.n && k == o.k && a0 == o.a0 && a1 == o.a1 && b0 == o.b0 && b1 == o.b1 &&
-           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate && operands == o.operands;
+           c0 == o.c0 && c1 == o.c1 && bias == o.bias && accumulate == o.accumulate && operands == o.operands &&
+           threads == o.threads;
   }
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const {
     const int64_t v[] = {key.m, key.n, key.k, key.a0, key.a1, key.b0, key.b1, key.c0, key.c1};
-    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u) | (static_cast<size_t>(key.operands) << 2);
+    size_t h = (key.bias ? 1u : 0u) | (key.accumulate ? 2u : 0u) | (static_cast<size_t>(key.operands) << 2) |
+               (static_cast<size_t>(key.threads) << 4);
     for (int64_t x : v) h = h * 1000003u ^ std::hash<int64_t>()(x);
     return h;
   }
