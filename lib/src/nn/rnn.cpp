@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "cellstate/nn/concurrent.h"
 #include "cellstate/nn/dropout.h"
 #include "cellstate/nn/gemm.h"
 #include "init.h"
-#include "cellstate/nn/concurrent.h"
 #include "recurrent_kernels.h"
 
 namespace cellstate {
