@@ -20,7 +20,7 @@
 # logged when no epoch finished; an ensemble's members each count). Data from DATA_DIR (default data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { echo "usage: bench/compare_releases.sh OLD_BUILD_DIR [--threads N] [--rounds N] [--train-minutes M]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: bench/compare_releases.sh OLD_BUILD_DIR [--threads N] [--rounds N] [--train-minutes M] [--apps \"A B\"]" >&2; exit 2; }
 old=$1; shift
 threads=2 rounds=2 minutes=1 apps="sentiment ner textgen translate"
 while [ $# -gt 0 ]; do
@@ -48,7 +48,7 @@ results=$tmp/results.jsonl
 
 # One measurement: prints the figure on stdout.
 use() {  # BIN APP
-  local bin=$1 app=$2 out
+  local bin=$1 app=$2 out key
   case $app in
     sentiment) out=$("$bin/cellstate-sentiment" bench --model models/sentiment-sst2 --data "$data/sst2/stsa.binary.dev" --threads "$threads" --json)
                key=sentences_per_s ;;
