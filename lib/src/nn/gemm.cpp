@@ -115,51 +115,106 @@ QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
   return r;
 }
 
-/// The engine, a stream and the primitives this thread has built. A
-/// primitive is built once per shape (oneDNN's own cache would still cost a
-/// descriptor per call, which shows on the small per-step products).
+/// This thread's GemmCounters (nn/gemm.h).
+thread_local GemmCounters t_counters;
+
+/// A 2-D operand's layout as a runtime-shape primitive reads it: rows
+/// (unit column stride) or columns (unit row stride), with a leading stride
+/// that covers the other dimension. False for layouts oneDNN cannot read.
+struct Layout {
+  bool columns = false;  // column-major: stride(0) == 1
+  int64_t leading = 0;   // stride(1) for columns, stride(0) for rows
+};
+
+bool layout_of(const torch::Tensor& t, Layout& layout) {
+  if (!plain_2d(t)) return false;
+  layout.columns = t.stride(1) != 1;
+  layout.leading = layout.columns ? t.stride(1) : t.stride(0);
+  const int64_t other = layout.columns ? t.size(0) : t.size(1);
+  return layout.leading >= other || (layout.columns ? t.size(1) : t.size(0)) == 1;
+}
+
+/// The engine, a stream and the primitives this thread has built.
+///
+/// Two kinds of primitive (timed on this project's AMD EPYC, 2 threads,
+/// against primitives built for the exact shape, at the apps' sizes from
+/// 1 x 420 x 2000 to 2600 x 1120 x 650, float32, bfloat16 and int8):
+/// - products with b as it lies run on one primitive per layout pattern
+///   whose sizes and leading strides are given at run time (oneDNN's
+///   gemm-based matmul, "gemm:jit"): built once in ~20-100 us, and as fast as
+///   a primitive built for the exact shape or faster (brgemm: 0.3-3 ms to
+///   build, which a batch of new sizes - a character LSTM's word count, a
+///   batch's token count - paid on every call);
+/// - products with b packed (PackedMatrix) need a brgemm primitive for the
+///   exact row count (about 2x the rate of reading b as it lies at 16-32
+///   rows); one is built when a row count comes back (kBuildOnUse), and a
+///   row count met once runs on the runtime-shape primitive instead.
 class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  /// out = (accumulate ? out : 0) + a · b (+ bias), where a is already of
-  /// the operand type `operands` (float32, bfloat16 or int8) and b is
-  /// `b_desc` at `b_data`; `b_key` names b's layout in the cache: its two
-  /// strides, or {-1, rows} for the blocked layout packed_layout(rows, ...)
-  /// gave. int8 products take `scales` [N] (the result is scales[n] times the
-  /// integer sum) and no bias. False (nothing written) when no oneDNN kernel
-  /// takes this product.
-  bool run(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
-           const dnnl::memory::desc& b_desc, void* b_data, std::pair<int64_t, int64_t> b_key, bool accumulate,
-           const torch::Tensor& bias, const torch::Tensor& scales = {}) {
-    const GemmKey key{a.size(0),   out.size(1),    a.size(1),     a.stride(0),    a.stride(1),
-                      b_key.first, b_key.second,   out.stride(0), out.stride(1),  bias.defined(),
-                      accumulate,  operands};
+  /// A packed row count's primitive is built on its kBuildOnUse-th product.
+  static constexpr int kBuildOnUse = 2;
+
+  /// out = (accumulate ? out : 0) + a · b (+ bias), where a and b are
+  /// plain 2-D tensors already of the operand type `operands` (float32,
+  /// bfloat16 or int8). int8 products take `scales` [N] (the result is
+  /// scales[n] times the integer sum) and no bias. False (nothing written)
+  /// when no oneDNN kernel takes these layouts.
+  bool run_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                     MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
+                     const torch::Tensor& scales = {}) {
+    Layout la, lb, lc;
+    if (!layout_of(a, la) || !layout_of(b, lb) || !layout_of(out, lc)) return false;
+    const GemmKey key{-1, -1, -1, la.columns, 0, lb.columns, 0, lc.columns, 0, bias.defined(), accumulate,
+                      operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
-      if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
-      it = primitives_.emplace(key, build(desc_of(a, operands), b_desc, desc_of(out), bias.defined(), accumulate,
-                                          scales.defined()))
+      const auto R = DNNL_RUNTIME_DIM_VAL;
+      auto runtime = [&](const Layout& l, dnnl::memory::data_type type) {
+        return dnnl::memory::desc({R, R}, type, l.columns ? dnnl::memory::dims{1, R} : dnnl::memory::dims{R, 1});
+      };
+      const auto type = operand_type(operands);
+      it = primitives_
+               .emplace(key, build(runtime(la, type), runtime(lb, type),
+                                   runtime(lc, dnnl::memory::data_type::f32), bias.defined(), accumulate,
+                                   scales.defined(), /*runtime_bias=*/true))
                .first;
     }
-    if (!it->second) return false;
-    using dnnl::memory;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, operands), engine_, a.data_ptr())},
-                                         {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
-                                         {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
-    if (scales.defined())
-      args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
-                   memory({{scales.size(0)}, memory::data_type::f32, memory::format_tag::a}, engine_,
-                          scales.data_ptr()));
-    it->second.execute(stream_, args);
-    stream_.wait();
+    if (!it->second.primitive) return false;
+    execute(it->second, out, a, operands, desc_of(b, operands), b.data_ptr(), bias, scales);
     return true;
   }
 
-  /// The blocked layout oneDNN picks for k x n when a has `rows` rows
-  /// (asked once per shape: a descriptor costs milliseconds, and a
-  /// recurrence packs its weight on every call).
+  /// As run_any_shape, with b `b_desc` at `b_data` in the blocked layout
+  /// packed_layout(rows, ...) gave: a primitive for this exact product.
+  /// False (nothing written) when there is none yet or no oneDNN kernel
+  /// takes it; the caller then reads b as it lies.
+  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
+                  const dnnl::memory::desc& b_desc, void* b_data, int64_t rows, bool accumulate,
+                  const torch::Tensor& bias, const torch::Tensor& scales = {}) {
+    if (!plain_2d(a) || !plain_2d(out)) return false;
+    const GemmKey key{a.size(0),     out.size(1),   a.size(1),      a.stride(0), a.stride(1), -1, rows,
+                      out.stride(0), out.stride(1), bias.defined(), accumulate,  operands};
+    auto it = primitives_.find(key);
+    if (it == primitives_.end()) {
+      if (++uses_[key] < kBuildOnUse) return false;
+      if (uses_.size() >= 4096) uses_.clear();
+      if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
+      it = primitives_
+               .emplace(key, build(desc_of(a, operands), b_desc, desc_of(out), bias.defined(), accumulate,
+                                   scales.defined(), /*runtime_bias=*/false))
+               .first;
+    }
+    if (!it->second.primitive) return false;
+    execute(it->second, out, a, operands, b_desc, b_data, bias, scales);
+    return true;
+  }
+
+  /// The blocked layout oneDNN picks for k x n when a has about `rows` rows
+  /// (asked once per shape and power-of-two row bucket: a descriptor costs
+  /// a millisecond, and a recurrence packs its weight on every call, for
+  /// batches of any size).
   dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, MatmulPrecision operands) {
     using dnnl::memory;
     const auto f32 = memory::data_type::f32, operand = operand_type(operands);
@@ -183,14 +238,37 @@ class OneDnnGemm {
   dnnl::stream& stream() { return stream_; }
 
  private:
+  struct Built {
+    dnnl::matmul primitive;  // empty: no kernel takes the product
+    const char* kernel = "";
+  };
+
   static dnnl::memory::desc bias_desc(int64_t n) {
     return dnnl::memory::desc({1, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
   }
 
+  void execute(const Built& built, const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
+               const dnnl::memory::desc& b_desc, void* b_data, const torch::Tensor& bias,
+               const torch::Tensor& scales) {
+    using dnnl::memory;
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, operands), engine_, a.data_ptr())},
+                                         {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
+                                         {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
+    if (scales.defined())
+      args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
+                   memory({{scales.size(0)}, memory::data_type::f32, memory::format_tag::a}, engine_,
+                          scales.data_ptr()));
+    built.primitive.execute(stream_, args);
+    stream_.wait();
+    t_counters.last_kernel = built.kernel;
+  }
+
   /// Empty where no kernel reads these layouts. `scaled`: per-column output
-  /// scales given at run time (int8 products).
-  dnnl::matmul build(const dnnl::memory::desc& a, const dnnl::memory::desc& b, const dnnl::memory::desc& c,
-                     bool bias, bool accumulate, bool scaled) {
+  /// scales given at run time (int8 products); `runtime_bias`: the bias's
+  /// length is given at run time too.
+  Built build(const dnnl::memory::desc& a, const dnnl::memory::desc& b, const dnnl::memory::desc& c, bool bias,
+              bool accumulate, bool scaled, bool runtime_bias) {
     dnnl::primitive_attr attr;
     if (scaled) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
     if (accumulate) {
@@ -199,8 +277,13 @@ class OneDnnGemm {
       attr.set_post_ops(ops);
     }
     try {
-      const auto desc = bias ? dnnl::matmul::desc(a, b, bias_desc(c.dims()[1]), c) : dnnl::matmul::desc(a, b, c);
-      return dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine_));
+      const auto R = DNNL_RUNTIME_DIM_VAL;
+      const auto bias_d = runtime_bias ? dnnl::memory::desc({1, R}, dnnl::memory::data_type::f32, {R, 1})
+                                       : bias_desc(c.dims()[1]);
+      const auto desc = bias ? dnnl::matmul::desc(a, b, bias_d, c) : dnnl::matmul::desc(a, b, c);
+      const dnnl::matmul::primitive_desc pd(desc, attr, engine_);
+      ++t_counters.primitives_built;
+      return {dnnl::matmul(pd), pd.impl_info_str()};
     } catch (const dnnl::error&) {
       return {};
     }
@@ -208,7 +291,8 @@ class OneDnnGemm {
 
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::unordered_map<GemmKey, dnnl::matmul, GemmKeyHash> primitives_;
+  std::unordered_map<GemmKey, Built, GemmKeyHash> primitives_;
+  std::unordered_map<GemmKey, int, GemmKeyHash> uses_;  // packed shapes without a primitive: products so far
   std::unordered_map<GemmKey, dnnl::memory::desc, GemmKeyHash> layouts_;
 };
 
@@ -220,6 +304,8 @@ OneDnnGemm& this_thread_gemm() {
 }  // namespace
 
 std::string gemm_backend() { return use_onednn() ? "onednn" : "torch"; }
+
+GemmCounters gemm_counters() { return t_counters; }
 
 // ---------------------------------------------------------------------------
 // Precision
@@ -351,6 +437,7 @@ namespace {
 /// read, CELLSTATE_GEMM=torch.
 void torch_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
                     const torch::Tensor& bias) {
+  t_counters.last_kernel = "torch";
   torch::Tensor result = out;  // a view: addmm_out writes through it
   if (bias.defined()) {
     if (beta == 1) {
@@ -467,21 +554,25 @@ ConvertedOperands& this_thread_converted_operands() {
 }
 
 /// The int8 product out = beta·out + a·b (+ bias) (kInt8 in nn/gemm.h),
-/// where b is `qb` (int8 values, scales) laid out as `b_desc` at `b_data`
-/// under the cache name `b_key` (see OneDnnGemm::run); without a oneDNN
+/// where b is `qb` (int8 values, scales), and `packed`, when given, its
+/// blocked copy for `rows`-row products (PackedMatrix); without a oneDNN
 /// kernel, through LibTorch from the same integers.
 void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const ConvertedOperand& qb,
-                   const dnnl::memory::desc& b_desc, void* b_data, std::pair<int64_t, int64_t> b_key, double beta,
-                   const torch::Tensor& bias) {
+                   const dnnl::memory* packed, int64_t rows, double beta, const torch::Tensor& bias) {
   TORCH_CHECK(!torch::GradMode::is_enabled() || !a.requires_grad(),
               "int8 products are for inference: a product that records gradients needs fp32 or bf16");
   TORCH_CHECK(a.device().is_cpu(), "int8 products run on the CPU, got operands on ", a.device());
   const auto qa = quantize_tensor(a);
   const auto scales = (qb.scale * qa.scale).contiguous();
-  const bool ran = use_onednn() && plain_2d(out) && out.numel() > 0 && a.size(1) > 0 &&
-                   this_thread_gemm().run(out, qa.q, MatmulPrecision::kInt8, b_desc, b_data, b_key, beta == 1,
-                                          torch::Tensor(), scales);
+  auto& onednn = this_thread_gemm();
+  const auto int8 = MatmulPrecision::kInt8;
+  const bool ran = use_onednn() && out.numel() > 0 && a.size(1) > 0 &&
+                   ((packed != nullptr && onednn.run_packed(out, qa.q, int8, packed->get_desc(),
+                                                            packed->get_data_handle(), rows, beta == 1,
+                                                            torch::Tensor(), scales)) ||
+                    onednn.run_any_shape(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales));
   if (!ran) {
+    t_counters.last_kernel = "torch";
     // Integer sums in float32: exact while every partial sum stays below 2^24.
     const auto product = torch::mm(qa.q.to(torch::kFloat), qb.values.to(torch::kFloat)).mul_(scales);
     if (beta == 1) {
@@ -493,6 +584,15 @@ void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const Conve
   if (bias.defined()) out.add_(bias);
 }
 
+/// The row count a packed layout is chosen for: `rows` rounded up to a
+/// power of two, at most 1024 (a character LSTM packs for a new word count
+/// on every call; the layout barely depends on it).
+int64_t packed_rows(int64_t rows) {
+  int64_t bucket = 1;
+  while (bucket < rows && bucket < 1024) bucket *= 2;
+  return bucket;
+}
+
 }  // namespace
 
 void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
@@ -500,17 +600,13 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   check_gemm(out, a, b, beta, bias);
   const auto precision = product_precision(a);
   if (precision == MatmulPrecision::kInt8) {
-    const auto qb = this_thread_converted_operands().get(b, precision);
-    int8_gemm_out(out, a, qb, desc_of(qb.values, precision), qb.values.data_ptr(),
-                  {qb.values.stride(0), qb.values.stride(1)}, beta, bias);
+    int8_gemm_out(out, a, this_thread_converted_operands().get(b, precision), nullptr, 0, beta, bias);
     return;
   }
   const bool bf16 = precision == MatmulPrecision::kBFloat16;
   if (onednn_takes(out, a, b, bias)) {
     const torch::Tensor operand = bf16 ? this_thread_converted_operands().get(b, precision).values : b;
-    if (this_thread_gemm().run(out, bf16 ? to_bf16(a) : a, precision, desc_of(operand, precision),
-                               operand.data_ptr(), {operand.stride(0), operand.stride(1)}, beta == 1, bias))
-      return;
+    if (this_thread_gemm().run_any_shape(out, bf16 ? to_bf16(a) : a, operand, precision, beta == 1, bias)) return;
   }
   if (bf16) {
     torch_gemm_out(out, rounded_to_bf16(a), rounded_to_bf16(b), beta, bias);
@@ -571,9 +667,6 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   const auto precision = product_precision(x);
   TORCH_CHECK(precision != MatmulPrecision::kInt8,
               "int8 products are for inference: a product that records gradients needs fp32 or bf16");
-  // float32 training keeps LibTorch's linear (its results, bit for bit, as
-  // before there was a bf16 path); bf16 training needs the products here.
-  if (precision == MatmulPrecision::kFloat32) return torch::nn::functional::linear(x, w, bias);
   const auto no_bias = torch::empty({0}, w.options());
   return LinearFunction::apply(x2, w, bias.defined() ? bias : no_bias).view(sizes);
 }
@@ -596,12 +689,12 @@ struct PackedMatrix::Packed {
 PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
   TORCH_CHECK(b.dim() == 2, "PackedMatrix: expected a 2-D b, got ", b.dim(), "-D");
   TORCH_CHECK(rows >= 1 && uses >= 1, "PackedMatrix: rows and uses must be >= 1, got ", rows, " and ", uses);
-  if (rows * uses < kMinPackedRows || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() ||
+  if (rows * uses < kMinPackedRows || b.numel() < kMinPackedElements || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() ||
       !plain_2d(b) || b.numel() == 0)
     return;
   auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
-  packed->rows = rows;
+  packed->rows = packed_rows(rows);
   packed->operands = product_precision(b);
   // bf16: oneDNN's reorder rounds to nearest even, as to_bf16 does.
   torch::Tensor source_values = b;
@@ -610,7 +703,7 @@ PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) :
     source_values = packed->int8.values;
   }
   packed->b =
-      dnnl::memory(onednn.packed_layout(rows, b.size(0), b.size(1), packed->operands), onednn.engine());
+      dnnl::memory(onednn.packed_layout(packed->rows, b.size(0), b.size(1), packed->operands), onednn.engine());
   const auto source_type = packed->operands == MatmulPrecision::kInt8 ? MatmulPrecision::kInt8
                                                                        : MatmulPrecision::kFloat32;
   dnnl::memory source(desc_of(source_values, source_type), onednn.engine(), source_values.data_ptr());
@@ -624,22 +717,24 @@ PackedMatrix::~PackedMatrix() = default;
 void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta,
                             const torch::Tensor& bias) const {
   check_gemm(out, a, b_, beta, bias);
-  // Kept per thread across PackedMatrix objects (a recurrence packs per
-  // call, and each active batch size needs its own primitive): the layout is
-  // a function of (k, n, rows), so rows stands in for b's strides in the key.
+  // The primitives are kept per thread across PackedMatrix objects (a
+  // recurrence packs per call, and each active batch size needs its own):
+  // the layout is a function of (k, n, rows bucket), so the bucket stands in
+  // for b's strides in their key.
   const auto precision = product_precision(a);
   if (packed_ != nullptr && packed_->operands == precision) {
-    const std::pair<int64_t, int64_t> key{-1, packed_->rows};
     if (precision == MatmulPrecision::kInt8) {
-      int8_gemm_out(out, a, packed_->int8, packed_->b.get_desc(), packed_->b.get_data_handle(), key, beta, bias);
+      int8_gemm_out(out, a, packed_->int8, &packed_->b, packed_->rows, beta, bias);
       return;
     }
     const bool bf16 = precision == MatmulPrecision::kBFloat16;
     if (onednn_takes(out, a, b_, bias) &&
-        this_thread_gemm().run(out, bf16 ? to_bf16(a) : a, precision, packed_->b.get_desc(),
-                               packed_->b.get_data_handle(), key, beta == 1, bias))
+        this_thread_gemm().run_packed(out, bf16 ? to_bf16(a) : a, precision, packed_->b.get_desc(),
+                                      packed_->b.get_data_handle(), packed_->rows, beta == 1, bias))
       return;
   }
+  // No packed copy at this precision, or a row count without its primitive
+  // yet (OneDnnGemm::kBuildOnUse): b as it lies.
   cellstate::gemm_out(out, a, b_, beta, bias);
 }
 

@@ -93,12 +93,14 @@ TEST(Gemm, EmptyProducts) {
 
 TEST(Gemm, PackedMatrixEqualsGemmForAnyRowCount) {
   torch::manual_seed(4);
-  const auto w = torch::randn({260, 65});  // [N, K], as a weight is stored
+  const auto w = torch::randn({1040, 65});  // [N, K], as a weight is stored; large enough to be packed
   const cs::PackedMatrix packed(w.t(), 32, 8);
-  const auto bias = torch::randn({260});
-  for (int64_t rows : {32, 31, 7, 1, 64}) {
+  const auto bias = torch::randn({1040});
+  // Each row count twice: its first product reads b as it lies, the next
+  // ones the packed copy.
+  for (int64_t rows : {32, 32, 31, 31, 7, 7, 1, 1, 64, 64}) {
     const auto a = torch::randn({rows, 65});
-    auto out = torch::randn({rows, 260});
+    auto out = torch::randn({rows, 1040});
     const auto before = out.clone();
     packed.gemm_out(out, a, 1, bias);
     EXPECT_LT((out - (before + torch::addmm(bias, a, w.t()))).abs().max().item<double>(), 1e-3) << rows;
@@ -109,7 +111,73 @@ TEST(Gemm, PackedMatrixEqualsGemmForAnyRowCount) {
   const auto wd = w.to(torch::kDouble);
   const cs::PackedMatrix packed_double(wd, 8, 100);
   auto out = torch::empty({8, 65}, torch::kDouble);
-  const auto a = torch::randn({8, 260}, torch::kDouble);
+  const auto a = torch::randn({8, 1040}, torch::kDouble);
   packed_double.gemm_out(out, a);
   EXPECT_TRUE(torch::allclose(out, torch::mm(a, wd), 1e-12, 1e-12));
+}
+
+// A batch of new sizes (a character LSTM's word count, a batch's token
+// count) must not build a primitive per size: building one takes up to 3 ms,
+// more than the product.
+TEST(Gemm, NewSizesReuseOnePrimitivePerLayout) {
+  if (cs::gemm_backend() != "onednn") GTEST_SKIP() << "CELLSTATE_GEMM=torch";
+  torch::manual_seed(5);
+  const auto w = torch::randn({100, 25});
+  const auto bias = torch::randn({100});
+  for (bool ta : {false, true}) {
+    for (double beta : {0.0, 1.0}) {
+      auto product = [&](int64_t rows) {
+        const auto x = ta ? torch::randn({25, rows}).t() : torch::randn({rows, 25});
+        auto out = torch::zeros({rows, 100});
+        cs::gemm_out(out, x, w.t(), beta, bias);
+        EXPECT_LT((out - torch::addmm(bias, x, w.t())).abs().max().item<double>(), 1e-4) << rows;
+      };
+      product(3);
+      const auto built = cs::gemm_counters().primitives_built;
+      for (int64_t rows = 200; rows < 240; ++rows) product(rows);
+      EXPECT_EQ(cs::gemm_counters().primitives_built, built) << "ta " << ta << " beta " << beta;
+      EXPECT_STRNE(cs::gemm_counters().last_kernel, "torch");
+    }
+  }
+  // Weight gradients: the inner size (rows of a batch) varies.
+  const auto dy = torch::randn({50, 100});
+  cs::gemm(dy.t(), torch::randn({50, 25}));
+  const auto built = cs::gemm_counters().primitives_built;
+  for (int64_t rows = 60; rows < 80; ++rows) {
+    const auto g = torch::randn({rows, 100}), x = torch::randn({rows, 25});
+    EXPECT_LT((cs::gemm(g.t(), x) - torch::mm(g.t(), x)).abs().max().item<double>(), 1e-3) << rows;
+  }
+  EXPECT_EQ(cs::gemm_counters().primitives_built, built);
+}
+
+// A packed matrix gets a primitive for a row count when the count comes
+// back, and a small one is not packed at all.
+TEST(Gemm, PackedRowCountsGetAPrimitiveWhenTheyRecur) {
+  if (cs::gemm_backend() != "onednn") GTEST_SKIP() << "CELLSTATE_GEMM=torch";
+  torch::manual_seed(6);
+  const auto w = torch::randn({800, 200});
+  const cs::PackedMatrix packed(w.t(), 16, 40);
+  auto product = [&](int64_t rows) {
+    const auto h = torch::randn({rows, 200});
+    auto out = torch::empty({rows, 800});
+    packed.gemm_out(out, h);
+    EXPECT_LT((out - torch::mm(h, w.t())).abs().max().item<double>(), 1e-3) << rows;
+    return cs::gemm_counters();
+  };
+  const auto first = product(13);  // the first product of 13 rows: b as it lies
+  EXPECT_STRNE(first.last_kernel, "torch");
+  const auto second = product(13);
+  EXPECT_EQ(second.primitives_built, first.primitives_built + 1) << "13 rows came back: a primitive of its own";
+  EXPECT_EQ(product(13).primitives_built, second.primitives_built);
+  EXPECT_STRNE(second.last_kernel, first.last_kernel) << "the packed copy should have its own kernel";
+
+  const auto small = torch::randn({100, 25});
+  const cs::PackedMatrix unpacked(small.t(), 300, 20);
+  auto out = torch::empty({250, 100});
+  const auto h = torch::randn({250, 25});
+  unpacked.gemm_out(out, h);
+  const auto built = cs::gemm_counters().primitives_built;
+  for (int64_t rows = 1; rows <= 250; rows += 7) unpacked.gemm_out(out.narrow(0, 0, rows), h.narrow(0, 0, rows));
+  EXPECT_EQ(cs::gemm_counters().primitives_built, built);
+  EXPECT_TRUE(torch::allclose(out, torch::mm(h, small.t()), 1e-4, 1e-4));
 }

@@ -118,13 +118,16 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     // ...and not the float32 product: bfloat16 rounding shows.
     EXPECT_GT(max_diff(c.out, c.exact()), 1e-3) << c.name << ": computed in float32";
   });
-  // A matrix packed for bf16 products, and float64 (never reduced).
-  const auto w = torch::randn({260, 65});
+  // A matrix packed for bf16 products (the second product of a row count
+  // reads the packed copy), and float64 (never reduced).
+  const auto w = torch::randn({1040, 65});
   const PackedMatrix packed(w.t(), 32, 8);
   const auto x = torch::randn({32, 65});
-  auto out = torch::empty({32, 260});
-  packed.gemm_out(out, x);
-  EXPECT_LT(max_diff(out, torch::mm(rounded(x), rounded(w).t())), 2e-5 * 65);
+  auto out = torch::empty({32, 1040});
+  for (int use = 0; use < 2; ++use) {
+    packed.gemm_out(out, x);
+    EXPECT_LT(max_diff(out, torch::mm(rounded(x), rounded(w).t())), 2e-5 * 65) << "product " << use;
+  }
   {
     MatmulPrecisionGuard fp32(MatmulPrecision::kFloat32);  // packed as bf16, used at fp32: b as it lies
     packed.gemm_out(out, x);
@@ -321,12 +324,13 @@ TEST(Precision, Int8ProductsEqualScaledIntegerSums) {
     EXPECT_GT(max_diff(c.out, c.exact()), 1e-4) << c.name << ": computed in float32";
     EXPECT_LT(relative_error(c.out, c.exact()), 2e-2) << c.name;
   });
-  // A matrix packed for int8 products (oneDNN's blocked layout), reused.
-  const auto w = torch::randn({260, 65});
+  // A matrix packed for int8 products (oneDNN's blocked layout from the
+  // second product of a row count on), reused.
+  const auto w = torch::randn({1040, 65});
   const PackedMatrix packed(w.t(), 32, 8);
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < 3; ++round) {
     const auto x = torch::randn({32, 65});
-    auto out = torch::empty({32, 260});
+    auto out = torch::empty({32, 1040});
     packed.gemm_out(out, x);
     EXPECT_LT(max_diff(out, int8_reference(x, w.t())), 1e-5 * out.abs().max().item<double>());
   }

@@ -1,8 +1,10 @@
 #pragma once
 // Matrix products of the recurrent kernels and the large linear layers, at
 // this CPU's rate: float32 products go through oneDNN's matmul primitive
-// (brgemm kernels on AVX-512: about 2x OpenBLAS's sgemm at the LSTM's
-// sizes), other types and unusual layouts through LibTorch (OpenBLAS).
+// (about 2x OpenBLAS's sgemm at the LSTM's sizes; one primitive whose sizes
+// are given at run time serves every shape of a layout, and a packed right
+// operand gets brgemm primitives for the row counts that recur), other types
+// and unusual layouts through LibTorch (OpenBLAS).
 //
 //   out[M, N] = beta · out + a[M, K] · b[K, N] (+ bias[N] on every row)
 //
@@ -108,11 +110,13 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
 torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias = {});
 
 /// x · wᵀ + bias over the last dimension of x (any leading dimensions), as
-/// torch::nn::functional::linear computes it. Under autograd, float32
-/// products go through torch::nn::functional::linear; bf16 products through
-/// an autograd function whose backward's products (dx = dy · w,
-/// dw = dyᵀ · x) are gemm calls at the precision of the thread running it.
-/// Under kInt8 a product that records gradients is an error.
+/// torch::nn::functional::linear computes it, for the large layers (the
+/// language model's and the seq2seq's output layers, attention). Under
+/// autograd through an autograd function whose backward's products
+/// (dx = dy · w, dw = dyᵀ · x) are gemm calls at the precision of the thread
+/// running it (float32 products through oneDNN: about twice OpenBLAS's rate
+/// at an 8000-word output layer's sizes). Under kInt8 a product that records
+/// gradients is an error.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
 /// x · wᵀ + bias for the apps' small and mid-sized layers (classifier and
@@ -126,6 +130,15 @@ torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const
 /// "onednn" or "torch": what float32 products use in this process.
 std::string gemm_backend();
 
+/// What this thread's products have done so far (for tests and benchmarks).
+struct GemmCounters {
+  int64_t primitives_built = 0;  // oneDNN primitives built (each costs 0.02-3 ms)
+  /// The last product's kernel: oneDNN's name for it ("gemm:jit",
+  /// "brg:avx512_core", ...) or "torch"; empty before the first product.
+  const char* last_kernel = "";
+};
+GemmCounters gemm_counters();
+
 /// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
 /// at every time step), copied once into the blocked layout oneDNN's
 /// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
@@ -137,9 +150,14 @@ class PackedMatrix {
   /// `rows`: the usual row count of a (picks the layout; other counts
   /// work); `uses`: how many products will read it. Copying b costs about
   /// what a product of a few hundred rows gains, so b is packed only when
-  /// rows x uses reaches kMinPackedRows (a 7-token prompt reads W_hh as it lies).
+  /// rows x uses reaches kMinPackedRows (a 7-token prompt reads W_hh as it
+  /// lies), and only when b has at least kMinPackedElements: below that the
+  /// copy oneDNN makes of b inside each product costs little (a character
+  /// LSTM's 25 x 100 products take the same time either way), while a packed
+  /// b needs a primitive of its own for every row count a batch brings.
   PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses = 1);
   static constexpr int64_t kMinPackedRows = 256;
+  static constexpr int64_t kMinPackedElements = int64_t{1} << 16;
   ~PackedMatrix();
   PackedMatrix(const PackedMatrix&) = delete;
   PackedMatrix& operator=(const PackedMatrix&) = delete;
