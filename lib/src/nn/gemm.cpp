@@ -145,10 +145,13 @@ bool layout_of(const torch::Tensor& t, Layout& layout) {
 ///   a primitive built for the exact shape or faster (brgemm: 0.3-3 ms to
 ///   build, which a batch of new sizes - a character LSTM's word count, a
 ///   batch's token count - paid on every call);
-/// - products with b packed (PackedMatrix) need a brgemm primitive for the
-///   exact row count (about 2x the rate of reading b as it lies at 16-32
-///   rows); one is built when a row count comes back (kBuildOnUse), and a
-///   row count met once runs on the runtime-shape primitive instead.
+/// - float32 products with b packed (PackedMatrix) need a brgemm primitive
+///   for the exact row count (about 2x the rate of reading b as it lies at
+///   16-32 rows); one is built when a row count comes back (kBuildOnUse), and
+///   a row count met once runs on the runtime-shape primitive instead.
+///   bfloat16 and int8 products are not packed: their gemm-based kernels
+///   reading b as it lies beat brgemm on a packed copy (the LSTM's default
+///   bench size: bf16 forward 29-31 ms against 34-36, int8 20 against 21).
 class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -186,49 +189,47 @@ class OneDnnGemm {
     return true;
   }
 
-  /// As run_any_shape, with b `b_desc` at `b_data` in the blocked layout
-  /// packed_layout(rows, ...) gave: a primitive for this exact product.
-  /// False (nothing written) when there is none yet or no oneDNN kernel
-  /// takes it; the caller then reads b as it lies.
-  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
-                  const dnnl::memory::desc& b_desc, void* b_data, int64_t rows, bool accumulate,
-                  const torch::Tensor& bias, const torch::Tensor& scales = {}) {
+  /// As run_any_shape for float32 operands, with b `b_desc` at `b_data` in
+  /// the blocked layout packed_layout(rows, ...) gave: a primitive for this
+  /// exact product. False (nothing written) when there is none yet or no
+  /// oneDNN kernel takes it; the caller then reads b as it lies.
+  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, const dnnl::memory::desc& b_desc, void* b_data,
+                  int64_t rows, bool accumulate, const torch::Tensor& bias) {
     if (!plain_2d(a) || !plain_2d(out)) return false;
+    const auto f32 = MatmulPrecision::kFloat32;
     const GemmKey key{a.size(0),     out.size(1),   a.size(1),      a.stride(0), a.stride(1), -1, rows,
-                      out.stride(0), out.stride(1), bias.defined(), accumulate,  operands};
+                      out.stride(0), out.stride(1), bias.defined(), accumulate,  f32};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (++uses_[key] < kBuildOnUse) return false;
       if (uses_.size() >= 4096) uses_.clear();
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
       it = primitives_
-               .emplace(key, build(desc_of(a, operands), b_desc, desc_of(out), bias.defined(), accumulate,
-                                   scales.defined(), /*runtime_bias=*/false))
+               .emplace(key, build(desc_of(a), b_desc, desc_of(out), bias.defined(), accumulate, /*scaled=*/false,
+                                   /*runtime_bias=*/false))
                .first;
     }
     if (!it->second.primitive) return false;
-    execute(it->second, out, a, operands, b_desc, b_data, bias, scales);
+    execute(it->second, out, a, f32, b_desc, b_data, bias, torch::Tensor());
     return true;
   }
 
-  /// The blocked layout oneDNN picks for k x n when a has about `rows` rows
-  /// (asked once per shape and power-of-two row bucket: a descriptor costs
-  /// a millisecond, and a recurrence packs its weight on every call, for
-  /// batches of any size).
-  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, MatmulPrecision operands) {
+  /// The blocked layout oneDNN picks for a float32 k x n when a has about
+  /// `rows` rows (asked once per shape and power-of-two row bucket: a
+  /// descriptor costs a millisecond, and a recurrence packs its weight on
+  /// every call, for batches of any size).
+  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n) {
     using dnnl::memory;
-    const auto f32 = memory::data_type::f32, operand = operand_type(operands);
-    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, operands};
+    const auto f32 = memory::data_type::f32;
+    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, MatmulPrecision::kFloat32};
     auto it = layouts_.find(key);
     if (it == layouts_.end()) {
       if (layouts_.size() >= 256) layouts_.clear();
-      dnnl::primitive_attr attr;
-      if (operands == MatmulPrecision::kInt8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
       const dnnl::matmul::primitive_desc probe(
-          dnnl::matmul::desc(memory::desc({rows, k}, operand, memory::format_tag::ab),
-                             memory::desc({k, n}, operand, memory::format_tag::any),
+          dnnl::matmul::desc(memory::desc({rows, k}, f32, memory::format_tag::ab),
+                             memory::desc({k, n}, f32, memory::format_tag::any),
                              memory::desc({rows, n}, f32, memory::format_tag::ab)),
-          attr, engine_);
+          engine_);
       it = layouts_.emplace(key, probe.weights_desc()).first;
     }
     return it->second;
@@ -554,23 +555,18 @@ ConvertedOperands& this_thread_converted_operands() {
 }
 
 /// The int8 product out = beta·out + a·b (+ bias) (kInt8 in nn/gemm.h),
-/// where b is `qb` (int8 values, scales), and `packed`, when given, its
-/// blocked copy for `rows`-row products (PackedMatrix); without a oneDNN
-/// kernel, through LibTorch from the same integers.
-void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const ConvertedOperand& qb,
-                   const dnnl::memory* packed, int64_t rows, double beta, const torch::Tensor& bias) {
+/// where b is `qb` (int8 values, scales); without a oneDNN kernel, through
+/// LibTorch from the same integers.
+void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const ConvertedOperand& qb, double beta,
+                   const torch::Tensor& bias) {
   TORCH_CHECK(!torch::GradMode::is_enabled() || !a.requires_grad(),
               "int8 products are for inference: a product that records gradients needs fp32 or bf16");
   TORCH_CHECK(a.device().is_cpu(), "int8 products run on the CPU, got operands on ", a.device());
   const auto qa = quantize_tensor(a);
   const auto scales = (qb.scale * qa.scale).contiguous();
-  auto& onednn = this_thread_gemm();
-  const auto int8 = MatmulPrecision::kInt8;
   const bool ran = use_onednn() && out.numel() > 0 && a.size(1) > 0 &&
-                   ((packed != nullptr && onednn.run_packed(out, qa.q, int8, packed->get_desc(),
-                                                            packed->get_data_handle(), rows, beta == 1,
-                                                            torch::Tensor(), scales)) ||
-                    onednn.run_any_shape(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales));
+                   this_thread_gemm().run_any_shape(out, qa.q, qb.values, MatmulPrecision::kInt8, beta == 1,
+                                                    torch::Tensor(), scales);
   if (!ran) {
     t_counters.last_kernel = "torch";
     // Integer sums in float32: exact while every partial sum stays below 2^24.
@@ -600,7 +596,7 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   check_gemm(out, a, b, beta, bias);
   const auto precision = product_precision(a);
   if (precision == MatmulPrecision::kInt8) {
-    int8_gemm_out(out, a, this_thread_converted_operands().get(b, precision), nullptr, 0, beta, bias);
+    int8_gemm_out(out, a, this_thread_converted_operands().get(b, precision), beta, bias);
     return;
   }
   const bool bf16 = precision == MatmulPrecision::kBFloat16;
@@ -680,33 +676,22 @@ torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const
 /// bfloat16 or int8 values when it was packed for those products (int8:
 /// with its per-column scales).
 struct PackedMatrix::Packed {
-  int64_t rows = 0;
-  MatmulPrecision operands = MatmulPrecision::kFloat32;
+  int64_t rows = 0;  // the row bucket the layout was chosen for (packed_rows)
   dnnl::memory b;
-  ConvertedOperand int8;  // kInt8: the values packed and their scales
 };
 
 PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
   TORCH_CHECK(b.dim() == 2, "PackedMatrix: expected a 2-D b, got ", b.dim(), "-D");
   TORCH_CHECK(rows >= 1 && uses >= 1, "PackedMatrix: rows and uses must be >= 1, got ", rows, " and ", uses);
-  if (rows * uses < kMinPackedRows || b.numel() < kMinPackedElements || !use_onednn() || b.scalar_type() != torch::kFloat || !b.device().is_cpu() ||
-      !plain_2d(b) || b.numel() == 0)
+  if (rows * uses < kMinPackedRows || b.numel() < kMinPackedElements || !use_onednn() ||
+      b.scalar_type() != torch::kFloat || product_precision(b) != MatmulPrecision::kFloat32 || !b.device().is_cpu() ||
+      !plain_2d(b))
     return;
   auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
   packed->rows = packed_rows(rows);
-  packed->operands = product_precision(b);
-  // bf16: oneDNN's reorder rounds to nearest even, as to_bf16 does.
-  torch::Tensor source_values = b;
-  if (packed->operands == MatmulPrecision::kInt8) {
-    packed->int8 = this_thread_converted_operands().get(b, packed->operands);
-    source_values = packed->int8.values;
-  }
-  packed->b =
-      dnnl::memory(onednn.packed_layout(packed->rows, b.size(0), b.size(1), packed->operands), onednn.engine());
-  const auto source_type = packed->operands == MatmulPrecision::kInt8 ? MatmulPrecision::kInt8
-                                                                       : MatmulPrecision::kFloat32;
-  dnnl::memory source(desc_of(source_values, source_type), onednn.engine(), source_values.data_ptr());
+  packed->b = dnnl::memory(onednn.packed_layout(packed->rows, b.size(0), b.size(1)), onednn.engine());
+  dnnl::memory source(desc_of(b), onednn.engine(), b.data_ptr());
   dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
   onednn.stream().wait();
   packed_ = std::move(packed);
@@ -721,20 +706,12 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // recurrence packs per call, and each active batch size needs its own):
   // the layout is a function of (k, n, rows bucket), so the bucket stands in
   // for b's strides in their key.
-  const auto precision = product_precision(a);
-  if (packed_ != nullptr && packed_->operands == precision) {
-    if (precision == MatmulPrecision::kInt8) {
-      int8_gemm_out(out, a, packed_->int8, &packed_->b, packed_->rows, beta, bias);
-      return;
-    }
-    const bool bf16 = precision == MatmulPrecision::kBFloat16;
-    if (onednn_takes(out, a, b_, bias) &&
-        this_thread_gemm().run_packed(out, bf16 ? to_bf16(a) : a, precision, packed_->b.get_desc(),
-                                      packed_->b.get_data_handle(), packed_->rows, beta == 1, bias))
-      return;
-  }
-  // No packed copy at this precision, or a row count without its primitive
-  // yet (OneDnnGemm::kBuildOnUse): b as it lies.
+  if (packed_ != nullptr && product_precision(a) == MatmulPrecision::kFloat32 && onednn_takes(out, a, b_, bias) &&
+      this_thread_gemm().run_packed(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), packed_->rows,
+                                    beta == 1, bias))
+    return;
+  // Not packed, a product at another precision, or a row count without its
+  // primitive yet (OneDnnGemm::kBuildOnUse): b as it lies.
   cellstate::gemm_out(out, a, b_, beta, bias);
 }
 

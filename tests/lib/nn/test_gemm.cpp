@@ -170,6 +170,22 @@ TEST(Gemm, PackedRowCountsGetAPrimitiveWhenTheyRecur) {
   EXPECT_EQ(second.primitives_built, first.primitives_built + 1) << "13 rows came back: a primitive of its own";
   EXPECT_EQ(product(13).primitives_built, second.primitives_built);
   EXPECT_STRNE(second.last_kernel, first.last_kernel) << "the packed copy should have its own kernel";
+  // bfloat16 products read b as it lies (faster than a packed copy): no
+  // primitive per row count.
+  if (cs::cpu_supports_bf16()) {
+    cs::MatmulPrecisionGuard bf16(cs::MatmulPrecision::kBFloat16);
+    const cs::PackedMatrix packed_bf16(w.t(), 16, 40);
+    auto warm = torch::empty({5, 800});
+    packed_bf16.gemm_out(warm, torch::randn({5, 200}));
+    const auto built = cs::gemm_counters().primitives_built;
+    for (int64_t rows = 1; rows <= 16; ++rows) {
+      const auto h = torch::randn({rows, 200});
+      auto out = torch::empty({rows, 800});
+      packed_bf16.gemm_out(out, h);
+      packed_bf16.gemm_out(out, h);
+    }
+    EXPECT_EQ(cs::gemm_counters().primitives_built, built);
+  }
 
   const auto small = torch::randn({100, 25});
   const cs::PackedMatrix unpacked(small.t(), 300, 20);

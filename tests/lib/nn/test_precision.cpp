@@ -118,8 +118,8 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     // ...and not the float32 product: bfloat16 rounding shows.
     EXPECT_GT(max_diff(c.out, c.exact()), 1e-3) << c.name << ": computed in float32";
   });
-  // A matrix packed for bf16 products (the second product of a row count
-  // reads the packed copy), and float64 (never reduced).
+  // A PackedMatrix built for bf16 products (which read b as it lies), and
+  // float64 (never reduced).
   const auto w = torch::randn({1040, 65});
   const PackedMatrix packed(w.t(), 32, 8);
   const auto x = torch::randn({32, 65});
@@ -129,7 +129,7 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     EXPECT_LT(max_diff(out, torch::mm(rounded(x), rounded(w).t())), 2e-5 * 65) << "product " << use;
   }
   {
-    MatmulPrecisionGuard fp32(MatmulPrecision::kFloat32);  // packed as bf16, used at fp32: b as it lies
+    MatmulPrecisionGuard fp32(MatmulPrecision::kFloat32);  // built under bf16, used at fp32
     packed.gemm_out(out, x);
     EXPECT_LT(max_diff(out, torch::mm(x.to(torch::kDouble), w.t().to(torch::kDouble))), 1e-4);
   }
@@ -324,8 +324,8 @@ TEST(Precision, Int8ProductsEqualScaledIntegerSums) {
     EXPECT_GT(max_diff(c.out, c.exact()), 1e-4) << c.name << ": computed in float32";
     EXPECT_LT(relative_error(c.out, c.exact()), 2e-2) << c.name;
   });
-  // A matrix packed for int8 products (oneDNN's blocked layout from the
-  // second product of a row count on), reused.
+  // A PackedMatrix built for int8 products (which read the cached int8
+  // copy of b as it lies), reused.
   const auto w = torch::randn({1040, 65});
   const PackedMatrix packed(w.t(), 32, 8);
   for (int round = 0; round < 3; ++round) {

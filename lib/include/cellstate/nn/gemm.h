@@ -142,9 +142,12 @@ GemmCounters gemm_counters();
 /// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
 /// at every time step), copied once into the blocked layout oneDNN's
 /// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
-/// that runs at 1.6x the rate of reading b as it lies. It is a snapshot:
-/// build it after the last change to b. Without oneDNN (float64, or
-/// CELLSTATE_GEMM=torch) it holds b and calls gemm_out.
+/// that runs at 1.6x the rate of reading b as it lies. Float32 products
+/// only: bfloat16 and int8 ones are faster reading b as it lies (oneDNN's
+/// gemm-based kernels), so a matrix built under those precisions holds b
+/// and calls gemm_out, as it does without oneDNN (float64,
+/// CELLSTATE_GEMM=torch). It is a snapshot: build it after the last change
+/// to b.
 class PackedMatrix {
  public:
   /// `rows`: the usual row count of a (picks the layout; other counts
@@ -162,10 +165,9 @@ class PackedMatrix {
   PackedMatrix(const PackedMatrix&) = delete;
   PackedMatrix& operator=(const PackedMatrix&) = delete;
 
-  /// out = beta * out + a · b (+ bias), as gemm_out. b is packed at the
-  /// precision current when the matrix was built (bfloat16 copies for
-  /// kBFloat16, int8 ones and their scales for kInt8); a product at another
-  /// precision reads b as it lies.
+  /// out = beta * out + a · b (+ bias), as gemm_out. A float32 product
+  /// reads the packed copy (from the second product of its row count on);
+  /// a product at another precision reads b as it lies.
   void gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta = 0,
                 const torch::Tensor& bias = {}) const;
 
