@@ -34,7 +34,6 @@ bool plain_2d(const torch::Tensor& t) {
   return t.dim() == 2 && t.stride(0) > 0 && t.stride(1) > 0 && (t.stride(0) == 1 || t.stride(1) == 1);
 }
 
-/// One product's shape, layouts, operand type and epilogue: the key of a primitive.
 /// A product's shape, layouts and arithmetic, and the thread count its
 /// primitive was built for: oneDNN splits the work when it builds one, so a
 /// thread that runs products alone (detail::run_concurrently) needs its own.
@@ -118,20 +117,14 @@ QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
 /// This thread's GemmCounters (nn/gemm.h).
 thread_local GemmCounters t_counters;
 
-/// A 2-D operand's layout as a runtime-shape primitive reads it: rows
-/// (unit column stride) or columns (unit row stride), with a leading stride
-/// that covers the other dimension. False for layouts oneDNN cannot read.
-struct Layout {
-  bool columns = false;  // column-major: stride(0) == 1
-  int64_t leading = 0;   // stride(1) for columns, stride(0) for rows
-};
-
-bool layout_of(const torch::Tensor& t, Layout& layout) {
+/// Whether a runtime-shape primitive reads t as it lies (plain 2-D, its
+/// leading stride covering the other dimension), and then whether t is
+/// column-major (stride(0) == 1) rather than row-major.
+bool runtime_layout(const torch::Tensor& t, bool& columns) {
   if (!plain_2d(t)) return false;
-  layout.columns = t.stride(1) != 1;
-  layout.leading = layout.columns ? t.stride(1) : t.stride(0);
-  const int64_t other = layout.columns ? t.size(0) : t.size(1);
-  return layout.leading >= other || (layout.columns ? t.size(1) : t.size(0)) == 1;
+  columns = t.stride(1) != 1;
+  const int64_t leading = columns ? t.stride(1) : t.stride(0);
+  return leading >= (columns ? t.size(0) : t.size(1)) || (columns ? t.size(1) : t.size(0)) == 1;
 }
 
 /// The engine, a stream and the primitives this thread has built.
@@ -167,20 +160,20 @@ class OneDnnGemm {
   bool run_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
                      MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
                      const torch::Tensor& scales = {}) {
-    Layout la, lb, lc;
-    if (!layout_of(a, la) || !layout_of(b, lb) || !layout_of(out, lc)) return false;
-    const GemmKey key{-1, -1, -1, la.columns, 0, lb.columns, 0, lc.columns, 0, bias.defined(), accumulate,
-                      operands};
+    bool a_columns = false, b_columns = false, c_columns = false;
+    if (!runtime_layout(a, a_columns) || !runtime_layout(b, b_columns) || !runtime_layout(out, c_columns))
+      return false;
+    const GemmKey key{-1, -1, -1, a_columns, 0, b_columns, 0, c_columns, 0, bias.defined(), accumulate, operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       const auto R = DNNL_RUNTIME_DIM_VAL;
-      auto runtime = [&](const Layout& l, dnnl::memory::data_type type) {
-        return dnnl::memory::desc({R, R}, type, l.columns ? dnnl::memory::dims{1, R} : dnnl::memory::dims{R, 1});
+      auto runtime = [&](bool columns, dnnl::memory::data_type type) {
+        return dnnl::memory::desc({R, R}, type, columns ? dnnl::memory::dims{1, R} : dnnl::memory::dims{R, 1});
       };
       const auto type = operand_type(operands);
       it = primitives_
-               .emplace(key, build(runtime(la, type), runtime(lb, type),
-                                   runtime(lc, dnnl::memory::data_type::f32), bias.defined(), accumulate,
+               .emplace(key, build(runtime(a_columns, type), runtime(b_columns, type),
+                                   runtime(c_columns, dnnl::memory::data_type::f32), bias.defined(), accumulate,
                                    scales.defined(), /*runtime_bias=*/true))
                .first;
     }
