@@ -1,5 +1,6 @@
 #include "cellstate/models/classifier.h"
 
+#include "cellstate/nn/dropout.h"
 #include "cellstate/nn/gemm.h"
 
 #include <torch/torch.h>
@@ -80,7 +81,7 @@ std::pair<torch::Tensor, torch::Tensor> TextClassifierImpl::forward_with_lm(cons
     auto drop = torch::bernoulli(torch::full(ids.sizes(), o.word_dropout())).to(torch::kBool) & mask;
     ids = ids.masked_fill(drop, options.unk_id());
   }
-  auto x = torch::dropout(embedding(ids), o.embed_dropout(), is_training());
+  auto x = cellstate::dropout(embedding(ids), o.embed_dropout(), is_training());
   auto r = encoder->forward(x, lengths);
   const auto& h = r.output;  // [B, T, F], zeros at padding
   torch::Tensor pooled;
@@ -107,14 +108,14 @@ std::pair<torch::Tensor, torch::Tensor> TextClassifierImpl::forward_with_lm(cons
       break;
     }
   }
-  auto logits = linear_layer(torch::dropout(pooled, o.dropout(), is_training()), output->weight, output->bias);
+  auto logits = linear_layer(cellstate::dropout(pooled, o.dropout(), is_training()), output->weight, output->bias);
   torch::Tensor lm_loss = torch::zeros({}, logits.options());
   if (o.lm_weight() > 0 && is_training() && ids_in.size(1) > 1) {
     // Forward states at t predict token t+1; backward states at t predict t-1.
     const int64_t H = o.hidden();
     auto predict = [&](const torch::Tensor& states, const torch::Tensor& targets, const torch::Tensor& valid) {
       const auto projected =
-          linear_layer(torch::dropout(states, o.dropout(), true), lm_proj->weight, lm_proj->bias);
+          linear_layer(cellstate::dropout(states, o.dropout(), true), lm_proj->weight, lm_proj->bias);
       auto logits_lm = linear_layer(projected, embedding->weight);
       auto nll = torch::nn::functional::cross_entropy(
           logits_lm.reshape({-1, logits_lm.size(2)}), targets.reshape({-1}),

@@ -68,7 +68,7 @@ LanguageModelOutput LanguageModelImpl::forward_outputs(const torch::Tensor& ids,
   const bool train = is_training();
   auto dropout = [&](const torch::Tensor& x, double p) {
     if (!train || p == 0) return x;
-    return o.locked_dropout() ? locked_dropout(x, p) : torch::dropout(x, p, /*train=*/true);
+    return o.locked_dropout() ? locked_dropout(x, p) : cellstate::dropout(x, p, /*train=*/true);
   };
   torch::Tensor x = train && o.vocabulary_dropout() > 0
                         ? torch::embedding(vocabulary_dropout(encoder->weight, o.vocabulary_dropout()), ids)

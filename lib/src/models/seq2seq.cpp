@@ -82,7 +82,7 @@ void Seq2SeqImpl::reset() {
   } else {
     output = register_module("output", torch::nn::Linear(D, o.target_vocab()));
   }
-  drop = register_module("drop", torch::nn::Dropout(o.dropout()));
+  drop = register_module("drop", Dropout(o.dropout()));
   torch::NoGradGuard no_grad;
   for (auto* e : {&source_embedding, &target_embedding}) {
     (*e)->weight.normal_(0.0, 0.1);

@@ -121,7 +121,7 @@ void SequenceTaggerImpl::reset() {
                            .batch_first(true));
   register_module("rnn", rnn);
   output = register_module("output", torch::nn::Linear(2 * o.hidden(), o.num_tags()));
-  drop = register_module("drop", torch::nn::Dropout(o.dropout()));
+  drop = register_module("drop", Dropout(o.dropout()));
   if (o.crf()) crf = register_module("crf", CRF(CRFOptions(o.num_tags())));
   torch::NoGradGuard no_grad;
   const double scale = std::sqrt(3.0 / static_cast<double>(o.word_embed()));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 namespace cellstate {
@@ -34,7 +35,10 @@ struct PlainScores {
   const double* e = nullptr;
   std::vector<int64_t> lengths;
 
-  PlainScores(const CRFImpl& crf, const torch::Tensor& emissions, const torch::Tensor& mask) {
+  PlainScores(const CRFImpl& crf, const torch::Tensor& emissions, const torch::Tensor& mask)
+      : PlainScores(crf.effective_transitions(), crf.effective_start(), crf.effective_end(), emissions, mask) {}
+  PlainScores(const torch::Tensor& transitions, const torch::Tensor& start, const torch::Tensor& end,
+              const torch::Tensor& emissions, const torch::Tensor& mask) {
     torch::NoGradGuard g;
     K = emissions.size(2);
     T = emissions.size(1);
@@ -42,9 +46,9 @@ struct PlainScores {
       const auto d = t.detach().to(torch::kDouble).contiguous();
       return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
     };
-    A = values(crf.effective_transitions());
-    s = values(crf.effective_start());
-    f = values(crf.effective_end());
+    A = values(transitions);
+    s = values(start);
+    f = values(end);
     e_t = emissions.detach().to(torch::kDouble).contiguous();
     e = e_t.data_ptr<double>();
     const auto n = mask.sum(1).to(torch::kInt64).contiguous();
@@ -127,6 +131,10 @@ class ForwardBackward {
     return m + std::log(sum);
   }
 
+  /// exp(A[k, j] − c_j), row k; c_j the largest A[·, j].
+  const double* exp_by_column(int64_t k) const { return &by_column_[static_cast<size_t>(k * c_.K)]; }
+  double column_max(int64_t j) const { return col_max_[static_cast<size_t>(j)]; }
+
   /// alpha[t, :] and beta[t, :] of the last sentence run.
   const double* alpha(int64_t t) const { return &alpha_[static_cast<size_t>(t * c_.K)]; }
   const double* beta(int64_t t) const { return &beta_[static_cast<size_t>(t * c_.K)]; }
@@ -143,6 +151,98 @@ class ForwardBackward {
 
   const PlainScores& c_;
   std::vector<double> col_max_, row_max_, by_column_, by_row_, p_, alpha_, beta_;
+};
+
+/// log Z per sentence with its gradients, as the loops of ForwardBackward,
+/// one sentence per task: the tensor recurrence (a logsumexp over [B, K, K]
+/// and a where() per step, and their backward) took 5 ms of a 32 ms NER
+/// training step at T = 40, the loops take a tenth of that. The gradients
+/// are the marginals, all computed in forward:
+///   ∂log Z/∂e[t, j] = P(y_t = j) = exp(alpha[t, j] + beta[t, j] − log Z)
+///   ∂log Z/∂A[i, j] = Σ_{t≥1} P(y_{t−1} = i, y_t = j)
+///                   = Σ_t exp(alpha[t−1, i] + A[i, j] + e[t, j] + beta[t, j] − log Z)
+///   ∂log Z/∂s[j] = P(y_1 = j),   ∂log Z/∂f[j] = P(y_n = j).
+/// A step's pair probabilities are a_i · exp(A[i, j] − c_j) · b_j (a, b the
+/// shifted exponentials of alpha[t−1] and e[t] + beta[t] + c) divided by
+/// their sum, which is 1 in exact arithmetic: K² products, not K²
+/// exponentials.
+class LogPartitionFunction : public torch::autograd::Function<LogPartitionFunction> {
+ public:
+  /// e [B, T, K], A [K, K], s [K], f [K] (with the constraints applied), mask
+  /// [B, T] -> log Z [B] in e's dtype.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& e,
+                               const torch::Tensor& A, const torch::Tensor& s, const torch::Tensor& f,
+                               const torch::Tensor& mask) {
+    const PlainScores c(A, s, f, e, mask);
+    const int64_t B = e.size(0), T = c.T, K = c.K;
+    const bool grads = ctx != nullptr;
+    auto log_z = torch::empty({B}, torch::kDouble);
+    torch::Tensor marg, pairs;
+    if (grads) {
+      marg = torch::zeros({B, T, K}, torch::kDouble);
+      pairs = torch::zeros({B, K, K}, torch::kDouble);
+    }
+    double* z = log_z.data_ptr<double>();
+    double* m = grads ? marg.data_ptr<double>() : nullptr;
+    double* pp = grads ? pairs.data_ptr<double>() : nullptr;
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      ForwardBackward fb(c);
+      std::vector<double> a(static_cast<size_t>(K)), b(static_cast<size_t>(K)), term(static_cast<size_t>(K * K));
+      for (int64_t i = begin; i < end; ++i) {
+        z[i] = fb.run(i);
+        if (!grads) continue;
+        const int64_t n = c.lengths[static_cast<size_t>(i)];
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t j = 0; j < K; ++j) m[(i * T + t) * K + j] = std::exp(fb.alpha(t)[j] + fb.beta(t)[j] - z[i]);
+        double* pair = pp + i * K * K;
+        for (int64_t t = 1; t < n; ++t) {
+          const double* alpha = fb.alpha(t - 1);
+          const double* beta = fb.beta(t);
+          const double* et = c.emissions(i, t);
+          const double ma = *std::max_element(alpha, alpha + K);
+          double mb = -std::numeric_limits<double>::infinity();
+          for (int64_t j = 0; j < K; ++j) mb = std::max(mb, b[j] = et[j] + beta[j] + fb.column_max(j));
+          for (int64_t k = 0; k < K; ++k) a[k] = std::exp(alpha[k] - ma);
+          for (int64_t j = 0; j < K; ++j) b[j] = std::exp(b[j] - mb);
+          double sum = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double* row = fb.exp_by_column(k);
+            for (int64_t j = 0; j < K; ++j) sum += term[k * K + j] = a[k] * row[j] * b[j];
+          }
+          if (sum > 0 && std::isfinite(sum) && std::isfinite(ma) && std::isfinite(mb)) {
+            for (int64_t x = 0; x < K * K; ++x) pair[x] += term[x] / sum;
+          } else {  // every product underflowed: the exponentials one by one
+            for (int64_t k = 0; k < K; ++k)
+              for (int64_t j = 0; j < K; ++j)
+                pair[k * K + j] += std::exp(alpha[k] + c.A[k * K + j] + et[j] + beta[j] - z[i]);
+          }
+        }
+      }
+    });
+    if (grads) {
+      const auto lengths = torch::tensor(c.lengths, torch::kInt64);
+      ctx->saved_data["marg"] = marg;
+      ctx->saved_data["pairs"] = pairs;
+      ctx->saved_data["last"] = (lengths - 1).clamp_min(0);
+    }
+    return log_z.to(e.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto marg = ctx->saved_data["marg"].toTensor();    // [B, T, K]
+    const auto pairs = ctx->saved_data["pairs"].toTensor();  // [B, K, K]
+    const auto last = ctx->saved_data["last"].toTensor();    // [B]
+    const auto g = grad_out[0].to(torch::kDouble);           // [B]
+    const auto B = marg.size(0), K = marg.size(2);
+    const auto type = grad_out[0].scalar_type();
+    const auto grad_e = (marg * g.view({B, 1, 1})).to(type);
+    const auto grad_a = (pairs * g.view({B, 1, 1})).sum(0).to(type);
+    const auto grad_s = (marg.select(1, 0) * g.view({B, 1})).sum(0).to(type);
+    const auto at_end = marg.gather(1, last.view({B, 1, 1}).expand({B, 1, K})).squeeze(1);
+    const auto grad_f = (at_end * g.view({B, 1})).sum(0).to(type);
+    return {grad_e, grad_a, grad_s, grad_f, torch::Tensor()};
+  }
 };
 
 }  // namespace
@@ -238,6 +338,14 @@ void CRFImpl::check(const torch::Tensor& emissions, const torch::Tensor& mask) c
 }
 
 torch::Tensor CRFImpl::log_partition(const torch::Tensor& e, const torch::Tensor& mask) const {
+  check(e, mask);
+  const auto A = effective_transitions(), s = effective_start(), f = effective_end();
+  if (!torch::GradMode::is_enabled() || !(e.requires_grad() || A.requires_grad() || s.requires_grad() || f.requires_grad()))
+    return LogPartitionFunction::forward(nullptr, e, A, s, f, mask);
+  return LogPartitionFunction::apply(e, A, s, f, mask);
+}
+
+torch::Tensor CRFImpl::log_partition_tensors(const torch::Tensor& e, const torch::Tensor& mask) const {
   check(e, mask);
   const auto A = effective_transitions().unsqueeze(0);  // [1, K, K]
   auto alpha = effective_start().unsqueeze(0) + e.select(1, 0);

@@ -1,5 +1,11 @@
 #include "cellstate/nn/dropout.h"
 
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
 namespace cellstate {
 
 namespace {
@@ -8,12 +14,42 @@ void check_probability(double p, const char* what) {
   TORCH_CHECK(p >= 0.0 && p < 1.0, what, ": expected a probability in [0, 1), got ", p);
 }
 
-/// Bernoulli(1 − p) / (1 − p) of `shape`, like `like`, without autograd.
-torch::Tensor keep_mask(at::IntArrayRef shape, const torch::Tensor& like, double p) {
-  return torch::empty(shape, like.options().requires_grad(false)).bernoulli_(1.0 - p).div_(1.0 - p);
+/// splitmix64's finaliser (Steele, Lea & Flood 2014): a bijection of 64-bit
+/// words whose outputs for consecutive inputs pass BigCrush.
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
 }
 
 }  // namespace
+
+torch::Tensor keep_mask(at::IntArrayRef shape, const torch::Tensor& like, double p) {
+  check_probability(p, "keep_mask");
+  torch::NoGradGuard no_grad;
+  // One draw from the default generator: torch::manual_seed decides the mask.
+  const auto seed = static_cast<uint64_t>(
+      torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kLong).item<int64_t>());
+  auto mask = torch::empty(shape, torch::TensorOptions(torch::kFloat));
+  const double keep = 1.0 - p;
+  const auto threshold = static_cast<uint64_t>(std::ldexp(keep, 32));  // kept: u < threshold
+  const auto scale = static_cast<float>(1.0 / keep);
+  float* out = mask.data_ptr<float>();
+  const int64_t n = mask.numel();
+  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i)
+      out[i] = (mix64(seed + static_cast<uint64_t>(i) * kGolden) >> 32) < threshold ? scale : 0.0f;
+  });
+  return mask.to(like.options().requires_grad(false));
+}
+
+torch::Tensor dropout(const torch::Tensor& x, double p, bool train) {
+  check_probability(p, "dropout");
+  if (!train || p == 0.0) return x;
+  return x * keep_mask(x.sizes(), x, p);
+}
 
 torch::Tensor drop_connect(const torch::Tensor& weight, double p) {
   check_probability(p, "drop_connect");
@@ -58,5 +94,13 @@ torch::Tensor vocabulary_dropout(const torch::Tensor& embedding, double p) {
   if (p == 0.0) return embedding;
   return embedding * keep_mask({embedding.size(0), 1}, embedding, p);
 }
+
+DropoutImpl::DropoutImpl(DropoutOptions options_) : options(options_) { reset(); }
+
+void DropoutImpl::reset() { check_probability(options.p(), "Dropout"); }
+
+void DropoutImpl::pretty_print(std::ostream& stream) const { stream << "cellstate::Dropout(p=" << options.p() << ")"; }
+
+torch::Tensor DropoutImpl::forward(const torch::Tensor& x) { return cellstate::dropout(x, options.p(), is_training()); }
 
 }  // namespace cellstate

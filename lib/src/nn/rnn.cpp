@@ -295,7 +295,7 @@ RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, c
     x = D == 1 ? outputs[0] : torch::cat(outputs, /*dim=*/2);
     if (layer + 1 < o.num_layers() && o.dropout() > 0 && is_training()) {
       // Sorted rows are sequences as well: a locked mask per row is one per sequence.
-      x = o.locked_dropout() ? locked_dropout(x, o.dropout()) : torch::dropout(x, o.dropout(), /*train=*/true);
+      x = o.locked_dropout() ? locked_dropout(x, o.dropout()) : cellstate::dropout(x, o.dropout(), /*train=*/true);
     }
   }
   RecurrentOutput out{x, {torch::stack(h_n), lstm ? torch::stack(c_n) : Tensor()}};
@@ -531,7 +531,7 @@ RecurrentOutput BuiltinRecurrentImpl::forward(const Tensor& input, const Tensor&
     }
     if (layer + 1 < o.num_layers() && o.dropout() > 0 && train) {
       if (!o.locked_dropout()) {
-        data = torch::dropout(data, o.dropout(), /*train=*/true);
+        data = cellstate::dropout(data, o.dropout(), /*train=*/true);
       } else {
         data = varlen ? locked_dropout_packed(data, packed.batch_sizes(), o.dropout())
                       : locked_dropout(data, o.dropout());

@@ -15,6 +15,7 @@
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/tasks/task.h"
+#include "cellstate/train/optimizers.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/util/io.h"
 #include "cellstate/util/progress.h"
@@ -552,7 +553,7 @@ LmTrainBench benchmark_lm_training(const std::vector<int64_t>& ids, const Langua
     step.objective.backward();
     const auto loss = step.loss;
     state = std::move(step.next);
-    if (training.clip > 0) torch::nn::utils::clip_grad_norm_(parameters, training.clip);
+    if (training.clip > 0) clip_gradient_norm(parameters, training.clip);
     optimizer->step();
     t0 += bptt;
     if (i >= warmup) r.final_loss = loss.item<double>();

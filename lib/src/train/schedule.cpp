@@ -1,5 +1,7 @@
 #include "cellstate/train/schedule.h"
 
+#include "cellstate/train/optimizers.h"
+
 #include <torch/optim.h>
 #include <torch/serialize.h>
 
@@ -11,11 +13,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
                                                         const TrainingOptions& o) {
   switch (o.optimizer) {
     case OptimizerKind::kAdam:
-      return std::make_unique<torch::optim::Adam>(parameters,
-                                                  torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+      return std::make_unique<FusedAdam>(parameters, torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
     case OptimizerKind::kAdamW:
-      return std::make_unique<torch::optim::AdamW>(parameters,
-                                                   torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+      return std::make_unique<FusedAdamW>(parameters, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
     case OptimizerKind::kSGD:
       return std::make_unique<torch::optim::SGD>(
           parameters, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));

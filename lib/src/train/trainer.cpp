@@ -1,7 +1,6 @@
 #include "cellstate/train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/nn/utils/clip_grad.h>
 
 #include <csignal>
 #include <mutex>
@@ -19,6 +18,7 @@
 
 #include "cellstate/dist/gradient_exchange.h"
 #include "cellstate/train/checkpoint.h"
+#include "cellstate/train/optimizers.h"
 #include "cellstate/train/schedule.h"
 #include "cellstate/util/interrupt.h"
 #include "cellstate/util/io.h"
@@ -284,7 +284,7 @@ class TrainingRun {
     if (!std::isfinite(r.loss))
       throw std::runtime_error("the training loss became " + std::to_string(r.loss) + " at step " +
                                std::to_string(state_.step + 1) + " (try a lower --lr or a --clip)");
-    if (t_.clip > 0) torch::nn::utils::clip_grad_norm_(parameters_, t_.clip);
+    if (t_.clip > 0) clip_gradient_norm(parameters_, t_.clip);
     set_learning_rate(*optimizer_, schedule_.lr());
     optimizer_->step();
     if (state_.averaging) update_average();

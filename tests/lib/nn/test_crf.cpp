@@ -175,6 +175,53 @@ TEST(CRF, InferenceLoopsAgreeWithTheTensorRecurrences) {
                c10::Error);
 }
 
+TEST(CRF, LogPartitionLoopsEqualTheTensorRecurrenceWithGradients) {
+  // log_partition runs as float64 loops with its gradients (the marginals)
+  // computed alongside; log_partition_tensors is the forward recurrence as
+  // LibTorch operations, differentiated by autograd. Realistic sizes, IOBES
+  // constraints, float32 and float64 emissions, large ones too.
+  const std::vector<std::string> tags = {"O",     "B-PER", "I-PER", "E-PER", "S-PER",
+                                         "B-LOC", "I-LOC", "E-LOC", "S-LOC"};
+  const auto K = static_cast<int64_t>(tags.size());
+  cs::CRF crf{cs::CRFOptions(K)};
+  crf->set_constraints(cs::tag_constraints(tags, cs::TagScheme::kIOBES));
+  torch::manual_seed(11);
+  {
+    torch::NoGradGuard g;
+    crf->transitions.normal_();
+    crf->start_transitions.normal_();
+    crf->end_transitions.normal_();
+  }
+  for (const auto dtype : {torch::kDouble, torch::kFloat})
+    for (const double scale : {1.0, 40.0}) {
+      crf->to(dtype);
+      const auto lengths = torch::randint(1, 31, {12});
+      lengths[3] = 30;
+      lengths[4] = 1;
+      const auto mask = torch::arange(30).unsqueeze(0) < lengths.unsqueeze(1);
+      const auto e = (torch::randn({12, 30, K}) * scale).to(dtype).requires_grad_(true);
+      const auto weights = torch::rand({12}, dtype);  // a different grad_output per sentence
+      const std::vector<torch::Tensor> inputs{e, crf->transitions, crf->start_transitions, crf->end_transitions};
+      const auto fast = crf->log_partition(e, mask);
+      const auto slow = crf->log_partition_tensors(e, mask);
+      EXPECT_EQ(fast.scalar_type(), dtype);
+      const double tol = dtype == torch::kDouble ? 1e-9 : 2e-3;
+      EXPECT_LT(cellstate::testing::max_abs_diff(fast, slow), tol * scale) << "scale " << scale;
+      const auto g_fast = torch::autograd::grad({(fast * weights).sum()}, inputs);
+      const auto g_slow = torch::autograd::grad({(slow * weights).sum()}, inputs);
+      const char* names[] = {"emissions", "transitions", "start", "end"};
+      for (size_t i = 0; i < inputs.size(); ++i)
+        EXPECT_LT(cellstate::testing::max_abs_diff(g_fast[i], g_slow[i]), dtype == torch::kDouble ? 1e-9 : 1e-4)
+            << names[i] << " scale " << scale;
+      // No gradient past each sentence's end, and each position's sums to its weight.
+      EXPECT_EQ(g_fast[0].masked_select(~mask.unsqueeze(2).expand_as(e)).abs().max().item<double>(), 0.0);
+      EXPECT_LT(cellstate::testing::max_abs_diff(g_fast[0].sum(2).select(1, 0), weights), 1e-5);
+      // Without autograd the same values.
+      torch::NoGradGuard g;
+      EXPECT_TRUE(torch::equal(crf->log_partition(e, mask), fast));
+    }
+}
+
 TEST(CRF, GradientsMatchFiniteDifferences) {
   Case c;
   auto e = c.e.clone().requires_grad_(true);

@@ -41,6 +41,45 @@ TEST(LockedDropout, OneMaskPerSequenceSharedOverTime) {
   EXPECT_THROW(locked_dropout(x, 1.0), c10::Error);
 }
 
+TEST(Dropout, MasksFollowTheSeedAtAnyThreadCountAndKeepTheirShare) {
+  const int threads = at::get_num_threads();
+  const auto x = torch::ones({37, 1001});  // an odd number of elements
+  for (const double p : {0.1, 0.5, 0.9}) {
+    at::set_num_threads(1);
+    torch::manual_seed(3);
+    const auto one = cellstate::dropout(x, p, true);
+    at::set_num_threads(2);
+    torch::manual_seed(3);
+    const auto two = cellstate::dropout(x, p, true);
+    EXPECT_TRUE(torch::equal(one, two)) << "p " << p;
+    EXPECT_FALSE(torch::equal(cellstate::dropout(x, p, true), two)) << "the next call draws a new mask";
+    const double kept = (one != 0).to(torch::kDouble).mean().item<double>();
+    EXPECT_NEAR(kept, 1 - p, 0.01) << "p " << p;  // 37,037 draws: 5 standard deviations
+    EXPECT_TRUE(((one == 0) | ((one - 1 / (1 - p)).abs() < 1e-6)).all().item<bool>());
+    // Neighbouring elements (the two halves of one hash) and rows independent:
+    // the share of kept pairs is (1 - p)^2.
+    const auto k = (one != 0).to(torch::kDouble).reshape({-1});
+    const auto even = k.slice(0, 0, k.size(0) - 1, 2), odd = k.slice(0, 1, k.size(0), 2);
+    EXPECT_NEAR((even * odd).mean().item<double>(), (1 - p) * (1 - p), 0.015) << "p " << p;
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(cellstate::dropout(x, 0.5, false), x));
+  EXPECT_TRUE(torch::equal(cellstate::dropout(x, 0.0, true), x));
+  EXPECT_THROW(cellstate::dropout(x, 1.0, true), c10::Error);
+  EXPECT_THROW(cellstate::dropout(x, -0.1, true), c10::Error);
+  // The module acts in training only; masks in x's dtype; gradients through the mask.
+  Dropout drop(0.5);
+  const auto b = torch::randn({8, 16}, torch::kBFloat16);
+  EXPECT_EQ(drop(b).scalar_type(), torch::kBFloat16);
+  drop->eval();
+  EXPECT_TRUE(torch::equal(drop(b), b));
+  drop->train();
+  const auto w = torch::randn({64, 64}, torch::requires_grad());
+  const auto y = drop(w);
+  y.sum().backward();
+  EXPECT_TRUE(torch::equal(w.grad(), (y != 0).to(torch::kFloat) * 2));
+}
+
 TEST(VocabularyDropout, WholeRowsDroppedOrScaled) {
   torch::manual_seed(2);
   const auto e = torch::randn({200, 8});
@@ -75,7 +114,7 @@ TEST(WeightDropout, ActsOnlyInTrainingWithOneMaskPerForwardCall) {
     // at every step, M the one mask drawn for the call.
     torch::manual_seed(10);
     const auto w_hh = rnn->named_parameters(false)["weight_hh_l0"];
-    const auto mask = torch::empty(w_hh.sizes()).bernoulli_(0.5).div_(0.5);
+    const auto mask = keep_mask(w_hh.sizes(), w_hh, 0.5);
     CustomRecurrent masked(RecurrentOptions(5, 7).kind(kind));
     {
       torch::NoGradGuard no_grad;

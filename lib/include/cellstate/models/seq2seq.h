@@ -20,7 +20,7 @@
 // offers the encoder and one decoder step.
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/modules/dropout.h>
+#include "cellstate/nn/dropout.h"
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
@@ -118,7 +118,7 @@ class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
   torch::nn::Linear projection{nullptr};       // tied with embed != D
   torch::nn::Linear output{nullptr};           // untied: W_o, b_o
   torch::Tensor output_bias;                   // tied: b_o
-  torch::nn::Dropout drop{nullptr};
+  Dropout drop{nullptr};
 };
 TORCH_MODULE(Seq2Seq);
 

@@ -13,7 +13,7 @@
 // Every part but the word embedding can be switched off by a size of 0.
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/modules/dropout.h>
+#include "cellstate/nn/dropout.h"
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
@@ -109,7 +109,7 @@ class SequenceTaggerImpl : public torch::nn::Cloneable<SequenceTaggerImpl> {
   torch::nn::Embedding casing_embedding{nullptr};
   std::shared_ptr<RecurrentModuleImpl> rnn;
   torch::nn::Linear output{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  Dropout drop{nullptr};
   CRF crf{nullptr};
 };
 TORCH_MODULE(SequenceTagger);

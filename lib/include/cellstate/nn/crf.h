@@ -51,8 +51,12 @@ class CRFImpl : public torch::nn::Cloneable<CRFImpl> {
   void set_constraints(const TagConstraints& constraints);
 
   /// log Z per sentence: emissions [B, T, K], mask [B, T] bool (a prefix of
-  /// each row true, at least one) -> [B].
+  /// each row true, at least one) -> [B]. Computed in float64 loops with the
+  /// gradients (the marginals) alongside, one sentence per task.
   torch::Tensor log_partition(const torch::Tensor& emissions, const torch::Tensor& mask) const;
+  /// The same by the forward recurrence as LibTorch operations on [B, K, K]
+  /// (autograd differentiates it): the reference the loops are tested against.
+  torch::Tensor log_partition_tensors(const torch::Tensor& emissions, const torch::Tensor& mask) const;
   /// score(tags) per sentence: tags [B, T] int64 (ignored where mask is false) -> [B].
   torch::Tensor score(const torch::Tensor& emissions, const torch::Tensor& tags,
                       const torch::Tensor& mask) const;

@@ -12,7 +12,8 @@
 
 namespace cellstate {
 
-/// Adam, AdamW or SGD (with momentum) over `parameters`, as `options` asks.
+/// Adam, AdamW (their fused steps, train/optimizers.h) or SGD (with
+/// momentum) over `parameters`, as `options` asks.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const TrainingOptions& options);
 
