@@ -88,6 +88,10 @@ bool fused_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
                        static_cast<float>(o.eps()),
                        decoupled ? 0.0f : static_cast<float>(o.weight_decay())};
       adam_update(p, p.grad(), state.exp_avg(), state.exp_avg_sq(), s);
+      // Written through raw pointers: the version counter must say so, or
+      // what is cached by it (the bfloat16 copies of the weights, nn/gemm.h's
+      // TensorStamp) would go on serving the old values.
+      for (const auto* t : {&p, &state.exp_avg(), &state.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
     }
   }
   return true;

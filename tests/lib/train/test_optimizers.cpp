@@ -7,6 +7,7 @@
 
 #include <sstream>
 
+#include "cellstate/nn/gemm.h"
 #include "cellstate/train/optimizers.h"
 #include "test_util.h"
 
@@ -57,6 +58,34 @@ TEST(FusedAdam, StepsEqualLibTorchsAdamAndAdamW) {
                                                          "adamw");
   // amsgrad and float64 parameters take LibTorch's own step.
   expect_same_steps<cs::FusedAdam, torch::optim::Adam>(torch::optim::AdamOptions(1e-2).amsgrad(true), "amsgrad");
+}
+
+TEST(FusedAdam, BumpsTheVersionsSoCachedWeightCopiesRefresh) {
+  // A step writes through raw pointers; caches keyed by the version counter
+  // (the bfloat16 copies of the weights) must see the change.
+  Problem a(5);
+  cs::FusedAdam fused(a.params, torch::optim::AdamOptions(1e-2));
+  a.gradients(1);
+  std::vector<int64_t> before;
+  for (const auto& p : a.params) before.push_back(p._version());
+  fused.step();
+  for (size_t i = 0; i < a.params.size(); ++i)
+    if (a.params[i].grad().defined()) EXPECT_GT(a.params[i]._version(), before[i]) << "parameter " << i;
+  // End to end: a bfloat16 product of a weight sees the fused step's update.
+  if (cs::cpu_supports_bf16()) {
+    cs::MatmulPrecisionGuard bf16(cs::MatmulPrecision::kBFloat16);
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({4, 257});
+    const auto& w = a.params[0];  // [300, 257]
+    const auto y0 = cs::linear(x, w, {});
+    a.gradients(2);
+    fused.step();
+    const auto y1 = cs::linear(x, w, {});
+    EXPECT_GT(cellstate::testing::max_abs_diff(y0, y1), 1e-3);
+    // The product of the updated weight rounded to bfloat16, as computed afresh.
+    const auto rounded = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat); };
+    EXPECT_LT(cellstate::testing::max_abs_diff(y1, torch::matmul(rounded(x), rounded(w).t())), 1e-2);
+  }
 }
 
 TEST(FusedAdam, StateIsLibTorchsSoCheckpointsLoadEitherWay) {

@@ -17,7 +17,9 @@
 // in float32 as LibTorch computes it, so results agree with
 // torch::optim::Adam to rounding. The state is torch::optim's own
 // (AdamParamState: step, exp_avg, exp_avg_sq), so checkpoints written by
-// either class load into the other. A parameter the loop does not cover
+// either class load into the other. Each tensor written has its version
+// counter bumped, as an in-place LibTorch operation would (the bfloat16
+// copies of the weights are cached by it). A parameter the loop does not cover
 // (not float32, not contiguous, a sparse gradient, amsgrad) takes
 // LibTorch's own step.
 
