@@ -1,5 +1,7 @@
 #include "cellstate/nn/dropout.h"
 
+#include "cellstate/util/random.h"
+
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -12,14 +14,6 @@ namespace {
 
 void check_probability(double p, const char* what) {
   TORCH_CHECK(p >= 0.0 && p < 1.0, what, ": expected a probability in [0, 1), got ", p);
-}
-
-/// splitmix64's finaliser (Steele, Lea & Flood 2014): a bijection of 64-bit
-/// words whose outputs for consecutive inputs pass BigCrush.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
 }
 
 }  // namespace
@@ -36,7 +30,6 @@ torch::Tensor keep_mask(at::IntArrayRef shape, const torch::Tensor& like, double
   const auto scale = static_cast<float>(1.0 / keep);
   float* out = mask.data_ptr<float>();
   const int64_t n = mask.numel();
-  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
   at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i)

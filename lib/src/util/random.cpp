@@ -2,16 +2,6 @@
 
 namespace cellstate {
 
-namespace {
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-}  // namespace
-
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 uint64_t derive_seed(uint64_t seed, uint64_t stream) { return mix64(seed * kGolden + stream); }
 
 uint64_t DataRng::next() { return mix64(state_ += kGolden); }

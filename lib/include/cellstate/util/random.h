@@ -9,8 +9,17 @@
 
 namespace cellstate {
 
-/// splitmix64's finaliser: a well-mixed 64-bit hash of `x`.
-uint64_t mix64(uint64_t x);
+/// splitmix64's increment, 2^64 / golden ratio.
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+
+/// splitmix64's finaliser (Steele, Lea & Flood 2014): a well-mixed 64-bit
+/// hash of `z`, a bijection. Inline, so that loops over it vectorise
+/// (nn/dropout.h's masks).
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
 
 /// The seed of one independent random stream derived from a run's `seed`:
 /// mix64(seed * φ + stream), φ = 2^64 / golden ratio. Streams are numbered
