@@ -1,5 +1,6 @@
 #include "cellstate/nn/gemm.h"
 
+#include "cellstate/nn/concurrent.h"
 #include "cellstate/nn/quantize.h"
 
 #include <torch/torch.h>
@@ -160,26 +161,18 @@ class OneDnnGemm {
   bool run_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
                      MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
                      const torch::Tensor& scales = {}) {
-    bool a_columns = false, b_columns = false, c_columns = false;
-    if (!runtime_layout(a, a_columns) || !runtime_layout(b, b_columns) || !runtime_layout(out, c_columns))
-      return false;
-    const GemmKey key{-1, -1, -1, a_columns, 0, b_columns, 0, c_columns, 0, bias.defined(), accumulate, operands};
-    auto it = primitives_.find(key);
-    if (it == primitives_.end()) {
-      const auto R = DNNL_RUNTIME_DIM_VAL;
-      auto runtime = [&](bool columns, dnnl::memory::data_type type) {
-        return dnnl::memory::desc({R, R}, type, columns ? dnnl::memory::dims{1, R} : dnnl::memory::dims{R, 1});
-      };
-      const auto type = operand_type(operands);
-      it = primitives_
-               .emplace(key, build(runtime(a_columns, type), runtime(b_columns, type),
-                                   runtime(c_columns, dnnl::memory::data_type::f32), bias.defined(), accumulate,
-                                   scales.defined(), /*runtime_bias=*/true))
-               .first;
-    }
-    if (!it->second.primitive) return false;
-    execute(it->second, out, a, operands, desc_of(b, operands), b.data_ptr(), bias, scales);
+    const Built* built = any_shape(out, a, b, operands, accumulate, bias, scales);
+    if (built == nullptr) return false;
+    execute(*built, out, a, operands, desc_of(b, operands), b.data_ptr(), bias, scales);
     return true;
+  }
+
+  /// Whether run_any_shape would take these layouts (building its primitive
+  /// for this thread if need be).
+  bool takes_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                       MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
+                       const torch::Tensor& scales = {}) {
+    return any_shape(out, a, b, operands, accumulate, bias, scales) != nullptr;
   }
 
   /// As run_any_shape for float32 operands, with b `b_desc` at `b_data` in
@@ -236,6 +229,30 @@ class OneDnnGemm {
     dnnl::matmul primitive;  // empty: no kernel takes the product
     const char* kernel = "";
   };
+
+  /// The runtime-shape primitive for these layouts; null when no kernel takes them.
+  const Built* any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                         MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
+                         const torch::Tensor& scales) {
+    bool a_columns = false, b_columns = false, c_columns = false;
+    if (!runtime_layout(a, a_columns) || !runtime_layout(b, b_columns) || !runtime_layout(out, c_columns))
+      return nullptr;
+    const GemmKey key{-1, -1, -1, a_columns, 0, b_columns, 0, c_columns, 0, bias.defined(), accumulate, operands};
+    auto it = primitives_.find(key);
+    if (it == primitives_.end()) {
+      const auto R = DNNL_RUNTIME_DIM_VAL;
+      auto runtime = [&](bool columns, dnnl::memory::data_type type) {
+        return dnnl::memory::desc({R, R}, type, columns ? dnnl::memory::dims{1, R} : dnnl::memory::dims{R, 1});
+      };
+      const auto type = operand_type(operands);
+      it = primitives_
+               .emplace(key, build(runtime(a_columns, type), runtime(b_columns, type),
+                                   runtime(c_columns, dnnl::memory::data_type::f32), bias.defined(), accumulate,
+                                   scales.defined(), /*runtime_bias=*/true))
+               .first;
+    }
+    return it->second.primitive ? &it->second : nullptr;
+  }
 
   static dnnl::memory::desc bias_desc(int64_t n) {
     return dnnl::memory::desc({1, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
@@ -547,6 +564,38 @@ ConvertedOperands& this_thread_converted_operands() {
   return operands;
 }
 
+/// A bfloat16 or int8 product of few rows (a generated token's recurrence
+/// and output layer: one row) reads all of b for little arithmetic, and
+/// oneDNN's kernels for these types run it on one thread (1 x 420 times
+/// 420 x 1680 in bf16: 22 us on one thread, 24-29 on two). With
+/// more threads, each takes a slice of b's columns as a one-thread product
+/// of its own (nn/concurrent.h), so every core reads its share of the
+/// weight. `a` and `b` are already of the operand type. False (nothing
+/// written) when the product is not of that kind or no kernel takes it.
+constexpr int64_t kSplitMaxRows = 8;
+constexpr int64_t kSplitMinElements = int64_t{1} << 16;  // of b
+
+bool run_split_by_columns(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
+                          MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
+                          const torch::Tensor& scales) {
+  const int64_t n = b.size(1);
+  const int64_t tasks = std::min<int64_t>(at::get_num_threads(), n / 64);
+  if (a.size(0) > kSplitMaxRows || b.numel() < kSplitMinElements || !can_run_concurrently(tasks) ||
+      !this_thread_gemm().takes_any_shape(out, a, b, operands, accumulate, bias, scales))
+    return false;
+  run_concurrently(tasks, [&](int64_t task) {
+    // Column ranges of whole 16-column groups (a cache line of float32 results).
+    const int64_t begin = n * task / tasks / 16 * 16;
+    const int64_t end = task + 1 == tasks ? n : n * (task + 1) / tasks / 16 * 16;
+    const bool ran = this_thread_gemm().run_any_shape(
+        out.slice(1, begin, end), a, b.slice(1, begin, end), operands, accumulate,
+        bias.defined() ? bias.slice(0, begin, end) : torch::Tensor(),
+        scales.defined() ? scales.slice(0, begin, end) : torch::Tensor());
+    TORCH_CHECK(ran, "gemm: no oneDNN kernel for a slice of a product whose layouts it takes");
+  });
+  return true;
+}
+
 /// The int8 product out = beta·out + a·b (+ bias) (kInt8 in nn/gemm.h),
 /// where b is `qb` (int8 values, scales); without a oneDNN kernel, through
 /// LibTorch from the same integers.
@@ -557,9 +606,10 @@ void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const Conve
   TORCH_CHECK(a.device().is_cpu(), "int8 products run on the CPU, got operands on ", a.device());
   const auto qa = quantize_tensor(a);
   const auto scales = (qb.scale * qa.scale).contiguous();
+  const auto int8 = MatmulPrecision::kInt8;
   const bool ran = use_onednn() && out.numel() > 0 && a.size(1) > 0 &&
-                   this_thread_gemm().run_any_shape(out, qa.q, qb.values, MatmulPrecision::kInt8, beta == 1,
-                                                    torch::Tensor(), scales);
+                   (run_split_by_columns(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales) ||
+                    this_thread_gemm().run_any_shape(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales));
   if (!ran) {
     t_counters.last_kernel = "torch";
     // Integer sums in float32: exact while every partial sum stays below 2^24.
@@ -595,7 +645,9 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   const bool bf16 = precision == MatmulPrecision::kBFloat16;
   if (onednn_takes(out, a, b, bias)) {
     const torch::Tensor operand = bf16 ? this_thread_converted_operands().get(b, precision).values : b;
-    if (this_thread_gemm().run_any_shape(out, bf16 ? to_bf16(a) : a, operand, precision, beta == 1, bias)) return;
+    const torch::Tensor a_operand = bf16 ? to_bf16(a) : a;
+    if (bf16 && run_split_by_columns(out, a_operand, operand, precision, beta == 1, bias, torch::Tensor())) return;
+    if (this_thread_gemm().run_any_shape(out, a_operand, operand, precision, beta == 1, bias)) return;
   }
   if (bf16) {
     torch_gemm_out(out, rounded_to_bf16(a), rounded_to_bf16(b), beta, bias);

@@ -1,5 +1,7 @@
 #include "cellstate/util/runtime.h"
 
+#include "cellstate/util/allocator.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -47,6 +50,18 @@ int idle_cores(int sample_ms) {
 void configure_allocator() {
   if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
   if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  CachingAllocatorOptions options;
+  if (const char* env = std::getenv("CELLSTATE_CPU_CACHE_MB")) {
+    char* end = nullptr;
+    const long mb = std::strtol(env, &end, 10);
+    if (end == env || *end != '\0' || mb < 0) {
+      throw std::invalid_argument(std::string("CELLSTATE_CPU_CACHE_MB=") + env +
+                                  ": expected a whole number of megabytes (0: no caching allocator)");
+    }
+    if (mb == 0) return;
+    options.max_cached_bytes(static_cast<size_t>(mb) << 20);
+  }
+  install_caching_cpu_allocator(options);
 }
 
 int configure_threads(int requested) {

@@ -343,6 +343,44 @@ TEST(Precision, Int8ProductsEqualScaledIntegerSums) {
   EXPECT_TRUE(torch::allclose(gemm(ad, bd), torch::mm(ad, bd), 1e-12, 1e-12));
 }
 
+TEST(Precision, FewRowProductsSplitOverThreadsEqualTheirReferences) {
+  // bf16 and int8 products of at most 8 rows and a large b run as one
+  // one-thread product per thread on a slice of b's columns (nn/gemm.cpp
+  // run_split_by_columns): each slice must land in its own columns of out.
+  if (!cpu_supports_bf16() || !cpu_supports_int8()) GTEST_SKIP() << "this CPU lacks bf16 or int8 kernels";
+  torch::manual_seed(23);
+  torch::NoGradGuard no_grad;
+  const int threads = at::get_num_threads();
+  torch::set_num_threads(2);
+  for (const auto precision : {MatmulPrecision::kBFloat16, MatmulPrecision::kInt8}) {
+    MatmulPrecisionGuard guard(precision);
+    for (int64_t m : {1, 5, 8}) {
+      for (bool transposed : {true, false}) {
+        for (double beta : {0.0, 1.0}) {
+          const int64_t k = 300, n = 1000;
+          const auto a = torch::randn({m, k});
+          const auto b = transposed ? torch::randn({n, k}).t() : torch::randn({k, n});
+          const auto bias = torch::randn({n});
+          auto wide = torch::randn({m, n + 7});
+          auto out = wide.narrow(1, 0, n);
+          const auto before = out.clone();
+          const auto untouched = wide.narrow(1, n, 7).clone();
+          gemm_out(out, a, b, beta, bias);
+          auto want = (precision == MatmulPrecision::kBFloat16 ? torch::mm(rounded(a), rounded(b))
+                                                                : int8_reference(a, b)) +
+                      bias.to(torch::kDouble);
+          if (beta == 1) want += before.to(torch::kDouble);
+          const std::string name = to_string(precision) + " m " + std::to_string(m) + (transposed ? " b^T" : " b") +
+                                   " beta " + std::to_string(beta);
+          EXPECT_LT(max_diff(out, want), 2e-5 * k) << name;
+          EXPECT_TRUE(torch::equal(wide.narrow(1, n, 7), untouched)) << name << ": wrote outside out";
+        }
+      }
+    }
+  }
+  torch::set_num_threads(threads);
+}
+
 TEST(Precision, SymmetricInt8RoundingIsOneDefinitionForRowsAndColumns) {
   torch::manual_seed(23);
   auto t = torch::randn({6, 9});
