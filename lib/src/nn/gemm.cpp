@@ -8,11 +8,14 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -75,9 +78,95 @@ dnnl::memory::desc desc_of(const torch::Tensor& t, MatmulPrecision operands = Ma
   return dnnl::memory::desc({t.size(0), t.size(1)}, operand_type(operands), {t.stride(0), t.stride(1)});
 }
 
+/// A 2-D operand's sizes and strides, in elements: rows, cols, stride(0), stride(1).
+using Shape = std::array<int64_t, 4>;
+
+/// A plain 2-D operand as oneDNN reads it (plain_2d below): its data and
+/// shape, without a tensor, so that a product's slices cost no LibTorch
+/// calls.
+struct Matrix {
+  void* data = nullptr;
+  Shape shape{0, 0, 0, 0};
+
+  static Matrix of(const torch::Tensor& t) { return {t.data_ptr(), {t.size(0), t.size(1), t.stride(0), t.stride(1)}}; }
+  int64_t rows() const { return shape[0]; }
+  int64_t cols() const { return shape[1]; }
+  /// Columns [begin, end) of this matrix of `element_bytes`-byte elements.
+  Matrix columns(int64_t begin, int64_t end, size_t element_bytes) const {
+    return {static_cast<char*>(data) + begin * shape[3] * static_cast<int64_t>(element_bytes),
+            {shape[0], end - begin, shape[2], shape[3]}};
+  }
+  dnnl::memory::desc desc(MatmulPrecision operands = MatmulPrecision::kFloat32) const {
+    return dnnl::memory::desc({shape[0], shape[1]}, operand_type(operands), {shape[2], shape[3]});
+  }
+};
+
 /// The operands of a bfloat16 product, float32 values rounded to nearest
 /// even. Strides are kept (b.t() stays a transposed view of a dense copy).
 torch::Tensor to_bf16(const torch::Tensor& t) { return t.to(torch::kBFloat16); }
+
+/// y[i] = x[i] rounded to bfloat16 (nearest even; NaN stays NaN), as the
+/// bit pattern: LibTorch's conversion, in a loop GCC vectorises.
+void round_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    y[i] = static_cast<uint16_t>(nan ? 0x7FC0u : rounded);
+  }
+}
+
+/// Per-thread scratch operands of one product (a left operand converted,
+/// an int8 product's scales): a tensor of `sizes` and `type` over this
+/// thread's buffer `slot`, which the next call for that slot overwrites.
+/// LibTorch's narrow/view of a buffer tensor would cost a microsecond or
+/// two through its dispatcher; from_blob makes the tensor directly.
+enum ScratchSlot : int { kScratchBf16Rows, kScratchInt8Rows, kScratchScales, kScratchSlots };
+
+torch::Tensor scratch(ScratchSlot slot, at::IntArrayRef sizes, torch::ScalarType type) {
+  struct Buffer {
+    std::unique_ptr<char[]> bytes;
+    size_t capacity = 0;
+  };
+  thread_local std::array<Buffer, kScratchSlots> buffers;
+  auto& buffer = buffers[slot];
+  size_t need = c10::elementSize(type);
+  for (int64_t size : sizes) need *= static_cast<size_t>(size);
+  constexpr size_t kAlign = 64;  // as LibTorch's allocations: oneDNN's kernels read aligned rows faster
+  if (buffer.capacity < need || buffer.bytes == nullptr) {
+    buffer.capacity = std::max<size_t>(need, 16384);
+    buffer.bytes = std::make_unique<char[]>(buffer.capacity + kAlign);
+  }
+  void* data = buffer.bytes.get();
+  size_t space = buffer.capacity + kAlign;
+  data = std::align(kAlign, need, data, space);
+  return torch::from_blob(data, sizes, torch::TensorOptions().dtype(type));
+}
+
+/// A left operand a as bfloat16 for one product (to_bf16 without
+/// LibTorch's per-call cost, a few microseconds: a per-step product of a
+/// recurrence takes 10-20). Contiguous a of at most kRowsBufferElements
+/// lands in this thread's buffer, which the next call overwrites: the
+/// result is read within the product that asked for it, and no longer.
+constexpr int64_t kRowsBufferElements = int64_t{1} << 16;
+
+torch::Tensor rows_to_bf16(const torch::Tensor& a) {
+  if (!a.is_contiguous() || a.scalar_type() != torch::kFloat) return to_bf16(a);
+  const int64_t n = a.numel();
+  torch::Tensor result;
+  if (n <= kRowsBufferElements) {
+    result = scratch(kScratchBf16Rows, a.sizes(), torch::kBFloat16);
+  } else {
+    result = torch::empty(a.sizes(), a.options().dtype(torch::kBFloat16));
+  }
+  const float* x = a.data_ptr<float>();
+  auto* y = reinterpret_cast<uint16_t*>(result.data_ptr());
+  at::parallel_for(0, n, kRowsBufferElements, [&](int64_t begin, int64_t end) {
+    round_to_bf16(x + begin, y + begin, end - begin);
+  });
+  return result;
+}
 
 /// A left operand a [M, K] rounded to int8 with one scale (nn/gemm.h kInt8):
 /// q [M, K] contiguous.
@@ -97,9 +186,7 @@ QuantizedRows quantize_tensor(const torch::Tensor& a_in) {
   r.scale = amax > 0 && std::isfinite(amax) ? amax / 127 : 1;
   // One buffer per thread, grown as needed: a fresh tensor per product costs
   // an allocation and its page faults (the input projections' are large).
-  thread_local torch::Tensor buffer;
-  if (!buffer.defined() || buffer.numel() < n) buffer = torch::empty({std::max<int64_t>(n, 4096)}, torch::kChar);
-  r.q = buffer.narrow(0, 0, n).view(a.sizes());
+  r.q = scratch(kScratchInt8Rows, a.sizes(), torch::kChar);
   auto* q = r.q.data_ptr<int8_t>();
   const float inverse = 1 / r.scale;
   // Clamped with comparisons and rounded to nearest even by adding and
@@ -121,11 +208,12 @@ thread_local GemmCounters t_counters;
 /// Whether a runtime-shape primitive reads t as it lies (plain 2-D, its
 /// leading stride covering the other dimension), and then whether t is
 /// column-major (stride(0) == 1) rather than row-major.
-bool runtime_layout(const torch::Tensor& t, bool& columns) {
-  if (!plain_2d(t)) return false;
-  columns = t.stride(1) != 1;
-  const int64_t leading = columns ? t.stride(1) : t.stride(0);
-  return leading >= (columns ? t.size(0) : t.size(1)) || (columns ? t.size(1) : t.size(0)) == 1;
+bool runtime_layout(const Matrix& t, bool& columns) {
+  const auto& [rows, cols, stride0, stride1] = t.shape;
+  if (stride0 <= 0 || stride1 <= 0 || (stride0 != 1 && stride1 != 1)) return false;  // plain_2d
+  columns = stride1 != 1;
+  const int64_t leading = columns ? stride1 : stride0;
+  return leading >= (columns ? rows : cols) || (columns ? cols : rows) == 1;
 }
 
 /// The engine, a stream and the primitives this thread has built.
@@ -154,24 +242,23 @@ class OneDnnGemm {
   static constexpr int kBuildOnUse = 2;
 
   /// out = (accumulate ? out : 0) + a · b (+ bias), where a and b are
-  /// plain 2-D tensors already of the operand type `operands` (float32,
-  /// bfloat16 or int8). int8 products take `scales` [N] (the result is
-  /// scales[n] times the integer sum) and no bias. False (nothing written)
+  /// already of the operand type `operands` (float32, bfloat16 or int8) and
+  /// out is float32. bias (null: none) holds out.cols() float32 values.
+  /// int8 products take `scales`, out.cols() values (the result is
+  /// scales[n] times the integer sum), and no bias. False (nothing written)
   /// when no oneDNN kernel takes these layouts.
-  bool run_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-                     MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
-                     const torch::Tensor& scales = {}) {
-    const Built* built = any_shape(out, a, b, operands, accumulate, bias, scales);
+  bool run_any_shape(const Matrix& out, const Matrix& a, const Matrix& b, MatmulPrecision operands,
+                     bool accumulate, const float* bias, const float* scales = nullptr) {
+    Built* built = any_shape(out, a, b, operands, accumulate, bias != nullptr, scales != nullptr);
     if (built == nullptr) return false;
-    execute(*built, out, a, operands, desc_of(b, operands), b.data_ptr(), bias, scales);
+    execute(*built, out, a, operands, b.shape, [&] { return b.desc(operands); }, b.data, bias, scales);
     return true;
   }
 
   /// Whether run_any_shape would take these layouts (building its primitive
   /// for this thread if need be).
-  bool takes_any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-                       MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
-                       const torch::Tensor& scales = {}) {
+  bool takes_any_shape(const Matrix& out, const Matrix& a, const Matrix& b, MatmulPrecision operands,
+                       bool accumulate, bool bias, bool scales) {
     return any_shape(out, a, b, operands, accumulate, bias, scales) != nullptr;
   }
 
@@ -180,23 +267,25 @@ class OneDnnGemm {
   /// exact product. False (nothing written) when there is none yet or no
   /// oneDNN kernel takes it; the caller then reads b as it lies.
   bool run_packed(const torch::Tensor& out, const torch::Tensor& a, const dnnl::memory::desc& b_desc, void* b_data,
-                  int64_t rows, bool accumulate, const torch::Tensor& bias) {
+                  int64_t rows, bool accumulate, const float* bias) {
     if (!plain_2d(a) || !plain_2d(out)) return false;
     const auto f32 = MatmulPrecision::kFloat32;
     const GemmKey key{a.size(0),     out.size(1),   a.size(1),      a.stride(0), a.stride(1), -1, rows,
-                      out.stride(0), out.stride(1), bias.defined(), accumulate,  f32};
+                      out.stride(0), out.stride(1), bias != nullptr, accumulate,  f32};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (++uses_[key] < kBuildOnUse) return false;
       if (uses_.size() >= 4096) uses_.clear();
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
       it = primitives_
-               .emplace(key, build(desc_of(a), b_desc, desc_of(out), bias.defined(), accumulate, /*scaled=*/false,
+               .emplace(key, build(desc_of(a), b_desc, desc_of(out), bias != nullptr, accumulate, /*scaled=*/false,
                                    /*runtime_bias=*/false))
                .first;
     }
     if (!it->second.primitive) return false;
-    execute(it->second, out, a, f32, b_desc, b_data, bias, torch::Tensor());
+    // The layout is a function of the key's (k, n, rows), so it stands for b_desc.
+    const Shape b_shape{a.size(1), out.size(1), -1, rows};
+    execute(it->second, Matrix::of(out), Matrix::of(a), f32, b_shape, [&] { return b_desc; }, b_data, bias, nullptr);
     return true;
   }
 
@@ -225,19 +314,39 @@ class OneDnnGemm {
   dnnl::stream& stream() { return stream_; }
 
  private:
+  /// A dnnl::memory kept from one product to the next of a primitive: made
+  /// anew when the operand's shape changes, otherwise only pointed at the
+  /// new data (making one allocates and fills a descriptor: with the
+  /// argument map, about a third of a one-row bf16 product's own time).
+  struct MemorySlot {
+    Shape shape{-1, -1, -1, -1};
+    dnnl::memory memory;
+
+    template <class Desc>
+    dnnl_memory_t bind(const Shape& now, void* data, const dnnl::engine& engine, Desc desc) {
+      if (!memory || now != shape) {
+        memory = dnnl::memory(desc(), engine, data);
+        shape = now;
+      } else {
+        memory.set_data_handle(data);
+      }
+      return memory.get();
+    }
+  };
+
   struct Built {
     dnnl::matmul primitive;  // empty: no kernel takes the product
     const char* kernel = "";
+    std::array<MemorySlot, 5> slots;  // source, weights, destination, bias, scales
   };
 
   /// The runtime-shape primitive for these layouts; null when no kernel takes them.
-  const Built* any_shape(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-                         MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
-                         const torch::Tensor& scales) {
+  Built* any_shape(const Matrix& out, const Matrix& a, const Matrix& b, MatmulPrecision operands, bool accumulate,
+                   bool bias, bool scales) {
     bool a_columns = false, b_columns = false, c_columns = false;
     if (!runtime_layout(a, a_columns) || !runtime_layout(b, b_columns) || !runtime_layout(out, c_columns))
       return nullptr;
-    const GemmKey key{-1, -1, -1, a_columns, 0, b_columns, 0, c_columns, 0, bias.defined(), accumulate, operands};
+    const GemmKey key{-1, -1, -1, a_columns, 0, b_columns, 0, c_columns, 0, bias, accumulate, operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       const auto R = DNNL_RUNTIME_DIM_VAL;
@@ -247,8 +356,8 @@ class OneDnnGemm {
       const auto type = operand_type(operands);
       it = primitives_
                .emplace(key, build(runtime(a_columns, type), runtime(b_columns, type),
-                                   runtime(c_columns, dnnl::memory::data_type::f32), bias.defined(), accumulate,
-                                   scales.defined(), /*runtime_bias=*/true))
+                                   runtime(c_columns, dnnl::memory::data_type::f32), bias, accumulate,
+                                   scales, /*runtime_bias=*/true))
                .first;
     }
     return it->second.primitive ? &it->second : nullptr;
@@ -258,19 +367,31 @@ class OneDnnGemm {
     return dnnl::memory::desc({1, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
   }
 
-  void execute(const Built& built, const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
-               const dnnl::memory::desc& b_desc, void* b_data, const torch::Tensor& bias,
-               const torch::Tensor& scales) {
+  /// Runs `built` on these operands (bias and scales as run_any_shape);
+  /// b is `b_shape` at b_data, b_desc() its descriptor (asked only when
+  /// b_shape changes).
+  template <class BDesc>
+  void execute(Built& built, const Matrix& out, const Matrix& a, MatmulPrecision operands, const Shape& b_shape,
+               BDesc b_desc, void* b_data, const float* bias, const float* scales) {
     using dnnl::memory;
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc_of(a, operands), engine_, a.data_ptr())},
-                                         {DNNL_ARG_WEIGHTS, memory(b_desc, engine_, b_data)},
-                                         {DNNL_ARG_DST, memory(desc_of(out), engine_, out.data_ptr())}};
-    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory(bias_desc(out.size(1)), engine_, bias.data_ptr()));
-    if (scales.defined())
-      args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
-                   memory({{scales.size(0)}, memory::data_type::f32, memory::format_tag::a}, engine_,
-                          scales.data_ptr()));
-    built.primitive.execute(stream_, args);
+    auto& slots = built.slots;
+    const int64_t n = out.cols();
+    // oneDNN takes the pointers as void* (it reads bias and scales only).
+    auto* bias_data = const_cast<float*>(bias);
+    auto* scales_data = const_cast<float*>(scales);
+    dnnl_exec_arg_t args[5];
+    int count = 0;
+    args[count++] = {DNNL_ARG_SRC, slots[0].bind(a.shape, a.data, engine_, [&] { return a.desc(operands); })};
+    args[count++] = {DNNL_ARG_WEIGHTS, slots[1].bind(b_shape, b_data, engine_, b_desc)};
+    args[count++] = {DNNL_ARG_DST, slots[2].bind(out.shape, out.data, engine_, [&] { return out.desc(); })};
+    if (bias != nullptr)
+      args[count++] = {DNNL_ARG_BIAS, slots[3].bind({n, 0, 0, 0}, bias_data, engine_, [&] { return bias_desc(n); })};
+    if (scales != nullptr)
+      args[count++] = {DNNL_ARG_ATTR_OUTPUT_SCALES, slots[4].bind({n, 0, 0, 0}, scales_data, engine_, [&] {
+                         return memory::desc({n}, memory::data_type::f32, memory::format_tag::a);
+                       })};
+    dnnl::error::wrap_c_api(dnnl_primitive_execute(built.primitive.get(), stream_.get(), count, args),
+                            "gemm: oneDNN could not run a matmul");
     stream_.wait();
     t_counters.last_kernel = built.kernel;
   }
@@ -294,7 +415,7 @@ class OneDnnGemm {
       const auto desc = bias ? dnnl::matmul::desc(a, b, bias_d, c) : dnnl::matmul::desc(a, b, c);
       const dnnl::matmul::primitive_desc pd(desc, attr, engine_);
       ++t_counters.primitives_built;
-      return {dnnl::matmul(pd), pd.impl_info_str()};
+      return {dnnl::matmul(pd), pd.impl_info_str(), {}};
     } catch (const dnnl::error&) {
       return {};
     }
@@ -575,25 +696,36 @@ ConvertedOperands& this_thread_converted_operands() {
 constexpr int64_t kSplitMaxRows = 8;
 constexpr int64_t kSplitMinElements = int64_t{1} << 16;  // of b
 
-bool run_split_by_columns(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b,
-                          MatmulPrecision operands, bool accumulate, const torch::Tensor& bias,
-                          const torch::Tensor& scales) {
-  const int64_t n = b.size(1);
+bool run_split_by_columns(const Matrix& out, const Matrix& a, const Matrix& b, MatmulPrecision operands,
+                          bool accumulate, const float* bias, const float* scales) {
+  const int64_t n = b.cols();
   const int64_t tasks = std::min<int64_t>(at::get_num_threads(), n / 64);
-  if (a.size(0) > kSplitMaxRows || b.numel() < kSplitMinElements || !can_run_concurrently(tasks) ||
-      !this_thread_gemm().takes_any_shape(out, a, b, operands, accumulate, bias, scales))
+  if (a.rows() > kSplitMaxRows || b.rows() * n < kSplitMinElements || !can_run_concurrently(tasks) ||
+      !this_thread_gemm().takes_any_shape(out, a, b, operands, accumulate, bias != nullptr, scales != nullptr))
     return false;
+  const size_t b_bytes = operands == MatmulPrecision::kInt8 ? 1 : operands == MatmulPrecision::kBFloat16 ? 2 : 4;
   run_concurrently(tasks, [&](int64_t task) {
     // Column ranges of whole 16-column groups (a cache line of float32 results).
     const int64_t begin = n * task / tasks / 16 * 16;
     const int64_t end = task + 1 == tasks ? n : n * (task + 1) / tasks / 16 * 16;
     const bool ran = this_thread_gemm().run_any_shape(
-        out.slice(1, begin, end), a, b.slice(1, begin, end), operands, accumulate,
-        bias.defined() ? bias.slice(0, begin, end) : torch::Tensor(),
-        scales.defined() ? scales.slice(0, begin, end) : torch::Tensor());
+        out.columns(begin, end, sizeof(float)), a, b.columns(begin, end, b_bytes), operands, accumulate,
+        bias != nullptr ? bias + begin : nullptr, scales != nullptr ? scales + begin : nullptr);
     TORCH_CHECK(ran, "gemm: no oneDNN kernel for a slice of a product whose layouts it takes");
   });
   return true;
+}
+
+/// scales[n] = b_scales[n] · a_scale in this thread's buffer, which the
+/// next call overwrites (read within one product, as rows_to_bf16).
+torch::Tensor output_scales(const torch::Tensor& b_scales, float a_scale) {
+  const auto b = b_scales.contiguous();
+  const int64_t n = b.numel();
+  auto result = scratch(kScratchScales, {n}, torch::kFloat);
+  const float* x = b.data_ptr<float>();
+  float* y = result.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a_scale;
+  return result;
 }
 
 /// The int8 product out = beta·out + a·b (+ bias) (kInt8 in nn/gemm.h),
@@ -605,11 +737,15 @@ void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const Conve
               "int8 products are for inference: a product that records gradients needs fp32 or bf16");
   TORCH_CHECK(a.device().is_cpu(), "int8 products run on the CPU, got operands on ", a.device());
   const auto qa = quantize_tensor(a);
-  const auto scales = (qb.scale * qa.scale).contiguous();
+  const auto scales = output_scales(qb.scale, qa.scale);
   const auto int8 = MatmulPrecision::kInt8;
-  const bool ran = use_onednn() && out.numel() > 0 && a.size(1) > 0 &&
-                   (run_split_by_columns(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales) ||
-                    this_thread_gemm().run_any_shape(out, qa.q, qb.values, int8, beta == 1, torch::Tensor(), scales));
+  bool ran = false;
+  if (use_onednn() && out.numel() > 0 && a.size(1) > 0 && plain_2d(out)) {
+    const auto out_m = Matrix::of(out), a_m = Matrix::of(qa.q), b_m = Matrix::of(qb.values);
+    const float* s = scales.data_ptr<float>();
+    ran = run_split_by_columns(out_m, a_m, b_m, int8, beta == 1, nullptr, s) ||
+          this_thread_gemm().run_any_shape(out_m, a_m, b_m, int8, beta == 1, nullptr, s);
+  }
   if (!ran) {
     t_counters.last_kernel = "torch";
     // Integer sums in float32: exact while every partial sum stays below 2^24.
@@ -645,9 +781,11 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   const bool bf16 = precision == MatmulPrecision::kBFloat16;
   if (onednn_takes(out, a, b, bias)) {
     const torch::Tensor operand = bf16 ? this_thread_converted_operands().get(b, precision).values : b;
-    const torch::Tensor a_operand = bf16 ? to_bf16(a) : a;
-    if (bf16 && run_split_by_columns(out, a_operand, operand, precision, beta == 1, bias, torch::Tensor())) return;
-    if (this_thread_gemm().run_any_shape(out, a_operand, operand, precision, beta == 1, bias)) return;
+    const torch::Tensor a_operand = bf16 ? rows_to_bf16(a) : a;
+    const auto out_m = Matrix::of(out), a_m = Matrix::of(a_operand), b_m = Matrix::of(operand);
+    const float* bias_data = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    if (bf16 && run_split_by_columns(out_m, a_m, b_m, precision, beta == 1, bias_data, nullptr)) return;
+    if (this_thread_gemm().run_any_shape(out_m, a_m, b_m, precision, beta == 1, bias_data)) return;
   }
   if (bf16) {
     torch_gemm_out(out, rounded_to_bf16(a), rounded_to_bf16(b), beta, bias);
@@ -753,7 +891,7 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // for b's strides in their key.
   if (packed_ != nullptr && product_precision(a) == MatmulPrecision::kFloat32 && onednn_takes(out, a, b_, bias) &&
       this_thread_gemm().run_packed(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), packed_->rows,
-                                    beta == 1, bias))
+                                    beta == 1, bias.defined() ? bias.data_ptr<float>() : nullptr))
     return;
   // Not packed, a product at another precision, or a row count without its
   // primitive yet (OneDnnGemm::kBuildOnUse): b as it lies.

@@ -43,7 +43,6 @@ void* map_block(size_t size) {
 
 BlockCache::BlockCache(const CachingAllocatorOptions& options) : options_(options) {
   TORCH_CHECK(options.min_bytes() >= 1, "BlockCache: min_bytes must be >= 1, got ", options.min_bytes());
-  stats_.installed = false;
 }
 
 BlockCache::~BlockCache() { drop_cache(); }

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "cellstate/nn/gemm.h"
@@ -379,6 +380,44 @@ TEST(Precision, FewRowProductsSplitOverThreadsEqualTheirReferences) {
     }
   }
   torch::set_num_threads(threads);
+}
+
+TEST(Precision, Bf16LeftOperandsRoundAsLibTorchDoes) {
+  // gemm_out rounds a to bfloat16 in its own loop (nn/gemm.cpp
+  // rows_to_bf16; LibTorch's conversion costs microseconds a call). A product
+  // with the identity gives the rounded values back exactly: they must be
+  // LibTorch's, ties to even, small and large operands alike (a thread
+  // buffer up to 65,536 elements, a new tensor above).
+  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU lacks AVX512_BF16";
+  torch::manual_seed(29);
+  torch::NoGradGuard no_grad;
+  MatmulPrecisionGuard guard(MatmulPrecision::kBFloat16);
+  const int64_t k = 64;
+  const auto identity = torch::eye(k);
+  for (int64_t m : {1, 7, 1030}) {
+    auto a = torch::randn({m, k}) * 100;
+    // Halfway between two bfloat16 values: 1 + 2^-8 rounds down to 1 (even),
+    // 1 + 3 * 2^-8 up to 1 + 2^-6.
+    a[0][0] = 1.0f + std::ldexp(1.0f, -8);
+    a[0][1] = 1.0f + 3 * std::ldexp(1.0f, -8);
+    a[0][2] = -(1.0f + 3 * std::ldexp(1.0f, -8));
+    a[0][3] = std::numeric_limits<float>::denorm_min();
+    auto out = torch::empty({m, k});
+    gemm_out(out, a, identity, 0);
+    EXPECT_EQ(out[0][0].item<float>(), 1.0f) << m;
+    EXPECT_EQ(out[0][1].item<float>(), 1.0f + std::ldexp(1.0f, -6)) << m;
+    EXPECT_TRUE(torch::equal(out, a.to(torch::kBFloat16).to(torch::kFloat))) << m;
+  }
+  // The largest float overflows to infinity, and NaN stays NaN (each in a
+  // row of its own: infinity times the identity's zeros is NaN elsewhere).
+  auto a = torch::ones({3, k});
+  a[1][3] = std::numeric_limits<float>::max();
+  a[2][5] = std::numeric_limits<float>::quiet_NaN();
+  auto out = torch::empty({3, k});
+  gemm_out(out, a, identity, 0);
+  EXPECT_TRUE(torch::equal(out[0], torch::ones({k})));
+  EXPECT_EQ(out[1][3].item<float>(), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(out[2][5].item<float>()));
 }
 
 TEST(Precision, SymmetricInt8RoundingIsOneDefinitionForRowsAndColumns) {
