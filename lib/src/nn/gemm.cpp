@@ -33,10 +33,14 @@ bool use_onednn() {
   return onednn;
 }
 
-/// A 2-D view oneDNN can read as it is: one unit stride, no zero strides.
-bool plain_2d(const torch::Tensor& t) {
-  return t.dim() == 2 && t.stride(0) > 0 && t.stride(1) > 0 && (t.stride(0) == 1 || t.stride(1) == 1);
+/// Strides of a 2-D operand oneDNN reads as it is: one unit stride, none
+/// zero or negative.
+bool plain_strides(int64_t stride0, int64_t stride1) {
+  return stride0 > 0 && stride1 > 0 && (stride0 == 1 || stride1 == 1);
 }
+
+/// A 2-D view oneDNN can read as it is.
+bool plain_2d(const torch::Tensor& t) { return t.dim() == 2 && plain_strides(t.stride(0), t.stride(1)); }
 
 /// A product's shape, layouts and arithmetic, and the thread count its
 /// primitive was built for: oneDNN splits the work when it builds one, so a
@@ -74,14 +78,10 @@ dnnl::memory::data_type operand_type(MatmulPrecision operands) {
   }
 }
 
-dnnl::memory::desc desc_of(const torch::Tensor& t, MatmulPrecision operands = MatmulPrecision::kFloat32) {
-  return dnnl::memory::desc({t.size(0), t.size(1)}, operand_type(operands), {t.stride(0), t.stride(1)});
-}
-
 /// A 2-D operand's sizes and strides, in elements: rows, cols, stride(0), stride(1).
 using Shape = std::array<int64_t, 4>;
 
-/// A plain 2-D operand as oneDNN reads it (plain_2d below): its data and
+/// A plain 2-D operand as oneDNN reads it (plain_strides): its data and
 /// shape, without a tensor, so that a product's slices cost no LibTorch
 /// calls.
 struct Matrix {
@@ -210,7 +210,7 @@ thread_local GemmCounters t_counters;
 /// column-major (stride(0) == 1) rather than row-major.
 bool runtime_layout(const Matrix& t, bool& columns) {
   const auto& [rows, cols, stride0, stride1] = t.shape;
-  if (stride0 <= 0 || stride1 <= 0 || (stride0 != 1 && stride1 != 1)) return false;  // plain_2d
+  if (!plain_strides(stride0, stride1)) return false;
   columns = stride1 != 1;
   const int64_t leading = columns ? stride1 : stride0;
   return leading >= (columns ? rows : cols) || (columns ? cols : rows) == 1;
@@ -278,7 +278,7 @@ class OneDnnGemm {
       if (uses_.size() >= 4096) uses_.clear();
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
       it = primitives_
-               .emplace(key, build(desc_of(a), b_desc, desc_of(out), bias != nullptr, accumulate, /*scaled=*/false,
+               .emplace(key, build(Matrix::of(a).desc(), b_desc, Matrix::of(out).desc(), bias != nullptr, accumulate, /*scaled=*/false,
                                    /*runtime_bias=*/false))
                .first;
     }
@@ -703,7 +703,7 @@ bool run_split_by_columns(const Matrix& out, const Matrix& a, const Matrix& b, M
   if (a.rows() > kSplitMaxRows || b.rows() * n < kSplitMinElements || !can_run_concurrently(tasks) ||
       !this_thread_gemm().takes_any_shape(out, a, b, operands, accumulate, bias != nullptr, scales != nullptr))
     return false;
-  const size_t b_bytes = operands == MatmulPrecision::kInt8 ? 1 : operands == MatmulPrecision::kBFloat16 ? 2 : 4;
+  const size_t b_bytes = dnnl::memory::data_type_size(operand_type(operands));
   run_concurrently(tasks, [&](int64_t task) {
     // Column ranges of whole 16-column groups (a cache line of float32 results).
     const int64_t begin = n * task / tasks / 16 * 16;
@@ -874,7 +874,7 @@ PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) :
   auto packed = std::make_unique<Packed>();
   packed->rows = packed_rows(rows);
   packed->b = dnnl::memory(onednn.packed_layout(packed->rows, b.size(0), b.size(1)), onednn.engine());
-  dnnl::memory source(desc_of(b), onednn.engine(), b.data_ptr());
+  dnnl::memory source(Matrix::of(b).desc(), onednn.engine(), b.data_ptr());
   dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
   onednn.stream().wait();
   packed_ = std::move(packed);
