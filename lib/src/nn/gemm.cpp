@@ -227,13 +227,13 @@ bool runtime_layout(const Matrix& t, bool& columns) {
 ///   a primitive built for the exact shape or faster (brgemm: 0.3-3 ms to
 ///   build, which a batch of new sizes - a character LSTM's word count, a
 ///   batch's token count - paid on every call);
-/// - float32 products with b packed (PackedMatrix) need a brgemm primitive
-///   for the exact row count (about 2x the rate of reading b as it lies at
-///   16-32 rows); one is built when a row count comes back (kBuildOnUse), and
-///   a row count met once runs on the runtime-shape primitive instead.
-///   bfloat16 and int8 products are not packed: their gemm-based kernels
-///   reading b as it lies beat brgemm on a packed copy (the LSTM's default
-///   bench size: bf16 forward 29-31 ms against 34-36, int8 20 against 21).
+/// - float32 and bfloat16 products with b packed (PackedMatrix) need a
+///   brgemm primitive for the exact row count (float32: about 2x the rate
+///   of reading b as it lies at 16-32 rows; bfloat16 1.1-1.6x from 4 to 32
+///   rows, 32 x 650 x 2600 on 2 threads 250 us against 300); one is built
+///   when a row count comes back (kBuildOnUse), and a row count met once
+///   runs on the runtime-shape primitive instead. int8 products are not
+///   packed (the LSTM's default bench size: 20 ms against 21 packed).
 class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -262,48 +262,51 @@ class OneDnnGemm {
     return any_shape(out, a, b, operands, accumulate, bias, scales) != nullptr;
   }
 
-  /// As run_any_shape for float32 operands, with b `b_desc` at `b_data` in
-  /// the blocked layout packed_layout(rows, ...) gave: a primitive for this
-  /// exact product. False (nothing written) when there is none yet or no
-  /// oneDNN kernel takes it; the caller then reads b as it lies.
-  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, const dnnl::memory::desc& b_desc, void* b_data,
-                  int64_t rows, bool accumulate, const float* bias) {
+  /// As run_any_shape for float32 or bfloat16 operands (a already of the
+  /// operand type), with b `b_desc` at `b_data` in the blocked layout
+  /// packed_layout(rows, ..., operands) gave: a primitive for this exact
+  /// product. False (nothing written) when there is none yet or no oneDNN
+  /// kernel takes it; the caller then reads b as it lies.
+  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
+                  const dnnl::memory::desc& b_desc, void* b_data, int64_t rows, bool accumulate, const float* bias,
+                  int build_on_use = kBuildOnUse) {
     if (!plain_2d(a) || !plain_2d(out)) return false;
-    const auto f32 = MatmulPrecision::kFloat32;
     const GemmKey key{a.size(0),     out.size(1),   a.size(1),      a.stride(0), a.stride(1), -1, rows,
-                      out.stride(0), out.stride(1), bias != nullptr, accumulate,  f32};
+                      out.stride(0), out.stride(1), bias != nullptr, accumulate,  operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
-      if (++uses_[key] < kBuildOnUse) return false;
+      if (++uses_[key] < build_on_use) return false;
       if (uses_.size() >= 4096) uses_.clear();
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
       it = primitives_
-               .emplace(key, build(Matrix::of(a).desc(), b_desc, Matrix::of(out).desc(), bias != nullptr, accumulate, /*scaled=*/false,
-                                   /*runtime_bias=*/false))
+               .emplace(key, build(Matrix::of(a).desc(operands), b_desc, Matrix::of(out).desc(), bias != nullptr,
+                                   accumulate, /*scaled=*/false, /*runtime_bias=*/false))
                .first;
     }
     if (!it->second.primitive) return false;
     // The layout is a function of the key's (k, n, rows), so it stands for b_desc.
     const Shape b_shape{a.size(1), out.size(1), -1, rows};
-    execute(it->second, Matrix::of(out), Matrix::of(a), f32, b_shape, [&] { return b_desc; }, b_data, bias, nullptr);
+    execute(it->second, Matrix::of(out), Matrix::of(a), operands, b_shape, [&] { return b_desc; }, b_data, bias,
+            nullptr);
     return true;
   }
 
-  /// The blocked layout oneDNN picks for a float32 k x n when a has about
-  /// `rows` rows (asked once per shape and power-of-two row bucket: a
-  /// descriptor costs a millisecond, and a recurrence packs its weight on
-  /// every call, for batches of any size).
-  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n) {
+  /// The blocked layout oneDNN picks for a k x n right operand of float32
+  /// or bfloat16 `operands` when a has about `rows` rows (asked once per
+  /// shape and power-of-two row bucket: a descriptor costs a millisecond,
+  /// and a recurrence packs its weight on every call, for batches of any
+  /// size).
+  dnnl::memory::desc packed_layout(int64_t rows, int64_t k, int64_t n, MatmulPrecision operands) {
     using dnnl::memory;
-    const auto f32 = memory::data_type::f32;
-    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, MatmulPrecision::kFloat32};
+    const auto type = operand_type(operands);
+    const GemmKey key{rows, n, k, 0, 0, 0, 0, 0, 0, false, false, operands};
     auto it = layouts_.find(key);
     if (it == layouts_.end()) {
       if (layouts_.size() >= 256) layouts_.clear();
       const dnnl::matmul::primitive_desc probe(
-          dnnl::matmul::desc(memory::desc({rows, k}, f32, memory::format_tag::ab),
-                             memory::desc({k, n}, f32, memory::format_tag::any),
-                             memory::desc({rows, n}, f32, memory::format_tag::ab)),
+          dnnl::matmul::desc(memory::desc({rows, k}, type, memory::format_tag::ab),
+                             memory::desc({k, n}, type, memory::format_tag::any),
+                             memory::desc({rows, n}, memory::data_type::f32, memory::format_tag::ab)),
           engine_);
       it = layouts_.emplace(key, probe.weights_desc()).first;
     }
@@ -604,18 +607,40 @@ namespace {
 torch::Tensor rounded_to_bf16(const torch::Tensor& t) { return to_bf16(t).to(torch::kFloat); }
 
 /// A right operand converted for reduced-precision products: a bfloat16
-/// copy, or int8 values and their per-column scales.
+/// copy, or int8 values and their per-column scales, or a bfloat16 copy in
+/// oneDNN's blocked layout (PackedMatrix).
 struct ConvertedOperand {
   torch::Tensor values;  // [K, N]: bfloat16 or int8, the source's strides
   torch::Tensor scale;   // [N] float32, int8 only
+  dnnl::memory packed;   // blocked copy, when asked for one: over `values`' bytes (scale empty)
 };
 
-ConvertedOperand convert(const torch::Tensor& b, MatmulPrecision operands) {
+/// b [K, N] (float32, plain_2d) copied into the blocked layout oneDNN's
+/// kernels read fastest for products of about `rows` rows at `operands`
+/// (float32, or bfloat16: the reorder rounds to nearest even, as to_bf16).
+/// The copy lives in a LibTorch tensor of bytes, so that it comes from the
+/// caching allocator (util/allocator.h): oneDNN's own allocation of a
+/// bfloat16 650 x 2600 is a fresh mmap, 830 page faults, at every training
+/// step.
+ConvertedOperand pack(const torch::Tensor& b, int64_t rows, MatmulPrecision operands) {
+  auto& onednn = this_thread_gemm();
+  const auto layout = onednn.packed_layout(rows, b.size(0), b.size(1), operands);
+  auto bytes = torch::empty({static_cast<int64_t>(layout.get_size())}, b.options().dtype(torch::kByte));
+  dnnl::memory packed(layout, onednn.engine(), bytes.data_ptr());
+  dnnl::memory source(Matrix::of(b).desc(), onednn.engine(), b.data_ptr());
+  dnnl::reorder(source, packed).execute(onednn.stream(), source, packed);
+  onednn.stream().wait();
+  return {bytes, {}, packed};
+}
+
+/// `packed_rows` > 0: b packed for products of about that many rows.
+ConvertedOperand convert(const torch::Tensor& b, MatmulPrecision operands, int64_t packed_rows = 0) {
+  if (packed_rows > 0) return pack(b, packed_rows, operands);
   if (operands == MatmulPrecision::kInt8) {
     auto q = quantize_symmetric_int8(b, /*dim=*/0);  // one scale per column
-    return {q.q, q.scale};
+    return {q.q, q.scale, {}};
   }
-  return {to_bf16(b), {}};
+  return {to_bf16(b), {}, {}};
 }
 
 /// This thread's converted copies of the right operands of products run
@@ -623,50 +648,77 @@ ConvertedOperand convert(const torch::Tensor& b, MatmulPrecision operands) {
 /// An entry is used while its source has the same stamp (TensorStamp),
 /// shape and strides; it holds the source's storage weakly, so the address
 /// cannot be reused meanwhile but the memory is freed with the tensor.
-/// Everything is dropped past kMaxBytes (the weights of a finished job).
+/// Entries whose source is gone (a training step's temporaries: the
+/// activations its weight gradients multiply, the weights DropConnect
+/// makes) are swept out as entries accumulate; without that, each step's
+/// added entries until kMaxBytes, and then everything was dropped, the
+/// weights too (sentiment's bf16 training slowed from 38 to 75 ms a step
+/// by its fourth epoch). Everything is dropped past kMaxBytes (the weights
+/// of a finished job).
 class ConvertedOperands {
  public:
   static constexpr int64_t kMaxBytes = int64_t{256} << 20;
+  static constexpr size_t kSweepEntries = 64;
 
-  ConvertedOperand get(const torch::Tensor& b, MatmulPrecision operands) {
-    if (torch::GradMode::is_enabled() || !b.has_storage()) return convert(b, operands);
+  /// `packed_rows` > 0: the copy in the blocked layout for products of
+  /// about that many rows (pack()).
+  ConvertedOperand get(const torch::Tensor& b, MatmulPrecision operands, int64_t packed_rows = 0) {
+    if (torch::GradMode::is_enabled() || !b.has_storage()) return convert(b, operands, packed_rows);
     const auto stamp = TensorStamp::of(b);
-    const Key key{stamp.storage, stamp.data, b.size(0), b.size(1), b.stride(0), b.stride(1), operands};
+    const Key key{stamp.storage, stamp.data, b.size(0), b.size(1), b.stride(0), b.stride(1), packed_rows, operands};
     auto it = entries_.find(key);
     if (it != entries_.end() && !it->second.source.expired() && it->second.stamp == stamp) return it->second.copy;
     if (it != entries_.end()) {
       bytes_ -= bytes_of(it->second.copy);
       entries_.erase(it);
     }
-    auto copy = convert(b, operands);
+    auto copy = convert(b, operands, packed_rows);
+    if (entries_.size() >= sweep_at_) sweep();
     if (bytes_ + bytes_of(copy) > kMaxBytes) {
       entries_.clear();
       bytes_ = 0;
+      sweep_at_ = kSweepEntries;
     }
     bytes_ += bytes_of(copy);
+    t_counters.converted_bytes = bytes_;
     entries_.emplace(key, Entry{c10::weak_intrusive_ptr<c10::StorageImpl>(b.storage().getWeakStorageImpl()),
                                 stamp, copy});
     return copy;
   }
 
  private:
+  /// Drops the entries whose source was freed; the next sweep comes when
+  /// the entries have doubled (amortised: a constant per insertion).
+  void sweep() {
+    for (auto i = entries_.begin(); i != entries_.end();) {
+      if (i->second.source.expired()) {
+        bytes_ -= bytes_of(i->second.copy);
+        i = entries_.erase(i);
+      } else {
+        ++i;
+      }
+    }
+    sweep_at_ = std::max(kSweepEntries, 2 * entries_.size());
+    t_counters.converted_bytes = bytes_;
+  }
+
   static int64_t bytes_of(const ConvertedOperand& c) {
     return c.values.nbytes() + (c.scale.defined() ? c.scale.nbytes() : 0);
   }
   struct Key {
     const void* storage;
     const void* data;
-    int64_t rows, cols, stride0, stride1;
+    int64_t rows, cols, stride0, stride1, packed_rows;
     MatmulPrecision operands;
     bool operator==(const Key& o) const {
       return storage == o.storage && data == o.data && rows == o.rows && cols == o.cols && stride0 == o.stride0 &&
-             stride1 == o.stride1 && operands == o.operands;
+             stride1 == o.stride1 && packed_rows == o.packed_rows && operands == o.operands;
     }
   };
   struct KeyHash {
     size_t operator()(const Key& k) const {
       size_t h = std::hash<const void*>()(k.storage) ^ (std::hash<const void*>()(k.data) << 1);
-      for (int64_t x : {k.rows, k.cols, k.stride0, k.stride1, static_cast<int64_t>(k.operands)})
+      for (int64_t x : {k.rows, k.cols, k.stride0, k.stride1, k.packed_rows, static_cast<int64_t>(k.operands)})
         h = h * 1000003u ^ std::hash<int64_t>()(x);
       return h;
     }
@@ -678,6 +730,7 @@ class ConvertedOperands {
   };
   std::unordered_map<Key, Entry, KeyHash> entries_;
   int64_t bytes_ = 0;
+  size_t sweep_at_ = kSweepEntries;
 };
 
 ConvertedOperands& this_thread_converted_operands() {
@@ -758,6 +811,10 @@ void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const Conve
   }
   if (bias.defined()) out.add_(bias);
 }
+
+/// The product of a row count at which a bfloat16 PackedMatrix of a single
+/// product gets that count's primitive (PackedMatrix::PackedMatrix).
+constexpr int kBuildOnUseOnce = 8;
 
 /// The row count a packed layout is chosen for: `rows` rounded up to a
 /// power of two, at most 1024 (a character LSTM packs for a new word count
@@ -855,28 +912,37 @@ torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const
   return linear(x, w, bias);
 }
 
-/// b copied into oneDNN's blocked layout for `rows`-row products, as
-/// bfloat16 or int8 values when it was packed for those products (int8:
-/// with its per-column scales).
+/// b copied into oneDNN's blocked layout for `rows`-row products at
+/// `operands` (float32 or bfloat16).
 struct PackedMatrix::Packed {
   int64_t rows = 0;  // the row bucket the layout was chosen for (packed_rows)
-  dnnl::memory b;
+  MatmulPrecision operands = MatmulPrecision::kFloat32;
+  ConvertedOperand copy;  // its memory `packed`, over the bytes of `values`
+  int build_on_use = OneDnnGemm::kBuildOnUse;  // a row count's primitive: built on its build_on_use-th product
 };
 
 PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) : b_(b) {
   TORCH_CHECK(b.dim() == 2, "PackedMatrix: expected a 2-D b, got ", b.dim(), "-D");
   TORCH_CHECK(rows >= 1 && uses >= 1, "PackedMatrix: rows and uses must be >= 1, got ", rows, " and ", uses);
+  const auto precision = product_precision(b);
   if (rows * uses < kMinPackedRows || b.numel() < kMinPackedElements || !use_onednn() ||
-      b.scalar_type() != torch::kFloat || product_precision(b) != MatmulPrecision::kFloat32 || !b.device().is_cpu() ||
+      b.scalar_type() != torch::kFloat || precision == MatmulPrecision::kInt8 || !b.device().is_cpu() ||
       !plain_2d(b))
     return;
-  auto& onednn = this_thread_gemm();
   auto packed = std::make_unique<Packed>();
   packed->rows = packed_rows(rows);
-  packed->b = dnnl::memory(onednn.packed_layout(packed->rows, b.size(0), b.size(1)), onednn.engine());
-  dnnl::memory source(Matrix::of(b).desc(), onednn.engine(), b.data_ptr());
-  dnnl::reorder(source, packed->b).execute(onednn.stream(), source, packed->b);
-  onednn.stream().wait();
+  packed->operands = precision;
+  // A bfloat16 matrix of one product (an input projection: its row count is
+  // the batch's token count) gains about 5% packed (9.1 -> 8.6 ms at
+  // 1120 x 650 x 2600), less than a primitive costs to build (0.3-3 ms),
+  // unless its row count comes back again and again: then its primitive is
+  // built on the kBuildOnUseOnce-th product of that count.
+  packed->build_on_use = precision == MatmulPrecision::kBFloat16 && uses == 1 ? kBuildOnUseOnce : OneDnnGemm::kBuildOnUse;
+  // A bfloat16 copy is kept while b is unchanged (inference: once per
+  // weight and thread, as gemm_out's), a float32 one is made per matrix.
+  packed->copy = precision == MatmulPrecision::kBFloat16
+                     ? this_thread_converted_operands().get(b, precision, packed->rows)
+                     : pack(b, packed->rows, precision);
   packed_ = std::move(packed);
 }
 
@@ -889,10 +955,14 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // recurrence packs per call, and each active batch size needs its own):
   // the layout is a function of (k, n, rows bucket), so the bucket stands in
   // for b's strides in their key.
-  if (packed_ != nullptr && product_precision(a) == MatmulPrecision::kFloat32 && onednn_takes(out, a, b_, bias) &&
-      this_thread_gemm().run_packed(out, a, packed_->b.get_desc(), packed_->b.get_data_handle(), packed_->rows,
-                                    beta == 1, bias.defined() ? bias.data_ptr<float>() : nullptr))
-    return;
+  if (packed_ != nullptr && product_precision(a) == packed_->operands && onednn_takes(out, a, b_, bias)) {
+    const bool bf16 = packed_->operands == MatmulPrecision::kBFloat16;
+    const auto& b = packed_->copy.packed;
+    if (this_thread_gemm().run_packed(out, bf16 ? rows_to_bf16(a) : a, packed_->operands, b.get_desc(),
+                                      b.get_data_handle(), packed_->rows, beta == 1,
+                                      bias.defined() ? bias.data_ptr<float>() : nullptr, packed_->build_on_use))
+      return;
+  }
   // Not packed, a product at another precision, or a row count without its
   // primitive yet (OneDnnGemm::kBuildOnUse): b as it lies.
   cellstate::gemm_out(out, a, b_, beta, bias);

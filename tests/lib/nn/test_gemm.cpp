@@ -170,21 +170,47 @@ TEST(Gemm, PackedRowCountsGetAPrimitiveWhenTheyRecur) {
   EXPECT_EQ(second.primitives_built, first.primitives_built + 1) << "13 rows came back: a primitive of its own";
   EXPECT_EQ(product(13).primitives_built, second.primitives_built);
   EXPECT_STRNE(second.last_kernel, first.last_kernel) << "the packed copy should have its own kernel";
-  // bfloat16 products read b as it lies (faster than a packed copy): no
-  // primitive per row count.
+  // bfloat16: a packed bfloat16 copy, a primitive per recurring row count
+  // as in float32, the products those of the rounded operands; a matrix
+  // packed for one product (an input projection, whose row count changes
+  // with every batch) reads b as it lies: no primitive per row count met
+  // a few times.
   if (cs::cpu_supports_bf16()) {
     cs::MatmulPrecisionGuard bf16(cs::MatmulPrecision::kBFloat16);
+    const auto rounded = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat); };
     const cs::PackedMatrix packed_bf16(w.t(), 16, 40);
+    const auto h = torch::randn({13, 200});
+    auto out = torch::empty({13, 800});
+    packed_bf16.gemm_out(out, h);
+    const auto before = cs::gemm_counters();
+    packed_bf16.gemm_out(out, h);
+    EXPECT_EQ(cs::gemm_counters().primitives_built, before.primitives_built + 1);
+    EXPECT_STRNE(cs::gemm_counters().last_kernel, before.last_kernel) << "the packed copy should have its own kernel";
+    EXPECT_LT((out - torch::mm(rounded(h), rounded(w.t()))).abs().max().item<double>(), 1e-3);
+    auto sum = torch::ones({13, 800});
+    packed_bf16.gemm_out(sum, h, 1);
+    packed_bf16.gemm_out(sum, h, 1);
+    EXPECT_LT((sum - 1 - torch::mm(rounded(h), rounded(w.t())) * 2).abs().max().item<double>(), 1e-3);
+
+    const cs::PackedMatrix once(w.t(), 300, 1);
     auto warm = torch::empty({5, 800});
-    packed_bf16.gemm_out(warm, torch::randn({5, 200}));
+    once.gemm_out(warm, torch::randn({5, 200}));
     const auto built = cs::gemm_counters().primitives_built;
-    for (int64_t rows = 1; rows <= 16; ++rows) {
-      const auto h = torch::randn({rows, 200});
-      auto out = torch::empty({rows, 800});
-      packed_bf16.gemm_out(out, h);
-      packed_bf16.gemm_out(out, h);
+    for (int64_t rows = 250; rows <= 260; ++rows) {
+      const auto x = torch::randn({rows, 200});
+      auto y = torch::empty({rows, 800});
+      once.gemm_out(y, x);
+      once.gemm_out(y, x);
+      EXPECT_LT((y - torch::mm(rounded(x), rounded(w.t()))).abs().max().item<double>(), 1e-3) << rows;
     }
     EXPECT_EQ(cs::gemm_counters().primitives_built, built);
+    // ...until a row count keeps coming back (8 products): then it gets
+    // its primitive.
+    const auto x = torch::randn({300, 200});
+    auto y = torch::empty({300, 800});
+    for (int use = 0; use < 8; ++use) once.gemm_out(y, x);
+    EXPECT_EQ(cs::gemm_counters().primitives_built, built + 1);
+    EXPECT_LT((y - torch::mm(rounded(x), rounded(w.t()))).abs().max().item<double>(), 1e-3);
   }
 
   const auto small = torch::randn({100, 25});

@@ -119,7 +119,7 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     // ...and not the float32 product: bfloat16 rounding shows.
     EXPECT_GT(max_diff(c.out, c.exact()), 1e-3) << c.name << ": computed in float32";
   });
-  // A PackedMatrix built for bf16 products (which read b as it lies), and
+  // A PackedMatrix built for bf16 products (a bfloat16 packed copy), and
   // float64 (never reduced).
   const auto w = torch::randn({1040, 65});
   const PackedMatrix packed(w.t(), 32, 8);
@@ -148,9 +148,45 @@ TEST(Precision, Bf16ProductsEqualExactProductsOfRoundedOperands) {
     const auto other = torch::randn({65, 260});
     EXPECT_LT(max_diff(gemm(x, other), torch::mm(rounded(x), rounded(other))), 2e-5 * 65)
         << (other.data_ptr() == address ? "same address" : "another address");
+    // The packed bfloat16 copy is kept too, and an update is seen by the
+    // next PackedMatrix of the weight.
+    auto wp = torch::randn({1040, 65});
+    const auto xp = torch::randn({32, 65});
+    auto yp = torch::empty({32, 1040});
+    for (int round = 0; round < 2; ++round) {
+      const PackedMatrix p(wp.t(), 32, 8);
+      for (int use = 0; use < 2; ++use) {
+        p.gemm_out(yp, xp);
+        EXPECT_LT(max_diff(yp, torch::mm(rounded(xp), rounded(wp).t())), 2e-5 * 65) << round << use;
+      }
+      wp.add_(1);
+    }
   }
   const auto ad = torch::randn({4, 9}, torch::kDouble), bd = torch::randn({9, 3}, torch::kDouble);
   EXPECT_TRUE(torch::allclose(gemm(ad, bd), torch::mm(ad, bd), 1e-12, 1e-12));
+}
+
+// The bfloat16 copies kept for products without autograd belong to live
+// tensors: a copy of a freed operand (a training step's activations, which
+// weight-gradient products multiply) is swept out, and the cache does not
+// grow step after step.
+TEST(Precision, CopiesOfFreedOperandsAreDropped) {
+  if (!cpu_supports_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  torch::manual_seed(12);
+  MatmulPrecisionGuard bf16(MatmulPrecision::kBFloat16);
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({8, 128});
+  const auto w = torch::randn({128, 256});  // 64 KB as bfloat16
+  const auto want = torch::mm(rounded(x), rounded(w));
+  for (int step = 0; step < 300; ++step) {
+    const auto temporary = torch::randn({128, 256});
+    EXPECT_LT(max_diff(gemm(x, temporary), torch::mm(rounded(x), rounded(temporary))), 2e-5 * 128) << step;
+    EXPECT_LT(max_diff(gemm(x, w), want), 2e-5 * 128) << step;
+  }
+  // 300 temporaries kept would be 19 MB; live ones and those not yet swept
+  // stay below 64 entries.
+  EXPECT_LE(gemm_counters().converted_bytes, 64 * 128 * 256 * 2);
+  EXPECT_GE(gemm_counters().converted_bytes, 128 * 256 * 2) << "w's copy should be kept";
 }
 
 TEST(Precision, LinearUnderAutogradTakesGemmsBackward) {

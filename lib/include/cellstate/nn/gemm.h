@@ -136,18 +136,27 @@ struct GemmCounters {
   /// The last product's kernel: oneDNN's name for it ("gemm:jit",
   /// "brg:avx512_core", ...) or "torch"; empty before the first product.
   const char* last_kernel = "";
+  /// Bytes of the bfloat16 and int8 copies of right operands this thread
+  /// keeps for products without autograd (weights, converted once).
+  int64_t converted_bytes = 0;
 };
 GemmCounters gemm_counters();
 
 /// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
 /// at every time step), copied once into the blocked layout oneDNN's
 /// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
-/// that runs at 1.6x the rate of reading b as it lies. Float32 products
-/// only: bfloat16 and int8 ones are faster reading b as it lies (oneDNN's
-/// gemm-based kernels), so a matrix built under those precisions holds b
-/// and calls gemm_out, as it does without oneDNN (float64,
-/// CELLSTATE_GEMM=torch). It is a snapshot: build it after the last change
-/// to b.
+/// that runs at 1.6x the rate of reading b as it lies in float32, and at
+/// 1.2x in bfloat16 (250 against 300 us on 2 threads), where the copy is
+/// bfloat16 and, without autograd, kept while b is unchanged (once per
+/// weight and thread, as gemm_out's bfloat16 copies). A bfloat16 matrix
+/// for a single product (uses = 1: an input projection, whose row count
+/// changes with every batch) gains about 5% packed, less than a primitive
+/// for each new row count costs to build, so a row count gets its
+/// primitive only when it has come 8 times (before that, b as it lies,
+/// the cached plain copy). int8 products
+/// read b as it lies, as do products without oneDNN (float64,
+/// CELLSTATE_GEMM=torch): the matrix holds b and calls gemm_out. It is a
+/// snapshot: build it after the last change to b.
 class PackedMatrix {
  public:
   /// `rows`: the usual row count of a (picks the layout; other counts
