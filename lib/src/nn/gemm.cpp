@@ -240,6 +240,9 @@ class OneDnnGemm {
 
   /// A packed row count's primitive is built on its kBuildOnUse-th product.
   static constexpr int kBuildOnUse = 2;
+  /// ...and, for a bfloat16 PackedMatrix of a single product, on its
+  /// kBuildOnUseOnce-th (PackedMatrix::PackedMatrix says why).
+  static constexpr int kBuildOnUseOnce = 8;
 
   /// out = (accumulate ? out : 0) + a · b (+ bias), where a and b are
   /// already of the operand type `operands` (float32, bfloat16 or int8) and
@@ -619,9 +622,9 @@ struct ConvertedOperand {
 /// kernels read fastest for products of about `rows` rows at `operands`
 /// (float32, or bfloat16: the reorder rounds to nearest even, as to_bf16).
 /// The copy lives in a LibTorch tensor of bytes, so that it comes from the
-/// caching allocator (util/allocator.h): oneDNN's own allocation of a
-/// bfloat16 650 x 2600 is a fresh mmap, 830 page faults, at every training
-/// step.
+/// caching allocator (util/allocator.h), as LibTorch's large tensors do:
+/// a fresh allocation of a bfloat16 650 x 2600 (3.4 MB) at every training
+/// step would be a fresh mmap and its page faults.
 ConvertedOperand pack(const torch::Tensor& b, int64_t rows, MatmulPrecision operands) {
   auto& onednn = this_thread_gemm();
   const auto layout = onednn.packed_layout(rows, b.size(0), b.size(1), operands);
@@ -668,10 +671,7 @@ class ConvertedOperands {
     const Key key{stamp.storage, stamp.data, b.size(0), b.size(1), b.stride(0), b.stride(1), packed_rows, operands};
     auto it = entries_.find(key);
     if (it != entries_.end() && !it->second.source.expired() && it->second.stamp == stamp) return it->second.copy;
-    if (it != entries_.end()) {
-      bytes_ -= bytes_of(it->second.copy);
-      entries_.erase(it);
-    }
+    if (it != entries_.end()) drop(it);
     auto copy = convert(b, operands, packed_rows);
     if (entries_.size() >= sweep_at_) sweep();
     if (bytes_ + bytes_of(copy) > kMaxBytes) {
@@ -690,14 +690,7 @@ class ConvertedOperands {
   /// Drops the entries whose source was freed; the next sweep comes when
   /// the entries have doubled (amortised: a constant per insertion).
   void sweep() {
-    for (auto i = entries_.begin(); i != entries_.end();) {
-      if (i->second.source.expired()) {
-        bytes_ -= bytes_of(i->second.copy);
-        i = entries_.erase(i);
-      } else {
-        ++i;
-      }
-    }
+    for (auto i = entries_.begin(); i != entries_.end();) i = i->second.source.expired() ? drop(i) : std::next(i);
     sweep_at_ = std::max(kSweepEntries, 2 * entries_.size());
     t_counters.converted_bytes = bytes_;
   }
@@ -728,9 +721,16 @@ class ConvertedOperands {
     TensorStamp stamp;
     ConvertedOperand copy;
   };
-  std::unordered_map<Key, Entry, KeyHash> entries_;
+  using Entries = std::unordered_map<Key, Entry, KeyHash>;
+  Entries entries_;
   int64_t bytes_ = 0;
   size_t sweep_at_ = kSweepEntries;
+
+  /// Erases an entry and its bytes; the iterator after it.
+  Entries::iterator drop(Entries::iterator it) {
+    bytes_ -= bytes_of(it->second.copy);
+    return entries_.erase(it);
+  }
 };
 
 ConvertedOperands& this_thread_converted_operands() {
@@ -812,10 +812,6 @@ void int8_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const Conve
   if (bias.defined()) out.add_(bias);
 }
 
-/// The product of a row count at which a bfloat16 PackedMatrix of a single
-/// product gets that count's primitive (PackedMatrix::PackedMatrix).
-constexpr int kBuildOnUseOnce = 8;
-
 /// The row count a packed layout is chosen for: `rows` rounded up to a
 /// power of two, at most 1024 (a character LSTM packs for a new word count
 /// on every call; the layout barely depends on it).
@@ -827,9 +823,13 @@ int64_t packed_rows(int64_t rows) {
 
 }  // namespace
 
-void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
-              const torch::Tensor& bias) {
-  check_gemm(out, a, b, beta, bias);
+namespace {
+
+/// gemm_out (nn/gemm.h) after its checks; `a_bf16`, when defined, is a
+/// already rounded to bfloat16 (rows_to_bf16) by a caller that tried a
+/// packed product first, so that a is not rounded twice.
+void checked_gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
+                      const torch::Tensor& bias, const torch::Tensor& a_bf16) {
   const auto precision = product_precision(a);
   if (precision == MatmulPrecision::kInt8) {
     int8_gemm_out(out, a, this_thread_converted_operands().get(b, precision), beta, bias);
@@ -838,7 +838,7 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   const bool bf16 = precision == MatmulPrecision::kBFloat16;
   if (onednn_takes(out, a, b, bias)) {
     const torch::Tensor operand = bf16 ? this_thread_converted_operands().get(b, precision).values : b;
-    const torch::Tensor a_operand = bf16 ? rows_to_bf16(a) : a;
+    const torch::Tensor a_operand = !bf16 ? a : a_bf16.defined() ? a_bf16 : rows_to_bf16(a);
     const auto out_m = Matrix::of(out), a_m = Matrix::of(a_operand), b_m = Matrix::of(operand);
     const float* bias_data = bias.defined() ? bias.data_ptr<float>() : nullptr;
     if (bf16 && run_split_by_columns(out_m, a_m, b_m, precision, beta == 1, bias_data, nullptr)) return;
@@ -849,6 +849,14 @@ void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Ten
   } else {
     torch_gemm_out(out, a, b, beta, bias);
   }
+}
+
+}  // namespace
+
+void gemm_out(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, double beta,
+              const torch::Tensor& bias) {
+  check_gemm(out, a, b, beta, bias);
+  checked_gemm_out(out, a, b, beta, bias, {});
 }
 
 torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
@@ -937,7 +945,8 @@ PackedMatrix::PackedMatrix(const torch::Tensor& b, int64_t rows, int64_t uses) :
   // 1120 x 650 x 2600), less than a primitive costs to build (0.3-3 ms),
   // unless its row count comes back again and again: then its primitive is
   // built on the kBuildOnUseOnce-th product of that count.
-  packed->build_on_use = precision == MatmulPrecision::kBFloat16 && uses == 1 ? kBuildOnUseOnce : OneDnnGemm::kBuildOnUse;
+  packed->build_on_use = precision == MatmulPrecision::kBFloat16 && uses == 1 ? OneDnnGemm::kBuildOnUseOnce
+                                                                              : OneDnnGemm::kBuildOnUse;
   // A bfloat16 copy is kept while b is unchanged (inference: once per
   // weight and thread, as gemm_out's), a float32 one is made per matrix.
   packed->copy = precision == MatmulPrecision::kBFloat16
@@ -955,17 +964,18 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   // recurrence packs per call, and each active batch size needs its own):
   // the layout is a function of (k, n, rows bucket), so the bucket stands in
   // for b's strides in their key.
+  torch::Tensor a_bf16;
   if (packed_ != nullptr && product_precision(a) == packed_->operands && onednn_takes(out, a, b_, bias)) {
-    const bool bf16 = packed_->operands == MatmulPrecision::kBFloat16;
+    if (packed_->operands == MatmulPrecision::kBFloat16) a_bf16 = rows_to_bf16(a);
     const auto& b = packed_->copy.packed;
-    if (this_thread_gemm().run_packed(out, bf16 ? rows_to_bf16(a) : a, packed_->operands, b.get_desc(),
+    if (this_thread_gemm().run_packed(out, a_bf16.defined() ? a_bf16 : a, packed_->operands, b.get_desc(),
                                       b.get_data_handle(), packed_->rows, beta == 1,
                                       bias.defined() ? bias.data_ptr<float>() : nullptr, packed_->build_on_use))
       return;
   }
   // Not packed, a product at another precision, or a row count without its
   // primitive yet (OneDnnGemm::kBuildOnUse): b as it lies.
-  cellstate::gemm_out(out, a, b_, beta, bias);
+  checked_gemm_out(out, a, b_, beta, bias, a_bf16);
 }
 
 }  // namespace cellstate

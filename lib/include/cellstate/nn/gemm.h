@@ -153,10 +153,9 @@ GemmCounters gemm_counters();
 /// changes with every batch) gains about 5% packed, less than a primitive
 /// for each new row count costs to build, so a row count gets its
 /// primitive only when it has come 8 times (before that, b as it lies,
-/// the cached plain copy). int8 products
-/// read b as it lies, as do products without oneDNN (float64,
-/// CELLSTATE_GEMM=torch): the matrix holds b and calls gemm_out. It is a
-/// snapshot: build it after the last change to b.
+/// the cached plain copy). int8 products read b as it lies, as do products
+/// without oneDNN (float64, CELLSTATE_GEMM=torch): the matrix holds b and
+/// calls gemm_out. It is a snapshot: build it after the last change to b.
 class PackedMatrix {
  public:
   /// `rows`: the usual row count of a (picks the layout; other counts
