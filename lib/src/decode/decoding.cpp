@@ -62,7 +62,6 @@ struct Expansion {
   int64_t input = 0;                // which input (its index in the call)
   int64_t slot = 0;                 // its place among this step's inputs
   int64_t K = 1;
-  const torch::Tensor& logp;        // [n*K, V] float: log-probabilities of the next token
   const std::vector<Row>& alive;    // [n*K]
   std::function<void(int64_t parent, int64_t token, double log_prob)> keep;
   std::function<void(int64_t parent, int64_t token, double log_prob)> end;  // token is eos
@@ -70,12 +69,13 @@ struct Expansion {
 };
 
 /// The search loop shared by beam search and sampling: K rows per input,
-/// `prepare` sees each step's log-probabilities once, `expand` chooses the
-/// continuations of one input.
-std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vector<int64_t>& source_lengths,
-                                                const DecodingOptions& options, int64_t K, int64_t bos, int64_t eos,
-                                                const std::function<void(const torch::Tensor&)>& prepare,
-                                                const std::function<void(Expansion&)>& expand) {
+/// `prepare` sees each step's logits [n*K, V] (float32) once, with the token
+/// it must not choose (eos before min_length; -1: none), `expand` chooses
+/// the continuations of one input.
+std::vector<std::vector<Hypothesis>> run_search(
+    StepModel& model, const std::vector<int64_t>& source_lengths, const DecodingOptions& options, int64_t K,
+    int64_t bos, int64_t eos, const std::function<void(const torch::Tensor& logits, int64_t banned)>& prepare,
+    const std::function<void(Expansion&)>& expand) {
   options.validate();
   torch::NoGradGuard no_grad;
   const auto B = static_cast<int64_t>(source_lengths.size());
@@ -109,9 +109,7 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
 
   for (int64_t t = 0;; ++t) {
     torch::Tensor attention;
-    auto logp = torch::log_softmax(model.logits(previous, &attention).to(torch::kFloat), 1).contiguous();
-    if (t < options.min_length) logp.select(1, eos).fill_(-std::numeric_limits<float>::infinity());
-    if (prepare) prepare(logp);
+    prepare(model.logits(previous, &attention).to(torch::kFloat), t < options.min_length ? eos : -1);
     const auto n = static_cast<int64_t>(active.size());
     std::vector<Row> next;
     std::vector<int64_t> parents, tokens, still;
@@ -123,7 +121,7 @@ std::vector<std::vector<Hypothesis>> run_search(StepModel& model, const std::vec
       parents.resize(static_cast<size_t>(base + K), slot * K);
       tokens.resize(static_cast<size_t>(base + K), eos);
       int64_t kept = 0;
-      Expansion e{b, slot, K, logp, alive, {}, {}, kept};
+      Expansion e{b, slot, K, alive, {}, {}, kept};
       e.keep = [&](int64_t parent, int64_t token, double log_prob) {
         Row r = alive[static_cast<size_t>(parent)];
         r.tokens.push_back(token);
@@ -179,10 +177,10 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel& model, const std::ve
   // Each row's 2K best tokens, once per step: an input's 2K best continuations
   // over its K rows are among them.
   torch::Tensor top_values, top_tokens;
-  auto prepare = [&](const torch::Tensor& logp) {
-    auto top = logp.topk(std::min<int64_t>(2 * K, logp.size(1)), 1);
-    top_values = std::get<0>(top).to(torch::kDouble).contiguous();
-    top_tokens = std::get<1>(top).contiguous();
+  auto prepare = [&](const torch::Tensor& logits, int64_t banned) {
+    auto top = top_log_probs(logits, std::min<int64_t>(2 * K, logits.size(1)), banned);
+    top_values = top.values;
+    top_tokens = top.tokens;
   };
   struct Candidate {
     double value;
@@ -225,9 +223,14 @@ std::vector<std::vector<Hypothesis>> sample_search(StepModel& model, const std::
   std::vector<Sampler> samplers;
   for (size_t b = 0; b < source_lengths.size(); ++b)
     samplers.emplace_back(options.sampling, derive_seed(options.seed, static_cast<uint64_t>(b)));
-  return run_search(model, source_lengths, one, 1, bos, eos, {}, [&](Expansion& e) {
+  torch::Tensor step_logp;  // [n, V] float: log-probabilities of the next token
+  auto prepare = [&](const torch::Tensor& logits, int64_t banned) {
+    step_logp = torch::log_softmax(logits, 1);
+    if (banned >= 0) step_logp.select(1, banned).fill_(-std::numeric_limits<float>::infinity());
+  };
+  return run_search(model, source_lengths, one, 1, bos, eos, prepare, [&](Expansion& e) {
     const int64_t parent = e.slot;
-    const auto logp = e.logp[parent].to(torch::kDouble);
+    const auto logp = step_logp[parent].to(torch::kDouble);
     const int64_t token = samplers[static_cast<size_t>(e.input)].next(logp);
     const double lp = e.alive[static_cast<size_t>(parent)].log_prob + logp[token].item<double>();
     if (token == eos) e.end(parent, token, lp);

@@ -1,5 +1,6 @@
 #include "cellstate/models/seq2seq.h"
 
+#include "cellstate/nn/attention.h"
 #include "cellstate/nn/gemm.h"
 
 #include <torch/torch.h>
@@ -138,7 +139,7 @@ torch::Tensor Seq2SeqImpl::attend_embedded(const torch::Tensor& embedded, Encode
   const auto& query = s.h.back();  // [B, D]
   torch::Tensor scores;
   if (options.attention() == Attention::kGeneral) {
-    scores = torch::bmm(s.keys, query.unsqueeze(2)).squeeze(2);  // [B, S]
+    scores = attention_scores(s.keys, query);  // [B, S]
   } else {
     const auto q = cellstate::linear(query, attention_query->weight);
     scores = linear_layer(torch::tanh(s.keys + q.unsqueeze(1)), attention_score->weight).squeeze(2);
@@ -146,7 +147,7 @@ torch::Tensor Seq2SeqImpl::attend_embedded(const torch::Tensor& embedded, Encode
   scores = scores.masked_fill(s.mask.logical_not(), -std::numeric_limits<float>::infinity());
   auto a = torch::softmax(scores, 1);
   if (attention) *attention = a;
-  auto context = torch::bmm(a.unsqueeze(1), s.memory).squeeze(1);  // [B, 2H]
+  auto context = attention_context(a, s.memory);  // [B, 2H]
   auto attended = torch::tanh(cellstate::linear(torch::cat({context, query}, 1), combine->weight));
   s.feed = attended;
   return attended;

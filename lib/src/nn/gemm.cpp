@@ -124,15 +124,14 @@ void round_to_bf16(const float* x, uint16_t* y, int64_t n) {
 /// two through its dispatcher; from_blob makes the tensor directly.
 enum ScratchSlot : int { kScratchBf16Rows, kScratchInt8Rows, kScratchScales, kScratchSlots };
 
-torch::Tensor scratch(ScratchSlot slot, at::IntArrayRef sizes, torch::ScalarType type) {
+/// `need` bytes of this thread's buffer `slot`, 64-byte aligned.
+void* scratch_bytes(ScratchSlot slot, size_t need) {
   struct Buffer {
     std::unique_ptr<char[]> bytes;
     size_t capacity = 0;
   };
   thread_local std::array<Buffer, kScratchSlots> buffers;
   auto& buffer = buffers[slot];
-  size_t need = c10::elementSize(type);
-  for (int64_t size : sizes) need *= static_cast<size_t>(size);
   constexpr size_t kAlign = 64;  // as LibTorch's allocations: oneDNN's kernels read aligned rows faster
   if (buffer.capacity < need || buffer.bytes == nullptr) {
     buffer.capacity = std::max<size_t>(need, 16384);
@@ -140,8 +139,13 @@ torch::Tensor scratch(ScratchSlot slot, at::IntArrayRef sizes, torch::ScalarType
   }
   void* data = buffer.bytes.get();
   size_t space = buffer.capacity + kAlign;
-  data = std::align(kAlign, need, data, space);
-  return torch::from_blob(data, sizes, torch::TensorOptions().dtype(type));
+  return std::align(kAlign, need, data, space);
+}
+
+torch::Tensor scratch(ScratchSlot slot, at::IntArrayRef sizes, torch::ScalarType type) {
+  size_t need = c10::elementSize(type);
+  for (int64_t size : sizes) need *= static_cast<size_t>(size);
+  return torch::from_blob(scratch_bytes(slot, need), sizes, torch::TensorOptions().dtype(type));
 }
 
 /// A left operand a as bfloat16 for one product (to_bf16 without
@@ -166,6 +170,22 @@ torch::Tensor rows_to_bf16(const torch::Tensor& a) {
     round_to_bf16(x + begin, y + begin, end - begin);
   });
   return result;
+}
+
+/// The same for rows the caller addresses (MatrixRows, a recurrence's
+/// per-step operand): rounded into this thread's buffer, contiguous
+/// [rows, cols]; valid until the next call.
+uint16_t* rows_to_bf16(const MatrixRows& a) {
+  auto* y = static_cast<uint16_t*>(scratch_bytes(kScratchBf16Rows, sizeof(uint16_t) * a.rows * a.cols));
+  const int64_t grain = std::max<int64_t>(1, kRowsBufferElements / std::max<int64_t>(1, a.cols));
+  at::parallel_for(0, a.rows, grain, [&](int64_t begin, int64_t end) {
+    if (a.stride == a.cols) {
+      round_to_bf16(a.data + begin * a.cols, y + begin * a.cols, (end - begin) * a.cols);
+    } else {
+      for (int64_t r = begin; r < end; ++r) round_to_bf16(a.data + r * a.stride, y + r * a.cols, a.cols);
+    }
+  });
+  return y;
 }
 
 /// A left operand a [M, K] rounded to int8 with one scale (nn/gemm.h kInt8):
@@ -270,27 +290,25 @@ class OneDnnGemm {
   /// packed_layout(rows, ..., operands) gave: a primitive for this exact
   /// product. False (nothing written) when there is none yet or no oneDNN
   /// kernel takes it; the caller then reads b as it lies.
-  bool run_packed(const torch::Tensor& out, const torch::Tensor& a, MatmulPrecision operands,
-                  const dnnl::memory::desc& b_desc, void* b_data, int64_t rows, bool accumulate, const float* bias,
-                  int build_on_use = kBuildOnUse) {
-    if (!plain_2d(a) || !plain_2d(out)) return false;
-    const GemmKey key{a.size(0),     out.size(1),   a.size(1),      a.stride(0), a.stride(1), -1, rows,
-                      out.stride(0), out.stride(1), bias != nullptr, accumulate,  operands};
+  bool run_packed(const Matrix& out, const Matrix& a, MatmulPrecision operands, const dnnl::memory::desc& b_desc,
+                  void* b_data, int64_t rows, bool accumulate, const float* bias, int build_on_use = kBuildOnUse) {
+    if (!plain_strides(a.shape[2], a.shape[3]) || !plain_strides(out.shape[2], out.shape[3])) return false;
+    const GemmKey key{a.rows(),      out.cols(),    a.cols(),        a.shape[2], a.shape[3], -1, rows,
+                      out.shape[2], out.shape[3], bias != nullptr, accumulate, operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (++uses_[key] < build_on_use) return false;
       if (uses_.size() >= 4096) uses_.clear();
       if (primitives_.size() >= 1024) primitives_.clear();  // shapes of a finished job
       it = primitives_
-               .emplace(key, build(Matrix::of(a).desc(operands), b_desc, Matrix::of(out).desc(), bias != nullptr,
-                                   accumulate, /*scaled=*/false, /*runtime_bias=*/false))
+               .emplace(key, build(a.desc(operands), b_desc, out.desc(), bias != nullptr, accumulate,
+                                   /*scaled=*/false, /*runtime_bias=*/false))
                .first;
     }
     if (!it->second.primitive) return false;
     // The layout is a function of the key's (k, n, rows), so it stands for b_desc.
-    const Shape b_shape{a.size(1), out.size(1), -1, rows};
-    execute(it->second, Matrix::of(out), Matrix::of(a), operands, b_shape, [&] { return b_desc; }, b_data, bias,
-            nullptr);
+    const Shape b_shape{a.cols(), out.cols(), -1, rows};
+    execute(it->second, out, a, operands, b_shape, [&] { return b_desc; }, b_data, bias, nullptr);
     return true;
   }
 
@@ -968,14 +986,39 @@ void PackedMatrix::gemm_out(const torch::Tensor& out, const torch::Tensor& a, do
   if (packed_ != nullptr && product_precision(a) == packed_->operands && onednn_takes(out, a, b_, bias)) {
     if (packed_->operands == MatmulPrecision::kBFloat16) a_bf16 = rows_to_bf16(a);
     const auto& b = packed_->copy.packed;
-    if (this_thread_gemm().run_packed(out, a_bf16.defined() ? a_bf16 : a, packed_->operands, b.get_desc(),
-                                      b.get_data_handle(), packed_->rows, beta == 1,
-                                      bias.defined() ? bias.data_ptr<float>() : nullptr, packed_->build_on_use))
+    if (this_thread_gemm().run_packed(Matrix::of(out), Matrix::of(a_bf16.defined() ? a_bf16 : a),
+                                      packed_->operands, b.get_desc(), b.get_data_handle(), packed_->rows,
+                                      beta == 1, bias.defined() ? bias.data_ptr<float>() : nullptr,
+                                      packed_->build_on_use))
       return;
   }
   // Not packed, a product at another precision, or a row count without its
   // primitive yet (OneDnnGemm::kBuildOnUse): b as it lies.
   checked_gemm_out(out, a, b_, beta, bias, a_bf16);
+}
+
+void PackedMatrix::gemm_out(const MatrixRows& out, const MatrixRows& a, double beta, const float* bias) const {
+  const int64_t k = b_.size(0), n = b_.size(1);
+  TORCH_CHECK(b_.scalar_type() == torch::kFloat, "gemm: float32 rows need a float32 b, got ", b_.scalar_type());
+  TORCH_CHECK(a.rows >= 0 && a.cols == k && a.stride >= k && out.rows == a.rows && out.cols == n && out.stride >= n,
+              "gemm: a is ", a.rows, " x ", a.cols, " (row stride ", a.stride, ") and out ", out.rows, " x ", out.cols,
+              " (row stride ", out.stride, ") but b is ", k, " x ", n);
+  TORCH_CHECK(beta == 0 || beta == 1, "gemm: beta must be 0 or 1, got ", beta);
+  if (out.rows == 0) return;
+  if (packed_ != nullptr && k > 0 && matmul_precision() == packed_->operands) {
+    const bool bf16 = packed_->operands == MatmulPrecision::kBFloat16;
+    const Matrix a_m = bf16 ? Matrix{rows_to_bf16(a), {a.rows, k, k, 1}} : Matrix{a.data, {a.rows, k, a.stride, 1}};
+    const auto& b = packed_->copy.packed;
+    if (this_thread_gemm().run_packed(Matrix{out.data, {out.rows, n, out.stride, 1}}, a_m, packed_->operands,
+                                      b.get_desc(), b.get_data_handle(), packed_->rows, beta == 1, bias,
+                                      packed_->build_on_use))
+      return;
+  }
+  // As the tensor form does then (b as it lies), on views of the same rows.
+  const auto options = torch::TensorOptions().dtype(torch::kFloat);
+  gemm_out(torch::from_blob(out.data, {out.rows, n}, {out.stride, 1}, options),
+           torch::from_blob(a.data, {a.rows, k}, {a.stride, 1}, options), beta,
+           bias != nullptr ? torch::from_blob(const_cast<float*>(bias), {n}, options) : torch::Tensor());
 }
 
 }  // namespace cellstate

@@ -3,7 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
-#include "fast_math.h"
+#include "cellstate/util/fast_math.h"
 
 namespace cellstate {
 namespace {

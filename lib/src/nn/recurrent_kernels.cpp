@@ -16,7 +16,7 @@
 // directions.
 
 #include "recurrent_kernels.h"
-#include "fast_math.h"
+#include "cellstate/util/fast_math.h"
 
 #include "cellstate/nn/gemm.h"
 
@@ -24,9 +24,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
-// The inner loops are independent across j; the pragma (with -fopenmp-simd,
-// no OpenMP runtime) lets GCC vectorise them through the exp polynomial.
+// The inner loops are independent across j; the pragma lets GCC vectorise
+// them through the exp polynomial (this file is compiled with -fopenmp, for
+// at::parallel_for's regions: lib/CMakeLists.txt).
 #define CELLSTATE_SIMD _Pragma("omp simd")
 // Kept out of line: inlined into the dispatch lambdas, GCC stops vectorising them.
 #define CELLSTATE_NOINLINE __attribute__((noinline))
@@ -355,6 +357,24 @@ void gru_hidden_projection(Tensor& gh, const Tensor& h, const LayerParams& p) {
   gemm_out(gh, h, p.w_hh.t(), 0, p.b_hh);
 }
 
+/// out (+)= a · b for `rows` rows of a step: a [rows, k] and out [rows, n]
+/// at row strides lda and ldo (n, k: b's sizes), bias null or b's n. float
+/// through the packed matrix's raw-row form (a step's operands are parts of
+/// [T, B, ...] buffers, addressed without tensor views), double through
+/// views (LibTorch's products).
+template <typename T>
+void step_product(const PackedMatrix& b, T* out, int64_t ldo, const T* a, int64_t lda, int64_t rows, int64_t k,
+                  int64_t n, double beta, const Tensor& bias) {
+  if constexpr (std::is_same_v<T, float>) {
+    b.gemm_out(MatrixRows{out, rows, n, ldo}, MatrixRows{const_cast<float*>(a), rows, k, lda}, beta,
+               bias.defined() ? bias.data_ptr<float>() : nullptr);
+  } else {
+    const auto options = torch::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    b.gemm_out(torch::from_blob(out, {rows, n}, {ldo, 1}, options),
+               torch::from_blob(const_cast<T*>(a), {rows, k}, {lda, 1}, options), beta, bias);
+  }
+}
+
 template <typename T>
 LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x, const Tensor& h0,
                          const Tensor& c0, const LayerParams& p, Saved* saved) {
@@ -377,27 +397,29 @@ LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x
   }
   // W_hhᵀ in oneDNN's blocked layout once, for the T per-step products.
   const PackedMatrix w_hh_t(p.w_hh.t(), B, T_);
+  // Step t's rows of each [T, B, X] buffer: base + t * B * X.
+  const int64_t GH = gate_count(kind) * H;
+  T* const xp_data = xp.data_ptr<T>();
+  T* const y_data = y.data_ptr<T>();
+  T* const gh_data = kind != RecurrentKind::kGRU ? nullptr : (saved ? saved->gh : gh_work).data_ptr<T>();
+  const int64_t gh_step = saved ? B * 3 * H : 0;  // the GRU's gh_work serves every step
+  T* const save_h = saved ? saved->h_prev.data_ptr<T>() : nullptr;
+  T* const save_c = saved && saved->c_prev.defined() ? saved->c_prev.data_ptr<T>() : nullptr;
+  T* const save_tc = saved && saved->tc.defined() ? saved->tc.data_ptr<T>() : nullptr;
+  auto at = [B](T* base, int64_t t, int64_t width) { return base == nullptr ? nullptr : base + t * B * width; };
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);
-    auto gates = xp[t].narrow(0, 0, bt);
-    const auto h_act = h.narrow(0, 0, bt);
-    Tensor gh;
+    T* const gates = at(xp_data, t, GH);
+    T* const gh = gh_data == nullptr ? nullptr : gh_data + t * gh_step;
     if (kind == RecurrentKind::kGRU) {
-      gh = (saved ? saved->gh[t] : gh_work).narrow(0, 0, bt);
-      w_hh_t.gemm_out(gh, h_act, 0, p.b_hh);
+      step_product<T>(w_hh_t, gh, 3 * H, h.data_ptr<T>(), H, bt, H, 3 * H, 0, p.b_hh);
     } else {
-      w_hh_t.gemm_out(gates, h_act, 1);
+      step_product<T>(w_hh_t, gates, GH, h.data_ptr<T>(), H, bt, H, GH, 1, Tensor());
     }
-    StepForward<T> a{H,
-                     gates.data_ptr<T>(),
-                     ptr<T>(gh),
-                     h.data_ptr<T>(),
-                     ptr<T>(c),
-                     y[t].data_ptr<T>(),
-                     saved ? saved->h_prev[t].data_ptr<T>() : nullptr,
-                     saved && saved->c_prev.defined() ? saved->c_prev[t].data_ptr<T>() : nullptr,
-                     saved && saved->tc.defined() ? saved->tc[t].data_ptr<T>() : nullptr};
+    StepForward<T> a{H,          gates,           gh,
+                     h.data_ptr<T>(), ptr<T>(c), at(y_data, t, H),
+                     at(save_h, t, H), at(save_c, t, H), at(save_tc, t, H)};
     forward_rows<T>(kind, saved != nullptr, a, bt);
   }
   if (saved) saved->act = xp;
@@ -421,26 +443,29 @@ BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tenso
   Tensor dgates = buffer(s, {T_, B, G * H}, opts);
   Tensor dgh = kind == RecurrentKind::kGRU ? buffer(s, {T_, B, 3 * H}, opts) : Tensor();
   const PackedMatrix w_hh_packed(w_hh, B, T_);  // for the T per-step dh products
+  // Step t's rows of each [T, B, X] buffer, as in forward_loop.
+  auto at = [B](const Tensor& buffer, int64_t t, int64_t width) {
+    return buffer.defined() ? buffer.data_ptr<T>() + t * B * width : nullptr;
+  };
   for (int64_t step = T_ - 1; step >= 0; --step) {
     const int64_t t = s.time(step);
     const int64_t bt = s.active(t);
     StepBackward<T> a{H,
-                      saved.act[t].data_ptr<T>(),
-                      saved.gh.defined() ? saved.gh[t].data_ptr<T>() : nullptr,
-                      saved.h_prev[t].data_ptr<T>(),
-                      saved.c_prev.defined() ? saved.c_prev[t].data_ptr<T>() : nullptr,
-                      saved.tc.defined() ? saved.tc[t].data_ptr<T>() : nullptr,
-                      dy[t].data_ptr<T>(),
+                      at(saved.act, t, G * H),
+                      at(saved.gh, t, 3 * H),
+                      at(saved.h_prev, t, H),
+                      at(saved.c_prev, t, H),
+                      at(saved.tc, t, H),
+                      at(dy, t, H),
                       dh.data_ptr<T>(),
                       ptr<T>(dc),
-                      dgates[t].data_ptr<T>(),
-                      dgh.defined() ? dgh[t].data_ptr<T>() : nullptr};
+                      at(dgates, t, G * H),
+                      at(dgh, t, 3 * H)};
     backward_rows<T>(kind, a, bt);
-    auto dh_act = dh.narrow(0, 0, bt);
     if (kind == RecurrentKind::kGRU) {
-      w_hh_packed.gemm_out(dh_act, dgh[t].narrow(0, 0, bt), 1);
+      step_product<T>(w_hh_packed, dh.data_ptr<T>(), H, a.dgh, 3 * H, bt, 3 * H, H, 1, Tensor());
     } else {
-      w_hh_packed.gemm_out(dh_act, dgates[t].narrow(0, 0, bt));
+      step_product<T>(w_hh_packed, dh.data_ptr<T>(), H, a.dgates, G * H, bt, G * H, H, 0, Tensor());
     }
   }
   BackwardResult r;

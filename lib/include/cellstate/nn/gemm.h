@@ -142,6 +142,19 @@ struct GemmCounters {
 };
 GemmCounters gemm_counters();
 
+/// Rows of a float32 matrix in memory its caller owns: `rows` x `cols`, row
+/// i at data + i * stride (stride >= cols). A recurrence addresses its
+/// per-step operands so (PackedMatrix::gemm_out below) rather than as
+/// tensor views: a view costs about a microsecond through LibTorch's
+/// dispatcher, and a step of a small layer (NER's 16 x 200 x 800 in
+/// bfloat16: about 20 us) made five of them.
+struct MatrixRows {
+  float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+};
+
 /// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
 /// at every time step), copied once into the blocked layout oneDNN's
 /// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
@@ -178,6 +191,11 @@ class PackedMatrix {
   /// a product at another precision reads b as it lies.
   void gemm_out(const torch::Tensor& out, const torch::Tensor& a, double beta = 0,
                 const torch::Tensor& bias = {}) const;
+
+  /// The same on float32 rows (b float32): out [M, N] = beta * out +
+  /// a [M, K] · b (+ bias, N floats or null). Shapes are checked
+  /// (TORCH_CHECK); a and out must not overlap.
+  void gemm_out(const MatrixRows& out, const MatrixRows& a, double beta = 0, const float* bias = nullptr) const;
 
  private:
   struct Packed;

@@ -1,5 +1,6 @@
 #pragma once
-// Elementwise math for the hand-written kernels (internal).
+// Elementwise math for the hand-written kernels (internal: nn/'s recurrent
+// kernels and loss, decode/'s top_log_probs).
 
 #include <algorithm>
 #include <cstdint>
