@@ -1005,6 +1005,7 @@ void PackedMatrix::gemm_out(const MatrixRows& out, const MatrixRows& a, double b
               " (row stride ", out.stride, ") but b is ", k, " x ", n);
   TORCH_CHECK(beta == 0 || beta == 1, "gemm: beta must be 0 or 1, got ", beta);
   if (out.rows == 0) return;
+  torch::Tensor a_bf16;  // a rounded for a packed product that did not run: not rounded twice
   if (packed_ != nullptr && k > 0 && matmul_precision() == packed_->operands) {
     const bool bf16 = packed_->operands == MatmulPrecision::kBFloat16;
     const Matrix a_m = bf16 ? Matrix{rows_to_bf16(a), {a.rows, k, k, 1}} : Matrix{a.data, {a.rows, k, a.stride, 1}};
@@ -1013,12 +1014,15 @@ void PackedMatrix::gemm_out(const MatrixRows& out, const MatrixRows& a, double b
                                       b.get_desc(), b.get_data_handle(), packed_->rows, beta == 1, bias,
                                       packed_->build_on_use))
       return;
+    if (bf16) a_bf16 = torch::from_blob(a_m.data, {a.rows, k}, torch::TensorOptions().dtype(torch::kBFloat16));
   }
-  // As the tensor form does then (b as it lies), on views of the same rows.
+  // As the tensor form does then (b as it lies), on views of the same rows;
+  // not through it, which would count this product's row count again.
   const auto options = torch::TensorOptions().dtype(torch::kFloat);
-  gemm_out(torch::from_blob(out.data, {out.rows, n}, {out.stride, 1}, options),
-           torch::from_blob(a.data, {a.rows, k}, {a.stride, 1}, options), beta,
-           bias != nullptr ? torch::from_blob(const_cast<float*>(bias), {n}, options) : torch::Tensor());
+  checked_gemm_out(torch::from_blob(out.data, {out.rows, n}, {out.stride, 1}, options),
+                   torch::from_blob(a.data, {a.rows, k}, {a.stride, 1}, options), b_, beta,
+                   bias != nullptr ? torch::from_blob(const_cast<float*>(bias), {n}, options) : torch::Tensor(),
+                   a_bf16);
 }
 
 }  // namespace cellstate

@@ -152,6 +152,70 @@ TEST(Gemm, NewSizesReuseOnePrimitivePerLayout) {
 
 // A packed matrix gets a primitive for a row count when the count comes
 // back, and a small one is not packed at all.
+// A recurrence's per-step form: rows addressed by pointer and row stride
+// (parts of [T, B, X] buffers), the same products and primitives as the
+// tensor form.
+TEST(Gemm, PackedRowsByPointerEqualTheTensorForm) {
+  torch::manual_seed(8);
+  const auto w = torch::randn({800, 200});
+  const auto bias = torch::randn({800});
+  std::vector<cs::MatmulPrecision> precisions{cs::MatmulPrecision::kFloat32};
+  if (cs::cpu_supports_bf16()) precisions.push_back(cs::MatmulPrecision::kBFloat16);
+  for (const auto precision : precisions) {
+    cs::MatmulPrecisionGuard guard(precision);
+    const cs::PackedMatrix packed(w.t(), 16, 40);
+    // a: 11 rows of a [16, 300] buffer (row stride 300); out: 11 rows of [16, 1000].
+    const auto a_buffer = torch::randn({16, 300});
+    const auto a = a_buffer.narrow(1, 50, 200).narrow(0, 0, 11);
+    for (bool accumulate : {false, true}) {
+      auto out_buffer = torch::full({16, 1000}, 7.0f);
+      auto expected = out_buffer.narrow(1, 100, 800).narrow(0, 0, 11).clone();
+      packed.gemm_out(expected, a, accumulate ? 1 : 0, bias);
+      for (int use = 0; use < 3; ++use) {  // b as it lies first, then the row count's own primitive
+        auto target = torch::full({16, 1000}, 7.0f);
+        const auto before = cs::gemm_counters().primitives_built;
+        packed.gemm_out(cs::MatrixRows{target.data_ptr<float>() + 100, 11, 800, 1000},
+                        cs::MatrixRows{a_buffer.data_ptr<float>() + 50, 11, 200, 300}, accumulate ? 1 : 0,
+                        bias.data_ptr<float>());
+        EXPECT_LE(cs::gemm_counters().primitives_built, before + 1);
+        EXPECT_TRUE(torch::allclose(target.narrow(1, 100, 800).narrow(0, 0, 11), expected, 1e-5, 1e-4))
+            << cs::to_string(precision) << " use " << use;
+        // Only the addressed rows and columns are written.
+        EXPECT_TRUE(torch::equal(target.narrow(0, 11, 5), torch::full({5, 1000}, 7.0f)));
+        EXPECT_TRUE(torch::equal(target.narrow(1, 0, 100), torch::full({16, 100}, 7.0f)));
+      }
+    }
+    // A row count's primitive comes on the same product as in the tensor
+    // form: a matrix for one product (bf16: on the 8th of a row count; a
+    // row count no other test uses, as primitives are kept per thread).
+    const cs::PackedMatrix once(w.t(), 280, 1);
+    const auto x = torch::randn({280, 200});
+    auto y = torch::empty({280, 800});
+    // (b as it lies runs on one runtime-shape primitive per layout: built
+    // by this first product of another row count.)
+    once.gemm_out(cs::MatrixRows{y.data_ptr<float>(), 5, 800, 800}, cs::MatrixRows{x.data_ptr<float>(), 5, 200, 200});
+    const auto built = cs::gemm_counters().primitives_built;
+    const int builds_on = precision == cs::MatmulPrecision::kBFloat16 ? 8 : 2;
+    for (int use = 1; use <= builds_on; ++use) {
+      once.gemm_out(cs::MatrixRows{y.data_ptr<float>(), 280, 800, 800},
+                    cs::MatrixRows{x.data_ptr<float>(), 280, 200, 200});
+      EXPECT_EQ(cs::gemm_counters().primitives_built, built + (use == builds_on ? 1 : 0)) << use;
+    }
+  }
+  const cs::PackedMatrix packed(w.t(), 16, 40);
+  auto out = torch::empty({4, 800});
+  const auto a = torch::randn({4, 200});
+  EXPECT_THROW(packed.gemm_out(cs::MatrixRows{out.data_ptr<float>(), 4, 800, 800},
+                               cs::MatrixRows{a.data_ptr<float>(), 4, 199, 200}),
+               c10::Error);
+  EXPECT_THROW(packed.gemm_out(cs::MatrixRows{out.data_ptr<float>(), 4, 800, 700},
+                               cs::MatrixRows{a.data_ptr<float>(), 4, 200, 200}),
+               c10::Error);
+  EXPECT_THROW(packed.gemm_out(cs::MatrixRows{out.data_ptr<float>(), 4, 800, 800},
+                               cs::MatrixRows{a.data_ptr<float>(), 4, 200, 200}, 0.5),
+               c10::Error);
+}
+
 TEST(Gemm, PackedRowCountsGetAPrimitiveWhenTheyRecur) {
   if (cs::gemm_backend() != "onednn") GTEST_SKIP() << "CELLSTATE_GEMM=torch";
   torch::manual_seed(6);
