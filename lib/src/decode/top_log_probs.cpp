@@ -44,7 +44,7 @@ float scan_row(const float* x, int64_t n, int64_t banned, int64_t k, float* valu
     if (filled == k && !(chunk_max > value[k - 1])) continue;
     for (int64_t i = begin; i < end; ++i) {
       const float v = x[i];
-      if (!(v > value[k - 1]) && filled == k) continue;
+      if (filled == k && !(v > value[k - 1])) continue;
       if (i == banned) continue;
       // Insert after every kept value >= v (earlier indices win ties).
       int64_t at = std::min(filled, k - 1);
@@ -84,7 +84,7 @@ TopLogProbs top_log_probs(const torch::Tensor& logits_in, int64_t k, int64_t ban
   const float* x = logits.data_ptr<float>();
   double* out_values = values.data_ptr<double>();
   int64_t* out_tokens = tokens.data_ptr<int64_t>();
-  std::vector<char> exotic(static_cast<size_t>(rows), 0);  // rows with an infinite or NaN logit
+  std::vector<char> exotic(static_cast<size_t>(rows), 0);  // rows with a +inf or NaN logit, or all -inf
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> best(static_cast<size_t>(k));
