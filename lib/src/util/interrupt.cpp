@@ -1,5 +1,6 @@
 #include "cellstate/util/interrupt.h"
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 
@@ -32,21 +33,51 @@ std::string Interrupted::name(int signal) {
   return "signal " + std::to_string(signal);
 }
 
+SignalStack::SignalStack() {
+  stack_t now{};
+  if (sigaltstack(nullptr, &now) != 0 || !(now.ss_flags & SS_DISABLE)) return;  // it has one (or is on it)
+  size_t bytes = kBytes;
+#ifdef _SC_SIGSTKSZ
+  const long system = sysconf(_SC_SIGSTKSZ);
+  if (system > 0) bytes = std::max(bytes, static_cast<size_t>(system));
+#endif
+  auto memory = std::make_unique<char[]>(bytes);
+  stack_t stack{};
+  stack.ss_sp = memory.get();
+  stack.ss_size = bytes;
+  if (sigaltstack(&stack, &previous_) != 0) return;
+  memory_ = std::move(memory);
+}
+
+SignalStack::~SignalStack() {
+  if (memory_ == nullptr) return;
+  stack_t disable{};
+  disable.ss_flags = SS_DISABLE;
+  sigaltstack((previous_.ss_flags & SS_DISABLE) ? &disable : &previous_, nullptr);
+}
+
+void install_signal_handler(int signo, void (*handler)(int), struct sigaction* previous) {
+  struct sigaction sa {};
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_ONSTACK;
+  sigaction(signo, &sa, previous);
+}
+
 InterruptGuard::InterruptGuard() {
   if (depth++ > 0) return;
   first_signal = 0;
   signal_count = 0;
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
+  stack_ = std::make_unique<SignalStack>();  // before the handlers that run on it
+  install_signal_handler(SIGINT, on_signal, &old_int);
+  install_signal_handler(SIGTERM, on_signal, &old_term);
 }
 
 InterruptGuard::~InterruptGuard() {
   if (--depth > 0) return;
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
+  // stack_ goes after this body: no handler of ours runs on it any more.
 }
 
 bool InterruptGuard::requested() const { return signal_count.load() > 0; }
