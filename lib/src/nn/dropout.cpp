@@ -31,9 +31,15 @@ torch::Tensor keep_mask(at::IntArrayRef shape, const torch::Tensor& like, double
   float* out = mask.data_ptr<float>();
   const int64_t n = mask.numel();
   at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    // Locals, not the captured references: a float store through `out`
+    // might otherwise change `scale` (so GCC reloads it every element), and
+    // the loop ran scalar, with an unpredictable branch per element.
+    float* __restrict__ o = out;
+    const uint64_t s = seed, t = threshold;
+    const float kept = scale;
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i)
-      out[i] = (mix64(seed + static_cast<uint64_t>(i) * kGolden) >> 32) < threshold ? scale : 0.0f;
+      o[i] = (mix64(s + static_cast<uint64_t>(i) * kGolden) >> 32) < t ? kept : 0.0f;
   });
   return mask.to(like.options().requires_grad(false));
 }
