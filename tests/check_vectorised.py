@@ -94,7 +94,7 @@ def main():
             return 77
         failures = check(fixture, ['c++', '-std=c++17', '-O3', '-fopenmp', '-march=native', '-c', fixture],
                          os.path.dirname(fixture))
-        bad = [i for i in marked_lines(fixture)][:1]
+        bad = marked_lines(fixture)[:1]
         lines = [int(f.split(':')[1]) for f in failures]
         if lines != bad:
             print(f'self-test: expected exactly line {bad} reported, got {failures}')
@@ -112,14 +112,16 @@ def main():
     with open(db_path, encoding='utf-8') as f:
         db = json.load(f)
     entries = [e for e in db if '/lib/src/' in e['file']]
-    checked, failures = 0, []
+    checked, failures, gcc = 0, [], {}
     for e in entries:
         args = shlex.split(e['command']) if 'command' in e else list(e['arguments'])
         if args and os.path.basename(args[0]) == 'ccache':
             args = args[1:]
         if not marked_lines(e['file']):
             continue
-        if not is_gcc(args[0]):
+        if args[0] not in gcc:
+            gcc[args[0]] = is_gcc(args[0])
+        if not gcc[args[0]]:
             print(f'{args[0]} is not GCC: skipped')
             return 77
         if '-march=native' not in args:

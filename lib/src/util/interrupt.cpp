@@ -45,15 +45,15 @@ SignalStack::SignalStack() {
   stack_t stack{};
   stack.ss_sp = memory.get();
   stack.ss_size = bytes;
-  if (sigaltstack(&stack, &previous_) != 0) return;
+  if (sigaltstack(&stack, nullptr) != 0) return;
   memory_ = std::move(memory);
 }
 
 SignalStack::~SignalStack() {
-  if (memory_ == nullptr) return;
+  if (memory_ == nullptr) return;  // the thread's own stack stays
   stack_t disable{};
-  disable.ss_flags = SS_DISABLE;
-  sigaltstack((previous_.ss_flags & SS_DISABLE) ? &disable : &previous_, nullptr);
+  disable.ss_flags = SS_DISABLE;  // it had none before this one
+  sigaltstack(&disable, nullptr);
 }
 
 void install_signal_handler(int signo, void (*handler)(int), struct sigaction* previous) {

@@ -24,7 +24,6 @@
 // thread that installs the handlers, the main thread of every app, is the
 // one given the stack.
 
-#include <csignal>
 #include <exception>
 #include <memory>
 #include <string>
@@ -51,7 +50,7 @@ class Interrupted : public std::exception {
 
 /// Gives the calling thread an alternate signal stack (sigaltstack) of
 /// kBytes while it lives, unless the thread has one already; the destructor,
-/// run on the same thread, puts back what was there. Handlers installed with
+/// run on the same thread, disables the one it gave. Handlers installed with
 /// install_signal_handler then run on it.
 class SignalStack {
  public:
@@ -70,7 +69,6 @@ class SignalStack {
 
  private:
   std::unique_ptr<char[]> memory_;
-  stack_t previous_{};
 };
 
 /// sigaction(signo) for `handler`, to run on the alternate signal stack of
