@@ -8,11 +8,13 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 
 #include "cellstate/data/batching.h"
 #include "cellstate/data/word_split.h"
+#include "cellstate/nn/concurrent.h"
 #include "cellstate/tasks/finetune.h"
 #include "cellstate/tasks/model_dir.h"
 #include "cellstate/util/interrupt.h"
@@ -52,34 +54,65 @@ void keep_ends(std::vector<T>& v, size_t keep) {
   v.erase(v.begin() + static_cast<std::ptrdiff_t>(half), v.end() - static_cast<std::ptrdiff_t>(keep - half));
 }
 
-/// Turns tokens into a TaggerInput: words (normalised; 0 pad, 1 unk),
-/// characters (code points; 0 pad, 1 unk; empty map: no character model),
-/// SentencePiece pieces (null: none). A word's characters and pieces are
-/// capped at kMaxWordChars and kMaxWordPieces (its two ends), so the cost of
-/// a sentence stays linear in its words whatever one word's length.
+/// One token's columns of a TaggerInput.
+struct TokenCodes {
+  int64_t word = kUnk;
+  int64_t casing = 0;
+  std::vector<int64_t> chars;   // empty when there is no character model
+  std::vector<int64_t> pieces;  // empty when there are no piece features
+};
+
+/// A token's codes: its word (normalised; 0 pad, 1 unk), casing, characters
+/// (code points; 0 pad, 1 unk; empty map: no character model) and
+/// SentencePiece pieces (null: none). Characters and pieces are capped at
+/// kMaxWordChars and kMaxWordPieces (the token's two ends), so the cost of a
+/// sentence stays linear in its words whatever one word's length.
+TokenCodes encode_token(const std::string& t, const Vocabulary& words, const Vocabulary& chars,
+                        const Tokenizer* pieces) {
+  TokenCodes out;
+  const auto w = words.find(normalize_word(t));
+  out.word = w == words.end() ? kUnk : w->second;
+  out.casing = static_cast<int64_t>(word_casing(t));
+  if (!chars.empty()) {
+    for (const auto& ch : utf8_chars(t)) {
+      const auto it = chars.find(ch);
+      out.chars.push_back(it == chars.end() ? kUnk : it->second);
+    }
+    if (out.chars.empty()) out.chars.push_back(kUnk);
+    keep_ends(out.chars, static_cast<size_t>(kMaxWordChars));
+  }
+  if (pieces) {
+    out.pieces = pieces->encode(t);
+    if (out.pieces.empty()) out.pieces.push_back(Tokenizer::kUnkId);
+    keep_ends(out.pieces, static_cast<size_t>(kMaxWordPieces));
+  }
+  return out;
+}
+
+/// Codes already computed, by token: a text repeats most of its tokens, and
+/// a token's SentencePiece encoding costs about a microsecond (most of
+/// encoding a sentence), a lookup here a hash of the token.
+using TokenCache = std::unordered_map<std::string, TokenCodes>;
+
+/// Turns tokens into a TaggerInput, one encode_token() per token, or per
+/// distinct token with a `cache` (kept across calls by the caller).
 TaggerInput encode_tokens(const std::vector<std::string>& tokens, const Vocabulary& words, const Vocabulary& chars,
-                          const Tokenizer* pieces) {
+                          const Tokenizer* pieces, TokenCache* cache = nullptr) {
   TaggerInput in;
+  auto add = [&](const TokenCodes& c) {
+    in.words.push_back(c.word);
+    in.casing.push_back(c.casing);
+    if (!chars.empty()) in.chars.push_back(c.chars);
+    if (pieces) in.pieces.push_back(c.pieces);
+  };
   for (const auto& t : tokens) {
-    const auto w = words.find(normalize_word(t));
-    in.words.push_back(w == words.end() ? kUnk : w->second);
-    in.casing.push_back(static_cast<int64_t>(word_casing(t)));
-    if (!chars.empty()) {
-      std::vector<int64_t> c;
-      for (const auto& ch : utf8_chars(t)) {
-        const auto it = chars.find(ch);
-        c.push_back(it == chars.end() ? kUnk : it->second);
-      }
-      if (c.empty()) c.push_back(kUnk);
-      keep_ends(c, static_cast<size_t>(kMaxWordChars));
-      in.chars.push_back(std::move(c));
+    if (!cache) {
+      add(encode_token(t, words, chars, pieces));
+      continue;
     }
-    if (pieces) {
-      auto p = pieces->encode(t);
-      if (p.empty()) p.push_back(Tokenizer::kUnkId);
-      keep_ends(p, static_cast<size_t>(kMaxWordPieces));
-      in.pieces.push_back(std::move(p));
-    }
+    auto it = cache->find(t);
+    if (it == cache->end()) it = cache->emplace(t, encode_token(t, words, chars, pieces)).first;
+    add(it->second);
   }
   return in;
 }
@@ -471,13 +504,15 @@ TrainResult train_ner(const NerTrainConfig& config, const ProcessGroup& group) {
 
   std::vector<TaggerInput> train_in, dev_in;
   std::vector<std::vector<int64_t>> train_y;
+  TokenCache cache;
   for (size_t i = 0; i < train.size(); ++i) {
-    train_in.push_back(encode_tokens(train[i].tokens, word_ids, char_ids, pieces ? &*pieces : nullptr));
+    train_in.push_back(encode_tokens(train[i].tokens, word_ids, char_ids, pieces ? &*pieces : nullptr, &cache));
     std::vector<int64_t> y;
     for (const auto& t : train_tags[i]) y.push_back(tag_ids.at(t));
     train_y.push_back(std::move(y));
   }
-  for (const auto& s : dev) dev_in.push_back(encode_tokens(s.tokens, word_ids, char_ids, pieces ? &*pieces : nullptr));
+  for (const auto& s : dev)
+    dev_in.push_back(encode_tokens(s.tokens, word_ids, char_ids, pieces ? &*pieces : nullptr, &cache));
 
   auto json = new_model_config(kTask);
   json["model"] = config.model.to_json();
@@ -623,12 +658,21 @@ std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::str
   std::vector<TaggedSentence> out(sentences.size());
   std::vector<TaggerInput> inputs;
   std::vector<int64_t> lengths;
+  TokenCache cache;
   for (const auto& s : sentences) {
     if (s.empty()) throw std::invalid_argument("NerModel::tag: an empty sentence");
-    inputs.push_back(encode(s));
+    inputs.push_back(encode_tokens(s, words_, chars_, pieces_ ? &*pieces_ : nullptr, &cache));
     lengths.push_back(static_cast<int64_t>(s.size()));
   }
-  for (const auto& b : sorted_batches(lengths, batch_size)) {
+  // Batches at once, one thread each (nn/concurrent.h): a batch's work
+  // outside the products (embeddings, the character features, the CRF's
+  // passes) is serial, and a batch of 32 sentences is too small to split
+  // its 200-wide products well, so batches share the cores better than a
+  // batch does. One batch (a single sentence) keeps every thread.
+  const auto batches = sorted_batches(lengths, batch_size);
+  std::mutex progress_mutex;
+  run_concurrently(static_cast<int64_t>(batches.size()), [&](int64_t n) {
+    const auto& b = batches[static_cast<size_t>(n)];
     std::vector<const TaggerInput*> ptrs;
     for (auto i : b) ptrs.push_back(&inputs[static_cast<size_t>(i)]);
     const auto batch = make_tagger_batch(ptrs);
@@ -640,8 +684,11 @@ std::vector<TaggedSentence> NerModel::tag(const std::vector<std::vector<std::str
       t.tags = tag_names(decoded[k], tags_);
       t.entities = std::move(entities[k]);
     }
-    if (progress) progress(static_cast<int64_t>(b.size()));
-  }
+    if (progress) {
+      const std::lock_guard<std::mutex> lock(progress_mutex);
+      progress(static_cast<int64_t>(b.size()));
+    }
+  });
   return out;
 }
 

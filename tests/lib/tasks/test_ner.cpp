@@ -88,6 +88,52 @@ TEST(Ner, TinyTaggerLearnsItsDataAndEvaluatesAsConlleval) {
   }
 }
 
+TEST(Ner, BatchesTaggedAtOnceMatchBatchesTaggedInTurn) {
+  // tag() runs its batches on the threads at once (one thread each) and
+  // encodes each distinct token once: every batch size and thread count
+  // gives the same tags and confidences as single sentences on one thread.
+  auto model = cs::NerModel::load(crf_model().model_dir());
+  std::vector<std::vector<std::string>> sentences;
+  for (const auto& s : cs::read_conll(data_path("ner_tiny.conll"))) sentences.push_back(s.tokens);
+  sentences.push_back({"Smith", "Jones", "won", "in", "Paris", "."});
+  sentences.push_back({"Smith"});
+  ASSERT_GE(sentences.size(), 6u);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  std::vector<cs::TaggedSentence> expected;
+  for (const auto& s : sentences) expected.push_back(model.tag({s}, true, 1)[0]);
+  {
+    // ...and as the tagger decodes encode()'s input (no cache) itself.
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < sentences.size(); ++k) {
+      const auto encoded = model.encode(sentences[k]);
+      const auto batch = cs::make_tagger_batch({&encoded});
+      const auto decoded = model.tagger()->decode(batch, model.tagger()->emissions(batch));
+      std::vector<std::string> tags;
+      for (const auto id : decoded.at(0)) tags.push_back(model.tags().at(static_cast<size_t>(id)));
+      EXPECT_EQ(tags, expected[k].tags) << "sentence " << k;
+    }
+  }
+  for (const int t : {1, 2, 3}) {
+    at::set_num_threads(t);
+    for (const int64_t batch : {1, 2, 5}) {
+      int64_t reported = 0;
+      const auto got = model.tag(sentences, true, batch, [&](int64_t n) { reported += n; });
+      EXPECT_EQ(reported, static_cast<int64_t>(sentences.size()));
+      ASSERT_EQ(got.size(), expected.size());
+      for (size_t k = 0; k < got.size(); ++k) {
+        SCOPED_TRACE("threads " + std::to_string(t) + ", batch " + std::to_string(batch) + ", sentence " +
+                     std::to_string(k));
+        EXPECT_EQ(got[k].tags, expected[k].tags);
+        ASSERT_EQ(got[k].entities.size(), expected[k].entities.size());
+        for (size_t e = 0; e < got[k].entities.size(); ++e)
+          EXPECT_NEAR(got[k].entities[e].confidence, expected[k].entities[e].confidence, 1e-5);
+      }
+    }
+  }
+  at::set_num_threads(threads);
+}
+
 TEST(Ner, JsonOffsetsPointAtTheEntityTextInRawInput) {
   auto model = cs::NerModel::load(crf_model().model_dir());
   std::ostringstream out, err;

@@ -25,4 +25,4 @@ bool can_run_concurrently(int64_t tasks);
 /// first exception a task throws is rethrown here once all have finished.
 void run_concurrently(int64_t tasks, const std::function<void(int64_t)>& task);
 
-}  // namespace cellstate::detail
+}  // namespace cellstate
