@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cctype>
+#include <map>
 
 namespace cellstate {
 
@@ -30,31 +31,38 @@ Casing word_casing(const std::string& word) {
 TaggerBatch make_tagger_batch(const std::vector<const TaggerInput*>& sentences) {
   TORCH_CHECK(!sentences.empty(), "make_tagger_batch: no sentences");
   const auto B = static_cast<int64_t>(sentences.size());
-  int64_t T = 0, N = 0, L = 0;
+  int64_t T = 0, L = 0;
   for (const auto* s : sentences) {
     TORCH_CHECK(!s->words.empty(), "make_tagger_batch: empty sentence");
     T = std::max<int64_t>(T, static_cast<int64_t>(s->words.size()));
-    N += static_cast<int64_t>(s->words.size());
     for (const auto& c : s->chars) L = std::max<int64_t>(L, static_cast<int64_t>(c.size()));
   }
   const bool chars = !sentences.front()->chars.empty();
   const bool pieces = !sentences.front()->pieces.empty();
   L = std::max<int64_t>(L, 1);
   std::vector<int64_t> words(static_cast<size_t>(B * T), 0), casing(static_cast<size_t>(B * T), 0), lengths;
-  std::vector<int64_t> char_ids(chars ? static_cast<size_t>(N * L) : 0, 0), char_lengths, piece_ids, offsets;
-  int64_t n = 0;
+  std::vector<int64_t> char_ids, char_lengths, char_index, piece_ids, offsets;
+  // A word's character features depend on its characters alone: each
+  // distinct sequence goes through the character recurrence once (a batch
+  // repeats many of its words: "the", ",", ".").
+  std::map<std::vector<int64_t>, int64_t> char_rows;
   for (int64_t i = 0; i < B; ++i) {
     const auto& s = *sentences[static_cast<size_t>(i)];
     const auto len = static_cast<int64_t>(s.words.size());
     lengths.push_back(len);
-    for (int64_t t = 0; t < len; ++t, ++n) {
+    for (int64_t t = 0; t < len; ++t) {
       const auto w = static_cast<size_t>(t);
       words[static_cast<size_t>(i * T + t)] = s.words[w];
       casing[static_cast<size_t>(i * T + t)] = s.casing[w];
       if (chars) {
         TORCH_CHECK(!s.chars[w].empty(), "make_tagger_batch: a word without characters");
-        std::copy(s.chars[w].begin(), s.chars[w].end(), char_ids.begin() + n * L);
-        char_lengths.push_back(static_cast<int64_t>(s.chars[w].size()));
+        const auto [it, added] = char_rows.emplace(s.chars[w], static_cast<int64_t>(char_lengths.size()));
+        if (added) {
+          char_ids.insert(char_ids.end(), s.chars[w].begin(), s.chars[w].end());
+          char_ids.resize(char_ids.size() + static_cast<size_t>(L) - s.chars[w].size(), 0);
+          char_lengths.push_back(static_cast<int64_t>(s.chars[w].size()));
+        }
+        char_index.push_back(it->second);
       }
       if (pieces) {
         TORCH_CHECK(!s.pieces[w].empty(), "make_tagger_batch: a word without pieces");
@@ -69,8 +77,9 @@ TaggerBatch make_tagger_batch(const std::vector<const TaggerInput*>& sentences) 
   b.casing = torch::tensor(casing, i64).reshape({B, T});
   b.lengths = torch::tensor(lengths, i64);
   if (chars) {
-    b.chars = torch::tensor(char_ids, i64).reshape({N, L});
+    b.chars = torch::tensor(char_ids, i64).reshape({static_cast<int64_t>(char_lengths.size()), L});
     b.char_lengths = torch::tensor(char_lengths, i64);
+    b.char_index = torch::tensor(char_index, i64);
   }
   if (pieces) {
     b.pieces = torch::tensor(piece_ids, i64);
@@ -140,7 +149,7 @@ torch::Tensor SequenceTaggerImpl::emissions(const TaggerBatch& b) {
   if (char_rnn) {
     TORCH_CHECK(b.chars.defined(), "SequenceTagger: the model reads characters, the batch has none");
     auto out = char_rnn->forward(char_embedding(b.chars), b.char_lengths);
-    parts.push_back(scatter(torch::cat({out.state.h[0], out.state.h[1]}, 1)));
+    parts.push_back(scatter(torch::cat({out.state.h[0], out.state.h[1]}, 1).index_select(0, b.char_index)));
   }
   if (piece_embedding) {
     TORCH_CHECK(b.pieces.defined(), "SequenceTagger: the model reads pieces, the batch has none");

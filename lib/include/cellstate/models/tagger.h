@@ -69,8 +69,9 @@ struct TaggerBatch {
   torch::Tensor casing;         // [B, T] int64 (Casing)
   torch::Tensor lengths;        // [B] int64
   torch::Tensor mask;           // [B, T] bool
-  torch::Tensor chars;          // [N, L] int64: characters of the N real words, sentence-major
-  torch::Tensor char_lengths;   // [N] int64
+  torch::Tensor chars;          // [U, L] int64: the U distinct character sequences of the batch's words
+  torch::Tensor char_lengths;   // [U] int64
+  torch::Tensor char_index;     // [N] int64: the row of `chars` of each of the N real words, sentence-major
   torch::Tensor pieces;         // [P] int64: pieces of the N words, concatenated
   torch::Tensor piece_offsets;  // [N] int64: where each word's pieces start
 };
