@@ -56,7 +56,7 @@ TaggerBatch make_tagger_batch(const std::vector<const TaggerInput*>& sentences) 
       casing[static_cast<size_t>(i * T + t)] = s.casing[w];
       if (chars) {
         TORCH_CHECK(!s.chars[w].empty(), "make_tagger_batch: a word without characters");
-        const auto [it, added] = char_rows.emplace(s.chars[w], static_cast<int64_t>(char_lengths.size()));
+        const auto [it, added] = char_rows.try_emplace(s.chars[w], static_cast<int64_t>(char_lengths.size()));
         if (added) {
           char_ids.insert(char_ids.end(), s.chars[w].begin(), s.chars[w].end());
           char_ids.resize(char_ids.size() + static_cast<size_t>(L) - s.chars[w].size(), 0);

@@ -94,25 +94,21 @@ TokenCodes encode_token(const std::string& t, const Vocabulary& words, const Voc
 /// encoding a sentence), a lookup here a hash of the token.
 using TokenCache = std::unordered_map<std::string, TokenCodes>;
 
-/// Turns tokens into a TaggerInput, one encode_token() per token, or per
-/// distinct token with a `cache` (kept across calls by the caller).
+/// Turns tokens into a TaggerInput, one encode_token() per distinct token
+/// (per call, or across calls with a `cache` the caller keeps).
 TaggerInput encode_tokens(const std::vector<std::string>& tokens, const Vocabulary& words, const Vocabulary& chars,
                           const Tokenizer* pieces, TokenCache* cache = nullptr) {
+  TokenCache local;
+  if (!cache) cache = &local;
   TaggerInput in;
-  auto add = [&](const TokenCodes& c) {
+  for (const auto& t : tokens) {
+    auto it = cache->find(t);
+    if (it == cache->end()) it = cache->emplace(t, encode_token(t, words, chars, pieces)).first;
+    const TokenCodes& c = it->second;
     in.words.push_back(c.word);
     in.casing.push_back(c.casing);
     if (!chars.empty()) in.chars.push_back(c.chars);
     if (pieces) in.pieces.push_back(c.pieces);
-  };
-  for (const auto& t : tokens) {
-    if (!cache) {
-      add(encode_token(t, words, chars, pieces));
-      continue;
-    }
-    auto it = cache->find(t);
-    if (it == cache->end()) it = cache->emplace(t, encode_token(t, words, chars, pieces)).first;
-    add(it->second);
   }
   return in;
 }
