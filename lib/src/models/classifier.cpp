@@ -2,6 +2,7 @@
 
 #include "cellstate/nn/dropout.h"
 #include "cellstate/nn/gemm.h"
+#include "cellstate/nn/pooling.h"
 
 #include <torch/torch.h>
 
@@ -94,7 +95,7 @@ std::pair<torch::Tensor, torch::Tensor> TextClassifierImpl::forward_with_lm(cons
       break;
     }
     case Pooling::kMax:
-      pooled = std::get<0>(h.masked_fill(~mask.unsqueeze(2), -1e9).max(1));
+      pooled = masked_max_over_time(h, lengths);
       break;
     case Pooling::kMean:
       pooled = h.sum(1) / lengths.unsqueeze(1).to(h.dtype());

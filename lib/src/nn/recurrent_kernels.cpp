@@ -22,6 +22,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -63,6 +64,8 @@ struct StepForward {
   T* save_h;      // [Bt, H] previous hidden state, or null
   T* save_c;      // [Bt, H] previous cell state (LSTM), or null
   T* save_tc;     // [Bt, H] tanh of the new cell state (LSTM), or null
+  int64_t y_stride = 0;  // distance between y's rows: H, or D·H when a
+                         // bidirectional layer's directions share one output
 };
 
 // Every kernel copies its pointers into __restrict__ locals so the compiler
@@ -78,7 +81,7 @@ CELLSTATE_NOINLINE void lstm_forward_rows(const StepForward<T>& a, int64_t b0, i
     T* __restrict__ go = gi + 3 * H;
     T* __restrict__ h = a.h + b * H;
     T* __restrict__ c = a.c + b * H;
-    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ y = kOut ? a.y + b * a.y_stride : nullptr;
     T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
     T* __restrict__ sc = kSave ? a.save_c + b * H : nullptr;
     T* __restrict__ st = kSave ? a.save_tc + b * H : nullptr;
@@ -119,7 +122,7 @@ CELLSTATE_NOINLINE void gru_forward_rows(const StepForward<T>& a, int64_t b0, in
     const T* __restrict__ hz = hr + H;
     const T* __restrict__ hn_ = hr + 2 * H;
     T* __restrict__ h = a.h + b * H;
-    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ y = kOut ? a.y + b * a.y_stride : nullptr;
     T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
     CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
@@ -146,7 +149,7 @@ CELLSTATE_NOINLINE void rnn_forward_rows(const StepForward<T>& a, int64_t b0, in
   for (int64_t b = b0; b < b1; ++b) {
     T* __restrict__ g = a.gates + b * H;
     T* __restrict__ h = a.h + b * H;
-    T* __restrict__ y = kOut ? a.y + b * H : nullptr;
+    T* __restrict__ y = kOut ? a.y + b * a.y_stride : nullptr;
     T* __restrict__ sh = kSave ? a.save_h + b * H : nullptr;
     CELLSTATE_SIMD
     for (int64_t j = 0; j < H; ++j) {
@@ -382,15 +385,27 @@ void step_product(const PackedMatrix& b, T* out, int64_t ldo, const T* a, int64_
   }
 }
 
+/// y_into: where y goes when defined (inference), a [T, B, H] view whose
+/// rows are unit-stride (a direction's part of a [T, B, D·H] output); else a
+/// buffer of its own. Either way its rows past a sequence's end are zeroed.
 template <typename T>
 LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x, const Tensor& h0,
-                         const Tensor& c0, const LayerParams& p, Saved* saved) {
+                         const Tensor& c0, const LayerParams& p, Saved* saved, const Tensor& y_into = {}) {
   const auto opts = x.options();
   const int64_t T_ = s.T, B = s.B, H = s.H;
   Tensor xp = input_projection(kind, x, p);  // [T, B, G*H]
   Tensor h = h0.contiguous().clone();
   Tensor c = kind == RecurrentKind::kLSTM ? c0.contiguous().clone() : Tensor();
-  Tensor y = buffer(s, {T_, B, H}, opts);
+  Tensor y = y_into.defined() ? y_into : torch::empty({T_, B, H}, opts);
+  const int64_t y_row = y.stride(1), y_step = y.stride(0);
+  // Zeros where a sequence is over (rows past step t's active prefix): only
+  // those rows, not the whole buffer first.
+  if (s.varlen()) {
+    T* const y0 = y.data_ptr<T>();
+    for (int64_t t = 0; t < T_; ++t) {
+      for (int64_t b = s.active(t); b < B; ++b) std::fill_n(y0 + t * y_step + b * y_row, H, T(0));
+    }
+  }
   Tensor gh_work;
   if (saved) {
     saved->h_prev = buffer(s, {T_, B, H}, opts);
@@ -423,10 +438,11 @@ LayerResult forward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x
                      gh,
                      h.data_ptr<T>(),
                      ptr<T>(c),
-                     step_rows<T>(y, t, B, H),
+                     y.data_ptr<T>() + t * y_step,
                      step_rows<T>(kept.h_prev, t, B, H),
                      step_rows<T>(kept.c_prev, t, B, H),
-                     step_rows<T>(kept.tc, t, B, H)};
+                     step_rows<T>(kept.tc, t, B, H),
+                     y_row};
     forward_rows<T>(kind, saved != nullptr, a, bt);
   }
   if (saved) saved->act = xp;
@@ -565,8 +581,17 @@ bool any_requires_grad(const Tensor& x, const Tensor& h0, const Tensor& c0, cons
 
 LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const Tensor& h0,
                       const Tensor& c0, const LayerParams& params,
-                      const std::vector<int64_t>& batch_sizes) {
+                      const std::vector<int64_t>& batch_sizes, const Tensor& y_into) {
+  if (y_into.defined()) {
+    const int64_t T = x.size(0), B = x.size(1), H = params.w_hh.size(1);
+    TORCH_CHECK(y_into.dim() == 3 && y_into.size(0) == T && y_into.size(1) == B && y_into.size(2) == H &&
+                    y_into.stride(2) == 1 && y_into.stride(0) == B * y_into.stride(1) &&
+                    y_into.stride(1) >= H && y_into.dtype() == x.dtype(),
+                "run_layer: expected an output view [", T, ", ", B, ", ", H, "] of ", x.dtype(),
+                " with unit-stride rows, got ", y_into.sizes(), " strides ", y_into.strides(), " ", y_into.dtype());
+  }
   if (torch::GradMode::is_enabled() && any_requires_grad(x, h0, c0, params)) {
+    TORCH_CHECK(!y_into.defined(), "run_layer: an output view is for inference; this layer records gradients");
     TORCH_CHECK(product_precision(x) != MatmulPrecision::kInt8,
                 "int8 products are for inference: a recurrence that records gradients needs fp32 or bf16");
     auto out = RecurrentLayerFunction::apply(
@@ -578,7 +603,7 @@ LayerResult run_layer(RecurrentKind kind, bool reverse, const Tensor& x, const T
   const LoopShape shape{x.size(0), x.size(1), params.w_hh.size(1), reverse, &batch_sizes};
   LayerResult out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_inference", [&] {
-    out = forward_loop<scalar_t>(kind, shape, x, h0, c0, params, nullptr);
+    out = forward_loop<scalar_t>(kind, shape, x, h0, c0, params, nullptr, y_into);
   });
   return out;
 }

@@ -26,10 +26,14 @@ struct LayerResult {
 /// length, longest first, and batch_sizes[t] sequences are active at step t
 /// (PyTorch's packed layout). Under autograd (grad mode on and an input that
 /// requires grad) this goes through a custom autograd function with a
-/// hand-written backward; otherwise nothing is saved.
+/// hand-written backward; otherwise nothing is saved. `y_into`, only without
+/// autograd: a [T, B, H] view with unit-stride rows (one direction's half of
+/// a bidirectional layer's [T, B, 2H] output) that receives y, zeros where a
+/// sequence is over included (then the result's y), saving the copy a
+/// concatenation of the directions would make.
 LayerResult run_layer(RecurrentKind kind, bool reverse, const torch::Tensor& x,
                       const torch::Tensor& h0, const torch::Tensor& c0, const LayerParams& params,
-                      const std::vector<int64_t>& batch_sizes);
+                      const std::vector<int64_t>& batch_sizes, const torch::Tensor& y_into = {});
 
 /// One time step of one layer without autograd: x [B, I]; h (and c) [B, H]
 /// are updated in place. `gates` ([B, G*H]) and, for the GRU, `gh` ([B, 3H])

@@ -272,6 +272,10 @@ RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, c
   std::vector<Tensor> h_n, c_n;
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     std::vector<detail::LayerResult> results(D);
+    // Without autograd a bidirectional layer's directions write their halves
+    // of one [T, B, 2H] output (each zeroing its rows past a sequence's end)
+    // instead of being concatenated afterwards.
+    const Tensor shared = D == 2 && !records ? torch::empty({T, B, D * H}, x.options()) : Tensor();
     auto run_direction = [&](int64_t dir) {
       const bool rev = dir == 1;
       const int64_t index = layer * D + dir;
@@ -279,7 +283,7 @@ RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, c
       if (dropconnect) p.w_hh = drop_connect(p.w_hh, o.weight_dropout());
       results[dir] = detail::run_layer(o.kind(), rev, x, h0.defined() ? h0[index] : zeros,
                                        lstm ? (c0.defined() ? c0[index] : zeros) : Tensor(), p,
-                                       sorted.batch_sizes);
+                                       sorted.batch_sizes, shared.defined() ? shared.narrow(2, dir * H, H) : Tensor());
     };
     if (concurrent) {
       run_concurrently(D, run_direction);
@@ -292,7 +296,7 @@ RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, c
       h_n.push_back(r.h_n);
       if (lstm) c_n.push_back(r.c_n);
     }
-    x = D == 1 ? outputs[0] : torch::cat(outputs, /*dim=*/2);
+    x = D == 1 ? outputs[0] : shared.defined() ? shared : torch::cat(outputs, /*dim=*/2);
     if (layer + 1 < o.num_layers() && o.dropout() > 0 && is_training()) {
       // Sorted rows are sequences as well: a locked mask per row is one per sequence.
       x = o.locked_dropout() ? locked_dropout(x, o.dropout()) : cellstate::dropout(x, o.dropout(), /*train=*/true);
