@@ -281,22 +281,25 @@ RecurrentOutput RecurrentModuleImpl::forward_with_kernels(const Tensor& input, c
       const int64_t index = layer * D + dir;
       auto p = layer_params(params, layer, rev);
       if (dropconnect) p.w_hh = drop_connect(p.w_hh, o.weight_dropout());
+      const Tensor half = shared.defined() ? shared.narrow(2, dir * H, H) : Tensor();
       results[dir] = detail::run_layer(o.kind(), rev, x, h0.defined() ? h0[index] : zeros,
                                        lstm ? (c0.defined() ? c0[index] : zeros) : Tensor(), p,
-                                       sorted.batch_sizes, shared.defined() ? shared.narrow(2, dir * H, H) : Tensor());
+                                       sorted.batch_sizes, half);
     };
     if (concurrent) {
       run_concurrently(D, run_direction);
     } else {
       for (int64_t dir = 0; dir < D; ++dir) run_direction(dir);
     }
-    std::vector<Tensor> outputs;
     for (auto& r : results) {
-      outputs.push_back(r.y);
       h_n.push_back(r.h_n);
       if (lstm) c_n.push_back(r.c_n);
     }
-    x = D == 1 ? outputs[0] : shared.defined() ? shared : torch::cat(outputs, /*dim=*/2);
+    if (shared.defined()) {
+      x = shared;  // the directions wrote their halves
+    } else {
+      x = D == 1 ? results[0].y : torch::cat({results[0].y, results[1].y}, /*dim=*/2);
+    }
     if (layer + 1 < o.num_layers() && o.dropout() > 0 && is_training()) {
       // Sorted rows are sequences as well: a locked mask per row is one per sequence.
       x = o.locked_dropout() ? locked_dropout(x, o.dropout()) : cellstate::dropout(x, o.dropout(), /*train=*/true);
