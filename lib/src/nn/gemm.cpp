@@ -254,6 +254,28 @@ bool runtime_layout(const Matrix& t, bool& columns) {
 ///   when a row count comes back (kBuildOnUse), and a row count met once
 ///   runs on the runtime-shape primitive instead. int8 products are not
 ///   packed (the LSTM's default bench size: 20 ms against 21 packed).
+/// oneDNN's blocked layout of a [k, n] right operand with column blocks of
+/// `block` (64, 48 or 32) for float32 or bfloat16 products.
+dnnl::memory::format_tag blocked_tag(int64_t block, MatmulPrecision operands) {
+  using tag = dnnl::memory::format_tag;
+  const bool bf16 = operands == MatmulPrecision::kBFloat16;
+  switch (block) {
+    case 32: return bf16 ? tag::BA16a32b2a : tag::BA16a32b;
+    case 48: return bf16 ? tag::BA16a48b2a : tag::BA16a48b;
+    default: return bf16 ? tag::BA16a64b2a : tag::BA16a64b;
+  }
+}
+
+/// What tells two layouts of the same shape apart, for primitive keys: a
+/// hash of the descriptor's strides and inner blocks.
+int64_t layout_id(const dnnl::memory::desc& d) {
+  const auto& b = d.data.format_desc.blocking;
+  size_t h = static_cast<size_t>(b.inner_nblks);
+  for (int i = 0; i < d.data.ndims; ++i) h = h * 1000003u ^ std::hash<int64_t>()(b.strides[i]);
+  for (int i = 0; i < b.inner_nblks; ++i) h = h * 1000003u ^ std::hash<int64_t>()(b.inner_blks[i] * 16 + b.inner_idxs[i]);
+  return static_cast<int64_t>(h & 0x3fffffffffffffffULL);
+}
+
 class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -293,7 +315,9 @@ class OneDnnGemm {
   bool run_packed(const Matrix& out, const Matrix& a, MatmulPrecision operands, const dnnl::memory::desc& b_desc,
                   void* b_data, int64_t rows, bool accumulate, const float* bias, int build_on_use = kBuildOnUse) {
     if (!plain_strides(a.shape[2], a.shape[3]) || !plain_strides(out.shape[2], out.shape[3])) return false;
-    const GemmKey key{a.rows(),      out.cols(),    a.cols(),        a.shape[2], a.shape[3], -1, rows,
+    // b's layout (b0: packed_layout's choice for this thread count) and
+    // the row bucket it was chosen for (b1) stand for b's strides.
+    const GemmKey key{a.rows(),      out.cols(),    a.cols(),        a.shape[2], a.shape[3], -layout_id(b_desc) - 1, rows,
                       out.shape[2], out.shape[3], bias != nullptr, accumulate, operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
@@ -306,7 +330,7 @@ class OneDnnGemm {
                .first;
     }
     if (!it->second.primitive) return false;
-    // The layout is a function of the key's (k, n, rows), so it stands for b_desc.
+    // The key names b's layout (its b0), so this primitive always reads b in it.
     const Shape b_shape{a.cols(), out.cols(), -1, rows};
     execute(it->second, out, a, operands, b_shape, [&] { return b_desc; }, b_data, bias, nullptr);
     return true;
@@ -329,7 +353,14 @@ class OneDnnGemm {
                              memory::desc({k, n}, type, memory::format_tag::any),
                              memory::desc({rows, n}, memory::data_type::f32, memory::format_tag::ab)),
           engine_);
-      it = layouts_.emplace(key, probe.weights_desc()).first;
+      auto layout = probe.weights_desc();
+      // oneDNN's usual choice, 64-column blocks, may share the columns
+      // badly among the threads (packed_column_block in nn/gemm.h); the
+      // same kernels take 48 and 32.
+      const int64_t block = packed_column_block(rows, n, key.threads);
+      if (block != 64 && layout == memory::desc({k, n}, type, blocked_tag(64, operands)))
+        layout = memory::desc({k, n}, type, blocked_tag(block, operands));
+      it = layouts_.emplace(key, layout).first;
     }
     return it->second;
   }
@@ -936,6 +967,20 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
 torch::Tensor linear_layer(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
   if (product_precision(x) == MatmulPrecision::kFloat32) return torch::nn::functional::linear(x, w, bias);
   return linear(x, w, bias);
+}
+
+int64_t packed_column_block(int64_t rows, int64_t n, int threads) {
+  constexpr int64_t kWidest = 64;
+  if (threads < 2 || rows > 128) return kWidest;
+  auto busiest = [&](int64_t block) {  // the columns of the thread with the most blocks
+    const int64_t blocks = (n + block - 1) / block;
+    return (blocks + threads - 1) / threads * block;
+  };
+  int64_t best = kWidest;
+  for (int64_t block : {48, 32}) {
+    if (busiest(block) < busiest(best)) best = block;
+  }
+  return busiest(best) * 10 <= busiest(kWidest) * 9 ? best : kWidest;
 }
 
 /// b copied into oneDNN's blocked layout for `rows`-row products at

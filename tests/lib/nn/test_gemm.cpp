@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <pthread.h>
 #include <signal.h>
@@ -126,6 +127,52 @@ TEST(Gemm, PackedMatrixEqualsGemmForAnyRowCount) {
   const auto a = torch::randn({8, 1040}, torch::kDouble);
   packed_double.gemm_out(out, a);
   EXPECT_TRUE(torch::allclose(out, torch::mm(a, wd), 1e-12, 1e-12));
+}
+
+TEST(Gemm, PackedColumnBlocksShareTheColumnsEvenly) {
+  // 420 columns on two threads: 7 blocks of 64 split 4 and 3 (256 columns
+  // on the busiest thread), 14 of 32 split 7 and 7 (224).
+  EXPECT_EQ(cs::packed_column_block(32, 420, 2), 32);
+  EXPECT_EQ(cs::packed_column_block(32, 650, 2), 48);    // 6 x 64 = 384 against 7 x 48 = 336
+  EXPECT_EQ(cs::packed_column_block(32, 1680, 2), 64);   // 14 x 64 = 896 against 27 x 32 = 864: too little
+  EXPECT_EQ(cs::packed_column_block(32, 1024, 2), 64);   // 16 blocks, 8 each
+  EXPECT_EQ(cs::packed_column_block(32, 420, 1), 64);    // one thread: nothing to share
+  EXPECT_EQ(cs::packed_column_block(2048, 420, 2), 64);  // many rows: oneDNN shares the rows
+}
+
+// The layout a PackedMatrix gets depends on the thread count it was packed
+// at, and a product may run at another count (a direction run on a thread
+// of its own, nn/concurrent.h): each layout must get its own primitive.
+TEST(Gemm, PackedMatricesOfEitherLayoutEqualLibTorchAtEitherThreadCount) {
+  torch::manual_seed(8);
+  const auto w = torch::randn({420, 400});  // [N, K]: b = wᵀ is 400 x 420, packed
+  const auto a = torch::randn({32, 400});
+  const int previous = at::get_num_threads();
+  std::vector<cs::MatmulPrecision> precisions = {cs::MatmulPrecision::kFloat32};
+  if (cs::cpu_supports_bf16()) precisions.push_back(cs::MatmulPrecision::kBFloat16);
+  for (const auto precision : precisions) {
+    const cs::MatmulPrecisionGuard guard(precision);
+    const bool bf16 = precision == cs::MatmulPrecision::kBFloat16;
+    const auto rounded = [&](const torch::Tensor& t) { return bf16 ? t.to(torch::kBFloat16).to(torch::kFloat) : t; };
+    const auto expected = torch::mm(rounded(a), rounded(w.t()));
+    at::set_num_threads(2);
+    const cs::PackedMatrix packed_two(w.t(), 32, 64);  // 32-column blocks
+    at::set_num_threads(1);
+    const cs::PackedMatrix packed_one(w.t(), 32, 64);  // 64-column blocks
+    for (int threads : {1, 2, 1}) {
+      at::set_num_threads(threads);
+      for (const cs::PackedMatrix* packed : {&packed_one, &packed_two, &packed_one}) {
+        for (int repeat = 0; repeat < 3; ++repeat) {  // the first product of a row count reads b as it lies
+          auto out = torch::full({32, 420}, 7.0f);
+          packed->gemm_out(out, a);
+          EXPECT_LT((out - expected).abs().max().item<double>(), 1e-3)
+              << cs::to_string(precision) << ", " << threads << " thread(s), packed at "
+              << (packed == &packed_two ? 2 : 1) << ", product " << repeat;
+        }
+      }
+    }
+  }
+  at::set_num_threads(previous);
 }
 
 // A batch of new sizes (a character LSTM's word count, a batch's token

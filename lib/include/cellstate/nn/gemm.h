@@ -155,6 +155,20 @@ struct MatrixRows {
   int64_t stride = 0;
 };
 
+/// The width of the column blocks (64, 48 or 32) of a PackedMatrix b
+/// [K, n] for products of about `rows` rows on `threads` threads. oneDNN's
+/// kernels share a product's column blocks among the threads, and its own
+/// choice, blocks of 64, can share them badly: the backward per-step
+/// product of a 420-wide LSTM (32 x 1680 times 1680 x 420) has 7 blocks,
+/// 4 on one thread and 3 on the other, and ran 1.69x faster on two threads
+/// than on one where the forward one's 27 blocks ran 1.81x. Blocks of 48 or
+/// 32 are taken when they cut the busiest thread's columns by a tenth or
+/// more (420 columns: 256 -> 224; that product 121 -> 106 us in bfloat16
+/// and 245 -> 211 us in float32, 2 threads); otherwise 64, which reads b
+/// fastest. 64 for one thread, and for more than 128 rows (oneDNN then
+/// shares the rows too).
+int64_t packed_column_block(int64_t rows, int64_t n, int threads);
+
 /// The right operand b [K, N] of many products a · b (a recurrence's W_hhᵀ
 /// at every time step), copied once into the blocked layout oneDNN's
 /// kernels read fastest: at the per-step sizes (32 x 650 times 650 x 2600)
