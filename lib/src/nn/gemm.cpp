@@ -236,24 +236,6 @@ bool runtime_layout(const Matrix& t, bool& columns) {
   return leading >= (columns ? rows : cols) || (columns ? cols : rows) == 1;
 }
 
-/// The engine, a stream and the primitives this thread has built.
-///
-/// Two kinds of primitive (timed on this project's AMD EPYC, 2 threads,
-/// against primitives built for the exact shape, at the apps' sizes from
-/// 1 x 420 x 2000 to 2600 x 1120 x 650, float32, bfloat16 and int8):
-/// - products with b as it lies run on one primitive per layout pattern
-///   whose sizes and leading strides are given at run time (oneDNN's
-///   gemm-based matmul, "gemm:jit"): built once in ~20-100 us, and as fast as
-///   a primitive built for the exact shape or faster (brgemm: 0.3-3 ms to
-///   build, which a batch of new sizes - a character LSTM's word count, a
-///   batch's token count - paid on every call);
-/// - float32 and bfloat16 products with b packed (PackedMatrix) need a
-///   brgemm primitive for the exact row count (float32: about 2x the rate
-///   of reading b as it lies at 16-32 rows; bfloat16 1.1-1.6x from 4 to 32
-///   rows, 32 x 650 x 2600 on 2 threads 250 us against 300); one is built
-///   when a row count comes back (kBuildOnUse), and a row count met once
-///   runs on the runtime-shape primitive instead. int8 products are not
-///   packed (the LSTM's default bench size: 20 ms against 21 packed).
 /// oneDNN's blocked layout of a [k, n] right operand with column blocks of
 /// `block` (64, 48 or 32) for float32 or bfloat16 products.
 dnnl::memory::format_tag blocked_tag(int64_t block, MatmulPrecision operands) {
@@ -272,10 +254,30 @@ int64_t layout_id(const dnnl::memory::desc& d) {
   const auto& b = d.data.format_desc.blocking;
   size_t h = static_cast<size_t>(b.inner_nblks);
   for (int i = 0; i < d.data.ndims; ++i) h = h * 1000003u ^ std::hash<int64_t>()(b.strides[i]);
-  for (int i = 0; i < b.inner_nblks; ++i) h = h * 1000003u ^ std::hash<int64_t>()(b.inner_blks[i] * 16 + b.inner_idxs[i]);
+  for (int i = 0; i < b.inner_nblks; ++i) {
+    h = h * 1000003u ^ std::hash<int64_t>()(b.inner_blks[i] * 16 + b.inner_idxs[i]);
+  }
   return static_cast<int64_t>(h & 0x3fffffffffffffffULL);
 }
 
+/// The engine, a stream and the primitives this thread has built.
+///
+/// Two kinds of primitive (timed on this project's AMD EPYC, 2 threads,
+/// against primitives built for the exact shape, at the apps' sizes from
+/// 1 x 420 x 2000 to 2600 x 1120 x 650, float32, bfloat16 and int8):
+/// - products with b as it lies run on one primitive per layout pattern
+///   whose sizes and leading strides are given at run time (oneDNN's
+///   gemm-based matmul, "gemm:jit"): built once in ~20-100 us, and as fast as
+///   a primitive built for the exact shape or faster (brgemm: 0.3-3 ms to
+///   build, which a batch of new sizes - a character LSTM's word count, a
+///   batch's token count - paid on every call);
+/// - float32 and bfloat16 products with b packed (PackedMatrix) need a
+///   brgemm primitive for the exact row count (float32: about 2x the rate
+///   of reading b as it lies at 16-32 rows; bfloat16 1.1-1.6x from 4 to 32
+///   rows, 32 x 650 x 2600 on 2 threads 250 us against 300); one is built
+///   when a row count comes back (kBuildOnUse), and a row count met once
+///   runs on the runtime-shape primitive instead. int8 products are not
+///   packed (the LSTM's default bench size: 20 ms against 21 packed).
 class OneDnnGemm {
  public:
   OneDnnGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
@@ -317,8 +319,8 @@ class OneDnnGemm {
     if (!plain_strides(a.shape[2], a.shape[3]) || !plain_strides(out.shape[2], out.shape[3])) return false;
     // b's layout (b0: packed_layout's choice for this thread count) and
     // the row bucket it was chosen for (b1) stand for b's strides.
-    const GemmKey key{a.rows(),      out.cols(),    a.cols(),        a.shape[2], a.shape[3], -layout_id(b_desc) - 1, rows,
-                      out.shape[2], out.shape[3], bias != nullptr, accumulate, operands};
+    const GemmKey key{a.rows(),     out.cols(),    a.cols(), a.shape[2], a.shape[3], -layout_id(b_desc) - 1,
+                      rows,         out.shape[2], out.shape[3], bias != nullptr, accumulate, operands};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
       if (++uses_[key] < build_on_use) return false;
