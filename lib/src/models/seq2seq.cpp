@@ -17,16 +17,14 @@ Attention parse_attention(const std::string& name) {
 
 Encoded Encoded::select(const torch::Tensor& rows) const {
   Encoded e = select_state(rows);
-  e.memory = memory.index_select(0, rows);
-  e.keys = keys.index_select(0, rows);
+  e.source = AttentionSource(source.keys().index_select(0, rows), source.memory().index_select(0, rows));
   e.mask = mask.index_select(0, rows);
   return e;
 }
 
 Encoded Encoded::select_state(const torch::Tensor& rows) const {
   Encoded e;
-  e.memory = memory;
-  e.keys = keys;
+  e.source = source;
   e.mask = mask;
   for (const auto& t : h) e.h.push_back(t.index_select(0, rows));
   for (const auto& t : c) e.c.push_back(t.index_select(0, rows));
@@ -98,9 +96,10 @@ Encoded Seq2SeqImpl::encode(const torch::Tensor& source, const torch::Tensor& le
   const int64_t B = source.size(0), S = source.size(1), H = options.hidden();
   auto out = encoder->forward(drop(source_embedding(source)), lengths);
   Encoded e;
-  e.memory = out.output;  // [B, S, 2H]
+  // [B, S, 2H], made contiguous once: every step reads it row by row.
+  const auto memory = out.output.contiguous();
   e.mask = torch::arange(S).unsqueeze(0) < lengths.unsqueeze(1);
-  e.keys = cellstate::linear(e.memory, attention_key->weight, attention_key->bias);
+  e.source = AttentionSource(cellstate::linear(memory, attention_key->weight, attention_key->bias), memory);
   // Final states [layers * 2, B, H] -> per layer [B, 2H] (forward; backward).
   auto h = out.state.h.view({options.layers(), 2, B, H});
   auto c = out.state.c.view({options.layers(), 2, B, H});
@@ -110,7 +109,7 @@ Encoded Seq2SeqImpl::encode(const torch::Tensor& source, const torch::Tensor& le
     e.h.push_back(torch::tanh(linear_layer(torch::cat({h[l][0], h[l][1]}, 1), bh->weight, bh->bias)));
     e.c.push_back(torch::tanh(linear_layer(torch::cat({c[l][0], c[l][1]}, 1), bc->weight, bc->bias)));
   }
-  e.feed = torch::zeros({B, decoder_size()}, e.memory.options());
+  e.feed = torch::zeros({B, decoder_size()}, memory.options());
   return e;
 }
 
@@ -119,19 +118,26 @@ torch::Tensor Seq2SeqImpl::step(const torch::Tensor& previous, Encoded& s, torch
 }
 
 torch::Tensor Seq2SeqImpl::attend(const torch::Tensor& previous, Encoded& s, torch::Tensor* attention) {
-  TORCH_CHECK(previous.dim() == 1 && previous.size(0) == s.memory.size(0),
-              "Seq2Seq::step: expected previous tokens [", s.memory.size(0), "], got ", previous.sizes());
+  const int64_t B = s.source.memory().size(0);
+  TORCH_CHECK(previous.dim() == 1 && previous.size(0) == B, "Seq2Seq::step: expected previous tokens [", B,
+              "], got ", previous.sizes());
   return attend_embedded(drop(target_embedding(previous)), s, attention);
 }
 
 torch::Tensor Seq2SeqImpl::attend_embedded(const torch::Tensor& embedded, Encoded& s, torch::Tensor* attention) {
-  TORCH_CHECK(embedded.dim() == 2 && embedded.size(0) == s.memory.size(0) && embedded.size(1) == options.embed(),
-              "Seq2Seq::step: expected embeddings [", s.memory.size(0), ", ", options.embed(), "], got ",
-              embedded.sizes());
+  return attend_with(embedded, s, nullptr, attention);
+}
+
+torch::Tensor Seq2SeqImpl::attend_with(const torch::Tensor& embedded, Encoded& s, const StepDecoderWeights* weights,
+                                       torch::Tensor* attention) {
+  const int64_t B = s.source.memory().size(0);
+  TORCH_CHECK(embedded.dim() == 2 && embedded.size(0) == B && embedded.size(1) == options.embed(),
+              "Seq2Seq::step: expected embeddings [", B, ", ", options.embed(), "], got ", embedded.sizes());
   auto x = embedded;
   if (options.input_feeding()) x = torch::cat({x, s.feed}, 1);
   for (size_t l = 0; l < decoder.size(); ++l) {
-    auto [h, c] = decoder[l](x, std::make_tuple(s.h[l], s.c[l]));
+    const auto state = std::make_tuple(s.h[l], s.c[l]);
+    auto [h, c] = weights != nullptr ? decoder[l]->forward_with(x, state, weights->cells[l]) : decoder[l](x, state);
     s.h[l] = h;
     s.c[l] = c;
     x = l + 1 < decoder.size() ? drop(h) : h;
@@ -139,16 +145,17 @@ torch::Tensor Seq2SeqImpl::attend_embedded(const torch::Tensor& embedded, Encode
   const auto& query = s.h.back();  // [B, D]
   torch::Tensor scores;
   if (options.attention() == Attention::kGeneral) {
-    scores = attention_scores(s.keys, query);  // [B, S]
+    scores = s.source.scores(query);  // [B, S]
   } else {
     const auto q = cellstate::linear(query, attention_query->weight);
-    scores = linear_layer(torch::tanh(s.keys + q.unsqueeze(1)), attention_score->weight).squeeze(2);
+    scores = linear_layer(torch::tanh(s.source.keys() + q.unsqueeze(1)), attention_score->weight).squeeze(2);
   }
   scores = scores.masked_fill(s.mask.logical_not(), -std::numeric_limits<float>::infinity());
   auto a = torch::softmax(scores, 1);
   if (attention) *attention = a;
-  auto context = attention_context(a, s.memory);  // [B, 2H]
-  auto attended = torch::tanh(cellstate::linear(torch::cat({context, query}, 1), combine->weight));
+  auto context = s.source.context(a);  // [B, 2H]
+  const auto& w_c = weights != nullptr ? weights->combine[0] : combine->weight;
+  auto attended = torch::tanh(cellstate::linear(torch::cat({context, query}, 1), w_c));
   s.feed = attended;
   return attended;
 }
@@ -167,9 +174,15 @@ torch::Tensor Seq2SeqImpl::decode_states(const torch::Tensor& source, const torc
   TORCH_CHECK(target_in.dim() == 2 && target_in.size(0) == source.size(0),
               "Seq2Seq: expected target [", source.size(0), ", T], got ", target_in.sizes());
   auto state = encode(source, lengths);
-  const auto embedded = drop(target_embedding(target_in));  // [B, T, E]
+  // [B, E] per position; unbind's backward stacks their T gradients at once
+  // (select's would make a zero [B, T, E] per position, summed T times).
+  const auto embedded = drop(target_embedding(target_in)).unbind(1);
+  // The decoder's weights are read at every step: their gradients are
+  // summed once, after all the steps (nn/step_weights.h).
+  StepDecoderWeights weights{{}, StepWeights({combine->weight})};
+  for (const auto& cell : decoder) weights.cells.push_back(cell->step_weights());
   std::vector<torch::Tensor> states;
-  for (int64_t t = 0; t < target_in.size(1); ++t) states.push_back(attend_embedded(embedded.select(1, t), state));
+  for (const auto& e : embedded) states.push_back(attend_with(e, state, &weights, nullptr));
   return torch::stack(states, 1);
 }
 

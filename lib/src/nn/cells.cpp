@@ -60,7 +60,12 @@ torch::Tensor CellBaseImpl::checked_state(const torch::Tensor& x, const torch::T
 
 std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::Tensor& x,
                                                                   const torch::Tensor& h) const {
-  return {linear_layer(x, weight_ih, bias_ih), linear_layer(h, weight_hh, bias_hh)};
+  return projections(x, h, {weight_ih, weight_hh, bias_ih, bias_hh});
+}
+
+std::pair<torch::Tensor, torch::Tensor> CellBaseImpl::projections(const torch::Tensor& x, const torch::Tensor& h,
+                                                                  const std::array<torch::Tensor, 4>& w) const {
+  return {linear_layer(x, w[0], w[2]), linear_layer(h, w[1], w[3])};
 }
 
 namespace {
@@ -98,6 +103,28 @@ LSTMCellImpl::LSTMCellImpl(CellOptions options) : CloneableFrom(std::move(option
 
 std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
     const torch::Tensor& x, const std::tuple<torch::Tensor, torch::Tensor>& hx) {
+  return step(x, hx, {weight_ih, weight_hh, bias_ih, bias_hh});
+}
+
+std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward_with(const torch::Tensor& x,
+                                                                    const std::tuple<torch::Tensor, torch::Tensor>& hx,
+                                                                    const StepWeights& weights) {
+  TORCH_CHECK(weights.size() == 4, "LSTMCell: expected its 4 weights passed through StepWeights, got ",
+              weights.size());
+  for (size_t i = 0; i < 4; ++i) {
+    const auto& own = i == 0 ? weight_ih : i == 1 ? weight_hh : i == 2 ? bias_ih : bias_hh;
+    TORCH_CHECK(weights[i].defined() == own.defined() && (!own.defined() || weights[i].sizes() == own.sizes()),
+                "LSTMCell: passed weight ", i, " is ", weights[i].defined() ? weights[i].sizes() : torch::IntArrayRef{},
+                ", expected ", own.defined() ? own.sizes() : torch::IntArrayRef{});
+  }
+  return step(x, hx, {weights[0], weights[1], weights[2], weights[3]});
+}
+
+StepWeights LSTMCellImpl::step_weights() const { return StepWeights({weight_ih, weight_hh, bias_ih, bias_hh}); }
+
+std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::step(const torch::Tensor& x,
+                                                            const std::tuple<torch::Tensor, torch::Tensor>& hx,
+                                                            const std::array<torch::Tensor, 4>& w) {
   const auto h = checked_state(x, std::get<0>(hx), "h");
   const auto c = checked_state(x, std::get<1>(hx), "c");
   if (!records_gradients(*this, {&x, &h, &c})) {
@@ -107,10 +134,10 @@ std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward(
   if (x.scalar_type() == torch::kFloat) {
     // Training: a one-step custom recurrence, its backward hand-written.
     auto out = detail::run_layer(RecurrentKind::kLSTM, false, x.unsqueeze(0).contiguous(), h.contiguous(),
-                                 c.contiguous(), {weight_ih, weight_hh, bias_ih, bias_hh}, {});
+                                 c.contiguous(), {w[0], w[1], w[2], w[3]}, {});
     return {out.h_n, out.c_n};
   }
-  const auto [xi, hh] = projections(x, h);
+  const auto [xi, hh] = projections(x, h, w);
   const auto gates = (xi + hh).chunk(4, 1);
   const auto i = torch::sigmoid(gates[0]);
   const auto f = torch::sigmoid(gates[1]);

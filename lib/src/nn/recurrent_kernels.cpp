@@ -19,10 +19,12 @@
 #include "cellstate/util/fast_math.h"
 
 #include "cellstate/nn/gemm.h"
+#include "cellstate/nn/step_weights.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -453,11 +455,15 @@ struct BackwardResult {
   Tensor dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh;
 };
 
+/// Where the weights' gradient terms go (nn/step_weights.h), for w_ih,
+/// w_hh, b_ih and b_hh: None for a weight whose gradient is returned.
+using WeightTerms = std::array<c10::IValue, 4>;
+
 template <typename T>
 BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tensor& x,
                              const Tensor& w_ih, const Tensor& w_hh, const Saved& saved,
                              const Tensor& dy_in, const Tensor& dh_n, const Tensor& dc_n,
-                             bool need_dx) {
+                             bool need_dx, const WeightTerms& terms) {
   const int64_t T_ = s.T, B = s.B, H = s.H, G = gate_count(kind);
   const auto opts = x.options();
   const Tensor dy = dy_in.contiguous();
@@ -491,10 +497,12 @@ BackwardResult backward_loop(RecurrentKind kind, const LoopShape& s, const Tenso
   const auto dg2 = dgates.view({T_ * B, G * H});
   const auto dgh2 = kind == RecurrentKind::kGRU ? dgh.view({T_ * B, 3 * H}) : dg2;
   if (need_dx) r.dx = gemm(dg2, w_ih).view({T_, B, w_ih.size(1)});
-  r.dw_ih = gemm(dg2.t(), x.reshape({T_ * B, -1}));
-  r.dw_hh = gemm(dgh2.t(), saved.h_prev.view({T_ * B, H}));
-  r.db_ih = dg2.sum(0);
-  r.db_hh = dgh2.sum(0);
+  const auto x2 = x.reshape({T_ * B, -1});
+  const auto h_prev2 = saved.h_prev.view({T_ * B, H});
+  if (!leave_gradient_term(terms[0], dg2, x2)) r.dw_ih = gemm(dg2.t(), x2);
+  if (!leave_gradient_term(terms[1], dgh2, h_prev2)) r.dw_hh = gemm(dgh2.t(), h_prev2);
+  if (!leave_gradient_term(terms[2], dg2)) r.db_ih = dg2.sum(0);
+  if (!leave_gradient_term(terms[3], dgh2)) r.db_hh = dgh2.sum(0);
   r.dh0 = dh;
   r.dc0 = dc;
   return r;
@@ -531,6 +539,10 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
     ctx->saved_data["reverse"] = reverse;
     ctx->saved_data["batch_sizes"] = batch_sizes;
     ctx->saved_data["has_bias"] = b_ih.numel() > 0;
+    // Weights passed through StepWeights get their gradient's terms left there.
+    const std::array<const Tensor*, 4> weights{&w_ih, &w_hh, &b_ih, &b_hh};
+    for (size_t i = 0; i < weights.size(); ++i)
+      ctx->saved_data["terms" + std::to_string(i)] = gradient_terms_of(*weights[i]);
     ctx->saved_data["act"] = saved.act;
     ctx->saved_data["h_prev"] = saved.h_prev;
     if (saved.c_prev.defined()) {
@@ -559,10 +571,14 @@ class RecurrentLayerFunction : public torch::autograd::Function<RecurrentLayerFu
     if (kind == RecurrentKind::kGRU) saved.gh = ctx->saved_data["gh"].toTensor();
     const LoopShape shape{x.size(0), x.size(1), w_hh.size(1), reverse, &batch_sizes};
     const Tensor dc_n = kind == RecurrentKind::kLSTM ? grads[2] : Tensor();
+    // A weight's terms are left only in a pass that needs its gradient.
+    WeightTerms terms;
+    for (size_t i = 0; i < terms.size(); ++i)
+      if (ctx->needs_input_grad(3 + i)) terms[i] = ctx->saved_data["terms" + std::to_string(i)];
     BackwardResult r;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_recurrent_backward", [&] {
       r = backward_loop<scalar_t>(kind, shape, x, w_ih, w_hh, saved, grads[0], grads[1], dc_n,
-                                  ctx->needs_input_grad(0));
+                                  ctx->needs_input_grad(0), terms);
     });
     if (!has_bias) r.db_ih = r.db_hh = Tensor();
     return {r.dx,   r.dh0,   r.dc0,    r.dw_ih,  r.dw_hh,

@@ -45,3 +45,72 @@ TEST(Attention, RecordsGradientsThroughBmmAndChecksShapes) {
   EXPECT_THROW(cs::attention_context(torch::zeros({2, 4}), torch::zeros({2, 3, 4})), c10::Error);
   EXPECT_THROW(cs::attention_context(torch::zeros({2, 3}), torch::zeros({2, 3})), c10::Error);
 }
+
+namespace {
+
+/// A decode of T steps over keys = memory · w, with input feeding (each
+/// query depends on the previous context), padding masked, and keys also
+/// read directly (as additive attention does); `source` true: through
+/// AttentionSource, false: through torch::bmm. The loss, for backward.
+torch::Tensor decode_loss(const torch::Tensor& memory, const torch::Tensor& w, const torch::Tensor& q0,
+                          const torch::Tensor& mask, int64_t T, bool source) {
+  const auto keys = torch::matmul(memory, w);
+  const cs::AttentionSource s(keys, memory);
+  auto q = q0;
+  auto loss = torch::zeros({});
+  for (int64_t t = 0; t < T; ++t) {
+    const auto& k = source ? s.keys() : keys;
+    auto scores = source ? s.scores(q) : torch::bmm(k, q.unsqueeze(2)).squeeze(2);
+    scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+    const auto a = torch::softmax(scores, 1);
+    const auto c = source ? s.context(a) : torch::bmm(a.unsqueeze(1), memory).squeeze(1);
+    q = torch::tanh(c.narrow(1, 0, q.size(1)) + q * (t + 1));
+    loss = loss + (c * c).sum() + (q * static_cast<double>(t)).sum();
+  }
+  return loss + (source ? s.keys() : keys).pow(2).sum() * 0.01;
+}
+
+}  // namespace
+
+TEST(Attention, SourceGathersTheStepsGradientsAsBmmsBackwardDoes) {
+  torch::manual_seed(11);
+  const int64_t B = 4, S = 6, D = 5, T = 7;
+  const auto memory = torch::randn({B, S, 2 * D}, torch::requires_grad());
+  const auto w = torch::randn({2 * D, D}, torch::requires_grad());
+  const auto q0 = torch::randn({B, D}, torch::requires_grad());
+  const auto mask = torch::arange(S).unsqueeze(0) < torch::tensor({6, 3, 1, 5}).unsqueeze(1);
+  const std::vector<torch::Tensor> inputs{memory, w, q0};
+  const auto expected = torch::autograd::grad({decode_loss(memory, w, q0, mask, T, false)}, inputs);
+
+  auto got = torch::autograd::grad({decode_loss(memory, w, q0, mask, T, true)}, inputs);
+  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-4, 1e-5)) << i;
+
+  // A pass that does not reach the gathering node (the query's gradient
+  // only) leaves nothing for the next one.
+  const auto loss = decode_loss(memory, w, q0, mask, T, true);
+  const auto dq = torch::autograd::grad({loss}, {q0}, {}, /*retain_graph=*/true);
+  EXPECT_TRUE(torch::allclose(dq[0], expected[2], 1e-4, 1e-5));
+  got = torch::autograd::grad({loss}, inputs, {}, /*retain_graph=*/true);
+  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(torch::allclose(got[i], expected[i], 1e-4, 1e-5)) << i;
+  // Two passes through the same graph accumulate twice the gradient.
+  loss.backward({}, /*retain_graph=*/true);
+  loss.backward();
+  EXPECT_TRUE(torch::allclose(memory.grad(), 2 * expected[0], 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(w.grad(), 2 * expected[1], 1e-4, 1e-5));
+
+  // Without gradients it is the two functions.
+  torch::NoGradGuard no_grad;
+  const cs::AttentionSource plain(memory.narrow(2, 0, D), memory);
+  EXPECT_TRUE(torch::equal(plain.scores(q0), cs::attention_scores(memory.narrow(2, 0, D), q0)));
+  EXPECT_THROW(cs::AttentionSource(torch::zeros({2, 3, 4}), torch::zeros({2, 4, 4})), c10::Error);
+  EXPECT_THROW(cs::AttentionSource().scores(q0), c10::Error);
+}
+
+TEST(Attention, SourceChecksTheStepsShapesUnderAutograd) {
+  const auto keys = torch::randn({2, 3, 4}, torch::requires_grad());
+  const cs::AttentionSource s(keys, keys);
+  EXPECT_THROW(s.scores(torch::zeros({2, 5}, torch::requires_grad())), c10::Error);
+  EXPECT_THROW(s.scores(torch::zeros({3, 4})), c10::Error);
+  EXPECT_THROW(s.context(torch::zeros({2, 4})), c10::Error);
+  EXPECT_THROW(s.context(torch::zeros({2, 3, 1})), c10::Error);
+}

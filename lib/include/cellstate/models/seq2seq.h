@@ -27,9 +27,11 @@
 
 #include <vector>
 
+#include "cellstate/nn/attention.h"
 #include "cellstate/nn/cells.h"
 #include "cellstate/decode/step_model.h"
 #include "cellstate/nn/rnn.h"
+#include "cellstate/nn/step_weights.h"
 
 namespace cellstate {
 
@@ -65,8 +67,9 @@ struct Seq2SeqOptions {
 
 /// What the encoder gives the decoder, for a batch (or its beams).
 struct Encoded {
-  torch::Tensor memory;      // [B, S, 2H] encoder outputs
-  torch::Tensor keys;        // [B, S, D] memory projected for the attention
+  /// The encoder outputs (memory() [B, S, 2H]) and their projection for the
+  /// attention (keys() [B, S, D]).
+  AttentionSource source;
   torch::Tensor mask;        // [B, S] bool, true at real source positions
   std::vector<torch::Tensor> h, c;  // decoder state per layer, [B, D] each
   torch::Tensor feed;        // [B, D] h~ of the previous step (zeros at the start)
@@ -119,6 +122,17 @@ class Seq2SeqImpl : public torch::nn::Cloneable<Seq2SeqImpl> {
   torch::nn::Linear output{nullptr};           // untied: W_o, b_o
   torch::Tensor output_bias;                   // tied: b_o
   Dropout drop{nullptr};
+
+ private:
+  /// The decoder's weights passed through StepWeights (nn/step_weights.h)
+  /// for the T steps of a teacher-forced batch: each cell's four, then W_c.
+  struct StepDecoderWeights {
+    std::vector<StepWeights> cells;
+    StepWeights combine;
+  };
+  /// attend_embedded reading `weights` (null: the modules' own).
+  torch::Tensor attend_with(const torch::Tensor& embedded, Encoded& state, const StepDecoderWeights* weights,
+                            torch::Tensor* attention);
 };
 TORCH_MODULE(Seq2Seq);
 

@@ -15,9 +15,11 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <tuple>
 
 #include "cellstate/nn/cloneable.h"
+#include "cellstate/nn/step_weights.h"
 
 namespace cellstate {
 
@@ -53,9 +55,11 @@ class CellBaseImpl : public torch::nn::Module {
   /// state, zeros when undefined.
   torch::Tensor checked_state(const torch::Tensor& x, const torch::Tensor& state,
                               const char* what) const;
-  /// W_ih x + b_ih and W_hh h + b_hh, each [B, gates*H].
-  std::pair<torch::Tensor, torch::Tensor> projections(const torch::Tensor& x,
-                                                      const torch::Tensor& h) const;
+  /// W_ih x + b_ih and W_hh h + b_hh, each [B, gates*H] (`weights`: in
+  /// place of weight_ih, weight_hh, bias_ih, bias_hh).
+  std::pair<torch::Tensor, torch::Tensor> projections(const torch::Tensor& x, const torch::Tensor& h) const;
+  std::pair<torch::Tensor, torch::Tensor> projections(const torch::Tensor& x, const torch::Tensor& h,
+                                                      const std::array<torch::Tensor, 4>& weights) const;
 
   int64_t gates_;
   const char* name_;
@@ -73,6 +77,20 @@ class LSTMCellImpl : public CloneableFrom<LSTMCellImpl, CellBaseImpl> {
       : LSTMCellImpl(CellOptions(input_size, hidden_size)) {}
   std::tuple<torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& x, const std::tuple<torch::Tensor, torch::Tensor>& hx = {});
+  /// The same step reading `weights` (weight_ih, weight_hh, bias_ih and
+  /// bias_hh of this cell passed through nn/step_weights.h's node, as
+  /// step_weights() gives them): a loop of steps that records gradients
+  /// then has their gradients summed once, after all its steps.
+  std::tuple<torch::Tensor, torch::Tensor> forward_with(const torch::Tensor& x,
+                                                        const std::tuple<torch::Tensor, torch::Tensor>& hx,
+                                                        const StepWeights& weights);
+  /// This cell's weights passed through one StepWeights node.
+  StepWeights step_weights() const;
+
+ private:
+  std::tuple<torch::Tensor, torch::Tensor> step(const torch::Tensor& x,
+                                                const std::tuple<torch::Tensor, torch::Tensor>& hx,
+                                                const std::array<torch::Tensor, 4>& weights);
 };
 TORCH_MODULE(LSTMCell);
 
