@@ -215,19 +215,14 @@ AttentionSource::AttentionSource(const torch::Tensor& keys, const torch::Tensor&
 
 torch::Tensor AttentionSource::scores(const torch::Tensor& query) const {
   TORCH_CHECK(keys_.defined(), "AttentionSource::scores: no keys (a default-constructed source)");
+  // Either way attention_scores (attention_context below) checks the shapes.
   if (steps_ == nullptr || !records(keys_, query)) return attention_scores(keys_, query);
-  TORCH_CHECK(query.dim() == 2 && query.size(0) == keys_.size(0) && query.size(1) == keys_.size(2),
-              "attention_scores: expected keys [B, S, D] and query [B, D], got ", keys_.sizes(), " and ",
-              query.sizes());
   return StepScores::apply(keys_, query, steps_);
 }
 
 torch::Tensor AttentionSource::context(const torch::Tensor& weights) const {
   TORCH_CHECK(memory_.defined(), "AttentionSource::context: no memory (a default-constructed source)");
   if (steps_ == nullptr || !records(weights, memory_)) return attention_context(weights, memory_);
-  TORCH_CHECK(weights.dim() == 2 && weights.size(0) == memory_.size(0) && weights.size(1) == memory_.size(1),
-              "attention_context: expected weights [B, S] and memory [B, S, D'], got ", weights.sizes(), " and ",
-              memory_.sizes());
   return StepContext::apply(weights, memory_, steps_);
 }
 

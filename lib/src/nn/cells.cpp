@@ -111,8 +111,9 @@ std::tuple<torch::Tensor, torch::Tensor> LSTMCellImpl::forward_with(const torch:
                                                                     const StepWeights& weights) {
   TORCH_CHECK(weights.size() == 4, "LSTMCell: expected its 4 weights passed through StepWeights, got ",
               weights.size());
-  for (size_t i = 0; i < 4; ++i) {
-    const auto& own = i == 0 ? weight_ih : i == 1 ? weight_hh : i == 2 ? bias_ih : bias_hh;
+  const std::array<const torch::Tensor*, 4> owns{&weight_ih, &weight_hh, &bias_ih, &bias_hh};
+  for (size_t i = 0; i < owns.size(); ++i) {
+    const auto& own = *owns[i];
     TORCH_CHECK(weights[i].defined() == own.defined() && (!own.defined() || weights[i].sizes() == own.sizes()),
                 "LSTMCell: passed weight ", i, " is ", weights[i].defined() ? weights[i].sizes() : torch::IntArrayRef{},
                 ", expected ", own.defined() ? own.sizes() : torch::IntArrayRef{});
